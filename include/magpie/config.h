@@ -1,0 +1,357 @@
+/* The runtime configuration: what translators produce from the Envoy v3 messages and what
+ * workers read.  A mp_config_t snapshot is immutable once published; workers hold a reference
+ * (mp_config_ref/unref, atomic) and an in-flight stream keeps the snapshot it started on.
+ * The main thread builds snapshots (xds/translate_*.c) and publishes them (proxy/worker.c).
+ * Everything reachable from a snapshot is owned by it and freed with it, except host sets,
+ * which STRICT_DNS refreshes replace while the snapshot lives (see mp_cluster_t.hosts). */
+#ifndef MAGPIE_CONFIG_H
+#define MAGPIE_CONFIG_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "magpie/common.h"
+#include "magpie/stats.h"
+
+typedef struct mp_regex mp_regex_t; /* proxy/regex.c: PCRE2 with JIT and match limits */
+
+typedef struct mp_addr {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char text[64]; /* "127.0.0.1:8080" or "[::1]:8080" */
+} mp_addr_t;
+
+/* ---- matchers (envoy.type.matcher.v3) ---- */
+
+typedef enum mp_str_match_kind {
+    MP_STR_EXACT,
+    MP_STR_PREFIX,
+    MP_STR_SUFFIX,
+    MP_STR_CONTAINS,
+    MP_STR_REGEX,
+} mp_str_match_kind_t;
+
+typedef struct mp_string_matcher {
+    mp_str_match_kind_t kind;
+    char *value; /* exact/prefix/suffix/contains; NULL for regex */
+    uint32_t len;
+    bool ignore_case;
+    mp_regex_t *regex; /* MP_STR_REGEX */
+} mp_string_matcher_t;
+
+typedef enum mp_header_match_kind {
+    MP_HDR_STRING,  /* string_match, or the deprecated exact_match/prefix_match/... */
+    MP_HDR_PRESENT, /* present_match */
+    MP_HDR_RANGE,   /* range_match: [start, end) on the integer value */
+} mp_header_match_kind_t;
+
+typedef struct mp_header_matcher {
+    char *name; /* lower-case; ":path", ":method", ":authority" address the pseudo-headers */
+    mp_header_match_kind_t kind;
+    mp_string_matcher_t str;
+    bool present; /* MP_HDR_PRESENT: true = must be present, false = must be absent */
+    int64_t range_start, range_end;
+    bool invert;
+    bool treat_missing_as_empty;
+} mp_header_matcher_t;
+
+typedef struct mp_query_matcher {
+    char *name;
+    bool has_string; /* string_match given; otherwise present_match */
+    mp_string_matcher_t str;
+    bool present;
+} mp_query_matcher_t;
+
+/* ---- header mutation (HeaderValueOption, *_headers_to_remove) ---- */
+
+typedef enum mp_header_append {
+    MP_APPEND_IF_EXISTS_OR_ADD,
+    MP_ADD_IF_ABSENT,
+    MP_OVERWRITE_IF_EXISTS_OR_ADD,
+    MP_OVERWRITE_IF_EXISTS,
+} mp_header_append_t;
+
+typedef struct mp_header_op {
+    char *name; /* lower-case */
+    char *value;
+    mp_header_append_t action; /* `append: false` maps to OVERWRITE_IF_EXISTS_OR_ADD */
+    bool keep_empty_value;
+} mp_header_op_t;
+
+typedef struct mp_header_mutation {
+    mp_header_op_t *add;
+    uint32_t n_add;
+    char **remove; /* lower-case names */
+    uint32_t n_remove;
+} mp_header_mutation_t;
+
+/* ---- routes (envoy.config.route.v3) ---- */
+
+typedef struct mp_cluster mp_cluster_t;
+
+typedef enum mp_path_match_kind {
+    MP_PATH_PREFIX,
+    MP_PATH_EXACT,
+    MP_PATH_REGEX,
+    MP_PATH_SEPARATED_PREFIX,
+} mp_path_match_kind_t;
+
+typedef enum mp_route_action_kind {
+    MP_ACTION_ROUTE,
+    MP_ACTION_REDIRECT,
+    MP_ACTION_DIRECT_RESPONSE,
+} mp_route_action_kind_t;
+
+typedef struct mp_weighted_cluster {
+    char *name;
+    mp_cluster_t *cluster; /* resolved at translation; NULL if the name is unknown (-> 503) */
+    uint32_t weight;
+    mp_header_mutation_t request_headers, response_headers;
+} mp_weighted_cluster_t;
+
+typedef struct mp_redirect {
+    char *scheme;       /* NULL: keep; https_redirect sets "https" */
+    char *host;         /* NULL: keep */
+    uint32_t port;      /* 0: keep */
+    char *path;         /* path_redirect; NULL: keep */
+    char *prefix_rewrite;
+    int response_code; /* 301 (default), 302, 303, 307, 308 */
+    bool strip_query;
+} mp_redirect_t;
+
+typedef struct mp_route {
+    char *name;
+    /* match */
+    mp_path_match_kind_t path_kind;
+    char *path; /* prefix / exact path / separated prefix */
+    uint32_t path_len;
+    mp_regex_t *path_regex;
+    bool case_sensitive; /* default true */
+    mp_header_matcher_t *headers;
+    uint32_t n_headers;
+    mp_query_matcher_t *query;
+    uint32_t n_query;
+    /* action */
+    mp_route_action_kind_t action;
+    char *cluster_name;    /* "cluster" */
+    mp_cluster_t *cluster; /* resolved; NULL when unknown */
+    mp_weighted_cluster_t *weighted;
+    uint32_t n_weighted;
+    uint32_t total_weight;
+    char *cluster_header; /* lower-case header naming the cluster */
+    char *prefix_rewrite;
+    char *host_rewrite_literal;
+    bool auto_host_rewrite;
+    bool has_timeout;
+    uint64_t timeout_ms;  /* route timeout; default 15000; 0 disables */
+    uint64_t idle_timeout_ms; /* 0: none */
+    mp_redirect_t redirect;
+    int direct_status;
+    char *direct_body;
+    uint32_t direct_body_len;
+    mp_header_mutation_t request_headers, response_headers;
+} mp_route_t;
+
+typedef struct mp_vhost {
+    char *name;
+    char **domains; /* lower-case as configured: "a.com", "*.a.com", "a.*", "*" */
+    uint32_t n_domains;
+    mp_route_t *routes;
+    uint32_t n_routes;
+    mp_header_mutation_t request_headers, response_headers;
+} mp_vhost_t;
+
+typedef struct mp_route_table {
+    char *name;
+    mp_vhost_t *vhosts;
+    uint32_t n_vhosts;
+    mp_header_mutation_t request_headers, response_headers;
+} mp_route_table_t;
+
+/* ---- clusters and hosts ---- */
+
+typedef enum mp_cluster_type {
+    MP_CLUSTER_STATIC,
+    MP_CLUSTER_STRICT_DNS,
+    MP_CLUSTER_LOGICAL_DNS,
+} mp_cluster_type_t;
+
+typedef enum mp_lb_policy {
+    MP_LB_ROUND_ROBIN,
+    MP_LB_LEAST_REQUEST,
+    MP_LB_RANDOM,
+} mp_lb_policy_t;
+
+typedef enum mp_dns_family {
+    MP_DNS_AUTO, /* Envoy AUTO: prefer v6, fall back to v4 */
+    MP_DNS_V4_ONLY,
+    MP_DNS_V6_ONLY,
+    MP_DNS_V4_PREFERRED,
+    MP_DNS_ALL,
+} mp_dns_family_t;
+
+typedef struct mp_host {
+    mp_addr_t addr;
+    char *hostname; /* the DNS name it came from, or NULL */
+    uint32_t weight; /* >= 1 */
+} mp_host_t;
+
+/* An immutable set of hosts with its own refcount (atomic: shared across threads).  The main
+ * thread replaces a cluster's set on a DNS answer; a worker takes a ref for as long as it uses
+ * one (mp_cluster_hosts_acquire). */
+typedef struct mp_hostset {
+    atomic_uint refs;
+    uint32_t n;
+    uint64_t total_weight;
+    mp_host_t hosts[];
+} mp_hostset_t;
+
+/* One configured endpoint (load_assignment.endpoints[].lb_endpoints[]): an address to use as is
+ * (STATIC) or a name to resolve (STRICT_DNS). */
+typedef struct mp_endpoint_spec {
+    char *address; /* IP literal or DNS name */
+    uint16_t port;
+    uint32_t weight;
+} mp_endpoint_spec_t;
+
+typedef struct mp_cluster_stats {
+    mp_stat_id_t upstream_rq_total, upstream_rq_2xx, upstream_rq_3xx, upstream_rq_4xx,
+        upstream_rq_5xx, upstream_rq_timeout, upstream_rq_active, upstream_cx_total,
+        upstream_cx_active, upstream_cx_connect_fail, upstream_cx_connect_timeout,
+        upstream_cx_destroy, upstream_cx_rx_bytes_total, upstream_cx_tx_bytes_total,
+        upstream_rq_pending_total, upstream_cx_idle_timeout, membership_total,
+        membership_healthy, update_success, update_failure, upstream_cx_none_healthy;
+} mp_cluster_stats_t;
+
+struct mp_cluster {
+    char *name;
+    uint32_t index; /* position in mp_config_t.clusters: index of per-worker state */
+    mp_cluster_type_t type;
+    mp_lb_policy_t lb_policy;
+    uint32_t least_request_choices; /* default 2 */
+    uint64_t connect_timeout_ms;    /* default 5000 */
+    uint64_t pool_idle_timeout_ms;  /* common_http_protocol_options.idle_timeout; default 1h */
+    uint32_t per_connection_buffer_limit_bytes; /* default 1 MiB */
+    uint32_t max_requests_per_connection;       /* 0: unlimited */
+    mp_dns_family_t dns_family;
+    uint64_t dns_refresh_rate_ms; /* default 5000 */
+    bool respect_dns_ttl;
+    mp_endpoint_spec_t *endpoints;
+    uint32_t n_endpoints;
+    _Atomic(mp_hostset_t *) hosts; /* never NULL after translation (may be empty) */
+    mp_cluster_stats_t stats;
+};
+
+/* ---- access logs ---- */
+
+typedef struct mp_access_log_format mp_access_log_format_t; /* proxy/access_log.c */
+
+typedef enum mp_access_log_sink {
+    MP_ALOG_FILE,
+    MP_ALOG_STDOUT,
+    MP_ALOG_STDERR,
+} mp_access_log_sink_t;
+
+typedef struct mp_access_log {
+    mp_access_log_sink_t sink;
+    char *path;                     /* MP_ALOG_FILE */
+    int fd;                         /* opened by the translator, closed with the snapshot */
+    mp_access_log_format_t *format; /* compiled format string */
+} mp_access_log_t;
+
+/* ---- listeners and the HTTP connection manager ---- */
+
+typedef enum mp_codec_type {
+    MP_CODEC_AUTO,
+    MP_CODEC_HTTP1,
+    MP_CODEC_HTTP2,
+} mp_codec_type_t;
+
+typedef struct mp_http_stats {
+    mp_stat_id_t downstream_rq_total, downstream_rq_1xx, downstream_rq_2xx, downstream_rq_3xx,
+        downstream_rq_4xx, downstream_rq_5xx, downstream_cx_total, downstream_cx_active,
+        downstream_cx_http1_total, downstream_cx_rx_bytes_total, downstream_cx_tx_bytes_total,
+        downstream_rq_active, downstream_rq_timeout, downstream_rq_idle_timeout,
+        downstream_cx_idle_timeout, downstream_cx_protocol_error, downstream_rq_completed,
+        no_route, rq_direct_response, rq_redirect, downstream_rq_too_large,
+        downstream_cx_destroy_remote, downstream_cx_destroy_local, downstream_rq_rx_reset,
+        downstream_rq_tx_reset, downstream_cx_drain_close;
+} mp_http_stats_t;
+
+typedef struct mp_hcm_config {
+    char *stat_prefix;
+    mp_codec_type_t codec_type;
+    mp_route_table_t *routes; /* inline route_config */
+    char **http_filters;      /* names, in order; the last is envoy.filters.http.router */
+    uint32_t n_http_filters;
+    uint32_t max_request_headers_kb; /* default 60 */
+    uint32_t max_headers_count;      /* default 100 */
+    uint64_t stream_idle_timeout_ms; /* default 300000 (5 min); 0 disables */
+    uint64_t request_timeout_ms;     /* default 0 (disabled) */
+    uint64_t request_headers_timeout_ms; /* default 0 (disabled) */
+    uint64_t idle_timeout_ms;        /* connection idle; default 3600000 (1 h); 0 disables */
+    uint64_t drain_timeout_ms;       /* default 5000 */
+    bool normalize_path;             /* default false (Envoy's default without runtime) */
+    bool merge_slashes;              /* default false */
+    bool use_remote_address;         /* default false */
+    uint32_t xff_num_trusted_hops;
+    bool generate_request_id;   /* default true */
+    bool preserve_external_request_id;
+    char *server_name;          /* default "magpie" */
+    bool proxy_100_continue;
+    mp_access_log_t *access_logs;
+    uint32_t n_access_logs;
+    mp_http_stats_t stats;
+} mp_hcm_config_t;
+
+typedef struct mp_listener_stats {
+    mp_stat_id_t downstream_cx_total, downstream_cx_active, downstream_cx_destroy,
+        no_filter_chain_match;
+} mp_listener_stats_t;
+
+typedef struct mp_listener {
+    char *name;
+    mp_addr_t addr;
+    uint32_t per_connection_buffer_limit_bytes; /* default 1 MiB */
+    mp_hcm_config_t *hcm; /* the listener's single filter chain */
+    mp_listener_stats_t stats; /* listener.<addr>. */
+} mp_listener_t;
+
+/* ---- the snapshot ---- */
+
+typedef struct mp_config {
+    atomic_uint refs;
+    uint64_t generation;
+    mp_listener_t *listeners;
+    uint32_t n_listeners;
+    mp_cluster_t **clusters;
+    uint32_t n_clusters;
+    bool has_admin;
+    mp_addr_t admin_addr;
+    char *node_id;
+    char *node_cluster;
+    void *bootstrap; /* the validated Bootstrap message, for /config_dump (owned) */
+} mp_config_t;
+
+/* Reference counting; any thread.  The last unref frees everything the snapshot owns. */
+mp_config_t *mp_config_ref(mp_config_t *c);
+void mp_config_unref(mp_config_t *c);
+
+/* Cluster lookup by name; NULL when absent. */
+mp_cluster_t *mp_config_find_cluster(const mp_config_t *c, const char *name);
+
+/* Host sets.  acquire returns the current set with a ref taken (worker or main); release drops
+ * it.  publish (main thread) installs a new set, taking ownership of the caller's ref, and
+ * releases the old. */
+mp_hostset_t *mp_cluster_hosts_acquire(mp_cluster_t *c);
+void mp_hostset_release(mp_hostset_t *hs);
+void mp_cluster_hosts_publish(mp_cluster_t *c, mp_hostset_t *hs);
+mp_hostset_t *mp_hostset_new(uint32_t n); /* refs = 1, hosts zeroed */
+
+/* Parses "ip:port" / "[v6]:port" or an IP and a port into addr.  Returns 0 or MP_ERROR. */
+int mp_addr_parse(mp_addr_t *addr, const char *ip, uint16_t port);
+void mp_addr_format(mp_addr_t *addr);
+
+#endif
