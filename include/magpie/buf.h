@@ -51,6 +51,9 @@ void mp_buf_printf(mp_buf_t *b, const char *fmt, ...) __attribute__((format(prin
 /* Moves the first n bytes (all if n > len) of src to the end of dst without copying bytes. */
 void mp_buf_move(mp_buf_t *dst, mp_buf_t *src, size_t n);
 
+/* Appends len bytes that live in slice s starting at p, by reference (takes a ref on s). */
+void mp_buf_append_ref(mp_buf_t *b, mp_slice_t *s, const char *p, size_t len);
+
 /* Drops the first n bytes. */
 void mp_buf_consume(mp_buf_t *b, size_t n);
 

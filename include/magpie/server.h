@@ -39,6 +39,11 @@ extern mp_server_t *mp_server;
 /* Takes a ref on the current snapshot; any thread.  Release with mp_config_unref. */
 mp_config_t *mp_server_config_acquire(mp_server_t *s);
 
+/* Runs the server until shutdown: admin, DNS for clusters, then workers and listeners once the
+ * clusters are initialised.  Main thread.  Returns 0 after a clean shutdown, MP_ERROR with err
+ * set when start-up fails. */
+int mp_server_run(mp_server_t *s, mp_err_t *err);
+
 /* Starts a graceful shutdown: listeners stop accepting, in-flight requests get up to
  * opts.drain_time_s, then the process exits 0.  Main thread; safe to call twice. */
 void mp_server_shutdown(mp_server_t *s);

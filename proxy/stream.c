@@ -1,0 +1,564 @@
+/* One HTTP exchange through the connection manager: route it, answer it locally or carry it to
+ * an upstream connection and back, time it out, log it and count it. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "magpie/access_log.h"
+#include "magpie/log.h"
+#include "magpie/route.h"
+#include "magpie/stats.h"
+#include "stream_internal.h"
+
+static void stream_finish(mp_stream_t *s, bool downstream_alive);
+static void start_upstream(mp_stream_t *s);
+
+static inline struct ev_loop *loop_of(const mp_stream_t *s)
+{
+    return s->dc->w->loop;
+}
+
+static void start_timer(mp_stream_t *s, ev_timer *t, uint64_t ms)
+{
+    ev_timer_stop(loop_of(s), t);
+    if (ms == 0)
+        return;
+    ev_timer_set(t, (double)ms / 1000.0, 0.0);
+    ev_timer_start(loop_of(s), t);
+}
+
+static void touch(mp_stream_t *s)
+{
+    start_timer(s, &s->idle_timer, s->dc->hcm->stream_idle_timeout_ms);
+}
+
+/* Route timeout, stream idle timeout and request timeout all end here. */
+static void on_timeout(mp_stream_t *s, uint32_t flag, const char *details)
+{
+    const mp_hcm_config_t *h = s->dc->hcm;
+    if (flag == MP_RF_UPSTREAM_TIMEOUT && s->cluster != NULL)
+        mp_stats_inc(s->cluster->stats.upstream_rq_timeout);
+    else if (flag == MP_RF_STREAM_IDLE_TIMEOUT)
+        mp_stats_inc(h->stats.downstream_rq_idle_timeout);
+    else
+        mp_stats_inc(h->stats.downstream_rq_timeout);
+    int status = (flag == MP_RF_UPSTREAM_TIMEOUT || s->req_complete) ? 504 : 408;
+    mp_stream_local_reply(s, status, flag, flag == MP_RF_UPSTREAM_TIMEOUT ? "upstream request timeout"
+                                                                        : "stream timeout",
+                          details);
+}
+
+static void on_route_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    on_timeout(t->data, MP_RF_UPSTREAM_TIMEOUT, "response_timeout");
+}
+
+static void on_idle_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    on_timeout(t->data, MP_RF_STREAM_IDLE_TIMEOUT, "stream_idle_timeout");
+}
+
+static void on_request_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    on_timeout(t->data, MP_RF_DURATION_TIMEOUT, "request_overall_timeout");
+}
+
+mp_stream_t *mp_stream_new(mp_dconn_t *dc, mp_http_msg_t *req)
+{
+    mp_stream_t *s = mp_xcalloc(1, sizeof(*s));
+    s->dc = dc;
+    s->config = mp_config_ref(dc->config);
+    s->req = req;
+    s->host_idx = -1;
+    s->head_request = req->method != NULL && strcmp(req->method, "HEAD") == 0;
+    mp_buf_init(&s->req_pending);
+    gettimeofday(&s->info.start_time, NULL);
+    s->info.start_ns = mp_now_ns();
+    s->info.request = req;
+    s->info.protocol = req->version;
+    s->info.downstream_remote_address = dc->peer;
+    s->info.downstream_local_address = dc->local;
+    ev_init(&s->route_timer, on_route_timer);
+    s->route_timer.data = s;
+    ev_init(&s->idle_timer, on_idle_timer);
+    s->idle_timer.data = s;
+    ev_init(&s->request_timer, on_request_timer);
+    s->request_timer.data = s;
+    dc->stream = s;
+    const mp_hcm_config_t *h = dc->hcm;
+    mp_stats_inc(h->stats.downstream_rq_total);
+    mp_stats_inc(h->stats.downstream_rq_active);
+    touch(s);
+    start_timer(s, &s->request_timer, h->request_timeout_ms);
+    return s;
+}
+
+/* Rewrites req->path in place per normalize_path / merge_slashes; false when it is invalid. */
+static bool normalize_request_path(mp_stream_t *s)
+{
+    const mp_hcm_config_t *h = s->dc->hcm;
+    if (s->req->path == NULL || s->req->path[0] != '/')
+        return s->req->path != NULL && strcmp(s->req->path, "*") == 0;
+    if (!h->normalize_path && !h->merge_slashes)
+        return true;
+    const char *why = NULL;
+    char *norm = mp_path_normalize(s->req->path, h->normalize_path, h->merge_slashes, &why);
+    if (norm == NULL)
+        return false;
+    free(s->req->path);
+    s->req->path = norm;
+    return true;
+}
+
+static void apply_request_mutations(mp_stream_t *s)
+{
+    mp_headers_t *hd = &s->req->headers;
+    if (s->wc != NULL)
+        mp_header_mutation_apply(&s->wc->request_headers, hd);
+    mp_header_mutation_apply(&s->route->request_headers, hd);
+    mp_header_mutation_apply(&s->vhost->request_headers, hd);
+    mp_header_mutation_apply(&s->dc->hcm->routes->request_headers, hd);
+}
+
+static void apply_response_mutations(mp_stream_t *s, mp_headers_t *hd)
+{
+    if (s->route == NULL)
+        return;
+    if (s->wc != NULL)
+        mp_header_mutation_apply(&s->wc->response_headers, hd);
+    mp_header_mutation_apply(&s->route->response_headers, hd);
+    mp_header_mutation_apply(&s->vhost->response_headers, hd);
+    mp_header_mutation_apply(&s->dc->hcm->routes->response_headers, hd);
+}
+
+static void answer_redirect(mp_stream_t *s)
+{
+    char *location = mp_route_redirect_location(s->route, s->req);
+    mp_stats_inc(s->dc->hcm->stats.rq_redirect);
+    int code = s->route->redirect.response_code ? s->route->redirect.response_code : 301;
+    mp_http_msg_t *resp = mp_http_msg_new();
+    resp->status = code;
+    resp->content_length = 0;
+    mp_headers_add_cstr(&resp->headers, "location", location);
+    free(location);
+    mp_stream__send_local(s, resp, NULL, 0);
+}
+
+/* Picks the cluster for a MP_ACTION_ROUTE route; answers 503 NC itself when there is none. */
+static bool choose_cluster(mp_stream_t *s)
+{
+    const mp_route_t *r = s->route;
+    const char *name = mp_route_cluster_name(r, s->req, mp_random(), &s->wc);
+    mp_cluster_t *c = NULL;
+    if (s->wc != NULL)
+        c = s->wc->cluster;
+    else if (r->cluster != NULL && r->cluster_header == NULL)
+        c = r->cluster;
+    else if (name != NULL)
+        c = mp_config_find_cluster(s->config, name);
+    if (c == NULL) {
+        mp_stream_local_reply(s, 503, MP_RF_NO_CLUSTER, "cluster not found", "cluster_not_found");
+        return false;
+    }
+    s->cluster = c;
+    s->info.upstream_cluster = c->name;
+    return true;
+}
+
+static void dispatch_route(mp_stream_t *s)
+{
+    const mp_route_t *r = s->route;
+    s->info.route_name = r->name;
+    switch (r->action) {
+    case MP_ACTION_DIRECT_RESPONSE: {
+        mp_stats_inc(s->dc->hcm->stats.rq_direct_response);
+        mp_http_msg_t *resp = mp_http_msg_new();
+        resp->status = r->direct_status;
+        resp->content_length = r->direct_body_len;
+        if (r->direct_body_len > 0)
+            mp_headers_add_cstr(&resp->headers, "content-type", "text/plain");
+        mp_stream__send_local(s, resp, r->direct_body, r->direct_body_len);
+        return;
+    }
+    case MP_ACTION_REDIRECT:
+        answer_redirect(s);
+        return;
+    case MP_ACTION_ROUTE:
+        break;
+    }
+    if (!choose_cluster(s))
+        return;
+    mp_route_rewrite_request(r, s->req);
+    apply_request_mutations(s);
+    start_upstream(s);
+}
+
+int mp_stream_on_request_head(mp_dconn_t *dc, mp_http_msg_t *req)
+{
+    mp_stream_t *s = mp_stream_new(dc, req);
+    if (!req->keep_alive || dc->w->draining)
+        dc->close_after_write = true;
+    if (!normalize_request_path(s)) {
+        mp_stream_local_reply(s, 400, MP_RF_DOWNSTREAM_PROTOCOL_ERROR, "Bad Request",
+                              "invalid_path");
+        return 0;
+    }
+    mp_stream__prepare_request(s);
+    s->route = mp_route_match(dc->hcm->routes, req, &s->vhost);
+    if (s->route == NULL) {
+        mp_stats_inc(dc->hcm->stats.no_route);
+        mp_stream_local_reply(s, 404, MP_RF_NO_ROUTE, NULL, "route_not_found");
+        return 0;
+    }
+    dispatch_route(s);
+    return 0;
+}
+
+static void start_upstream(mp_stream_t *s)
+{
+    mp_cluster_t *c = s->cluster;
+    mp_stats_inc(c->stats.upstream_rq_total);
+    mp_stats_inc(c->stats.upstream_rq_active);
+    s->hosts = mp_cluster_hosts_acquire(c);
+    mp_pool_t *pool = mp_worker_pool(s->dc->w, c);
+    int idx = -1;
+    if (s->hosts->n > 0)
+        idx = pool != NULL ? mp_lb_pick(pool->lb, s->hosts, -1) : (int)(mp_random() % s->hosts->n);
+    if (idx < 0) {
+        mp_stats_inc(c->stats.upstream_cx_none_healthy);
+        mp_stream_local_reply(s, 503, MP_RF_NO_HEALTHY_UPSTREAM, "no healthy upstream",
+                              "no_healthy_upstream");
+        return;
+    }
+    s->host_idx = idx;
+    if (pool != NULL) {
+        mp_lb_request_start(pool->lb, s->hosts, idx);
+        s->lb_started = true;
+    }
+    const mp_host_t *host = &s->hosts->hosts[idx];
+    snprintf(s->upstream_host, sizeof(s->upstream_host), "%s", host->addr.text);
+    s->info.upstream_host = s->upstream_host;
+    if (s->route->auto_host_rewrite && host->hostname != NULL) {
+        free(s->req->authority);
+        s->req->authority = mp_xstrdup(host->hostname);
+    }
+    /* We answer 100-continue ourselves so that the body starts flowing while we connect. */
+    if (s->req->expect_continue && !s->req_complete) {
+        mp_buf_append_str(&s->dc->out, "HTTP/1.1 100 Continue\r\n\r\n");
+        s->sent_100 = true;
+        mp_dconn_flush(s->dc);
+        if (s->dc->dead)
+            return;
+    }
+    s->req_chunked_up = s->req->content_length < 0 && s->req->chunked;
+    mp_upstream_attach(s, host);
+}
+
+/* Appends body bytes for the upstream, chunk-framed when the request goes chunked.  data lives
+ * in the downstream's current input slice, referenced rather than copied. */
+static void append_request_body(mp_stream_t *s, mp_buf_t *dst, const char *data, size_t len)
+{
+    mp_slice_t *slice = s->dc->in.head->slice;
+    if (s->req_chunked_up)
+        mp_buf_printf(dst, "%zx\r\n", len);
+    mp_buf_append_ref(dst, slice, data, len);
+    if (s->req_chunked_up)
+        mp_buf_append(dst, "\r\n", 2);
+}
+
+static bool upstream_ready(const mp_stream_t *s)
+{
+    return s->up != NULL && s->up->state == MP_UCONN_ACTIVE;
+}
+
+int mp_stream_on_request_body(mp_stream_t *s, const char *data, size_t len)
+{
+    s->info.bytes_received += len;
+    if (s->resp_complete || (s->info.response_flags != 0 && s->up == NULL))
+        return 0; /* answered already: the rest of the body is read and dropped */
+    touch(s);
+    mp_buf_t *dst = upstream_ready(s) ? &s->up->out : &s->req_pending;
+    append_request_body(s, dst, data, len);
+    if (upstream_ready(s))
+        mp_uconn_write(s->up);
+    size_t queued = mp_buf_len(&s->req_pending) + (s->up ? mp_buf_len(&s->up->out) : 0);
+    if (queued > s->dc->buffer_limit)
+        mp_dconn_block_read(s->dc, true);
+    return 0;
+}
+
+static void append_request_end(mp_stream_t *s, mp_buf_t *dst, mp_headers_t *trailers)
+{
+    if (s->req_chunked_up)
+        mp_h1_encode_last_chunk(dst, trailers);
+}
+
+int mp_stream_on_request_complete(mp_stream_t *s, mp_headers_t *trailers)
+{
+    s->req_complete = true;
+    ev_timer_stop(loop_of(s), &s->request_timer);
+    if (s->resp_complete) {
+        if (trailers != NULL) {
+            mp_headers_free(trailers);
+            free(trailers);
+        }
+        stream_finish(s, true);
+        return 0;
+    }
+    if (upstream_ready(s)) {
+        append_request_end(s, &s->up->out, trailers);
+        mp_uconn_write(s->up);
+    } else {
+        append_request_end(s, &s->req_pending, trailers);
+    }
+    if (trailers != NULL) {
+        mp_headers_free(trailers);
+        free(trailers);
+    }
+    if (s->route != NULL && s->route->action == MP_ACTION_ROUTE && s->cluster != NULL)
+        start_timer(s, &s->route_timer, s->route->has_timeout ? s->route->timeout_ms : 15000);
+    return 0;
+}
+
+void mp_stream_on_upstream_ready(mp_stream_t *s)
+{
+    mp_uconn_t *u = s->up;
+    mp_stream__encode_request_head(s, &u->out);
+    mp_buf_move(&u->out, &s->req_pending, mp_buf_len(&s->req_pending));
+    mp_uconn_write(u);
+    touch(s);
+}
+
+void mp_stream_upstream_drained(mp_stream_t *s)
+{
+    if (s->dc->read_blocked)
+        mp_dconn_block_read(s->dc, false);
+}
+
+void mp_stream_downstream_drained(mp_stream_t *s)
+{
+    if (s->up != NULL && s->up->read_blocked && mp_buf_len(&s->dc->out) <= s->dc->buffer_limit / 2)
+        mp_uconn_block_read(s->up, false);
+    if (s->resp_complete && mp_buf_len(&s->dc->out) == 0 && s->req_complete)
+        return;
+}
+
+void mp_stream_on_upstream_failure(mp_stream_t *s, uint32_t flag, const char *details)
+{
+    s->up = NULL; /* the connection is closing itself */
+    if (s->resp_started) {
+        /* Never complete a truncated response: close the client without the final chunk. */
+        s->info.response_flags |= flag;
+        mp_dconn_close(s->dc, details);
+        return;
+    }
+    mp_stream_local_reply(s, 503, flag,
+                          "upstream connect error or disconnect/reset before headers", details);
+}
+
+static void count_response(mp_stream_t *s, int status)
+{
+    if (s->cluster == NULL)
+        return;
+    const mp_cluster_stats_t *cs = &s->cluster->stats;
+    mp_stat_id_t by_class[] = {0, 0, cs->upstream_rq_2xx, cs->upstream_rq_3xx, cs->upstream_rq_4xx,
+                               cs->upstream_rq_5xx};
+    int cls = status / 100;
+    if (cls >= 2 && cls <= 5)
+        mp_stats_inc(by_class[cls]);
+}
+
+int mp_stream_on_response_head(mp_stream_t *s, mp_http_msg_t *resp)
+{
+    if (resp->status < 200) {
+        /* 100 answers an Expect we already answered; other 1xx go to HTTP/1.1 clients. */
+        if (resp->status != 100 && resp->status != 101 && s->req->version == MP_HTTP_11) {
+            resp->content_length = -1;
+            mp_h1_encode_response_head(&s->dc->out, resp, false);
+            mp_dconn_flush(s->dc);
+        }
+        mp_http_msg_free(resp);
+        return 0;
+    }
+    touch(s);
+    count_response(s, resp->status);
+    mp_stream__prepare_response(s, resp);
+    apply_response_mutations(s, &resp->headers);
+    uint64_t ms = (mp_now_ns() - s->info.start_ns) / 1000000;
+    char t[24];
+    snprintf(t, sizeof(t), "%llu", (unsigned long long)ms);
+    mp_headers_set(&resp->headers, "x-envoy-upstream-service-time", t, strlen(t));
+    s->resp = resp;
+    s->info.response = resp;
+    s->info.response_code = resp->status;
+    s->resp_started = true;
+    resp->version = MP_HTTP_11;
+    mp_h1_encode_response_head(&s->dc->out, resp, s->resp_chunked_down);
+    mp_dconn_flush(s->dc);
+    return s->dc->dead ? MP_ERROR : 0;
+}
+
+int mp_stream_on_response_body(mp_stream_t *s, const char *data, size_t len)
+{
+    if (s->head_request)
+        return 0;
+    mp_buf_t *out = &s->dc->out;
+    if (s->resp_chunked_down)
+        mp_buf_printf(out, "%zx\r\n", len);
+    mp_buf_append_ref(out, s->up->in.head->slice, data, len);
+    if (s->resp_chunked_down)
+        mp_buf_append(out, "\r\n", 2);
+    s->info.bytes_sent += len;
+    touch(s);
+    if (mp_buf_len(out) > s->dc->buffer_limit)
+        mp_uconn_block_read(s->up, true);
+    mp_dconn_flush(s->dc);
+    return s->dc->dead ? MP_ERROR : 0;
+}
+
+int mp_stream_on_response_complete(mp_stream_t *s, mp_headers_t *trailers)
+{
+    if (s->resp_chunked_down)
+        mp_h1_encode_last_chunk(&s->dc->out, trailers);
+    if (trailers != NULL) {
+        mp_headers_free(trailers);
+        free(trailers);
+    }
+    s->resp_complete = true;
+    if (!s->req_complete) {
+        /* The upstream answered before the request ended: we cannot find the next request's
+         * start safely, so this connection ends with this response. */
+        s->dc->close_after_write = true;
+        if (s->up != NULL)
+            s->up->reusable = false;
+    }
+    stream_finish(s, true);
+    return 0;
+}
+
+void mp_stream__send_local(mp_stream_t *s, mp_http_msg_t *resp, const char *body, size_t len)
+{
+    apply_response_mutations(s, &resp->headers);
+    s->info.response_code = resp->status;
+    /* A small rest of the request body is read and dropped so that the connection stays
+     * usable; a large or unknown one is not worth reading: close after the response. */
+    if (!s->req_complete && (s->req->chunked || s->req->content_length > 65536))
+        s->dc->close_after_write = true;
+    mp_stream__prepare_response(s, resp);
+    resp->version = MP_HTTP_11;
+    if (!s->head_request && resp->content_length < 0)
+        resp->content_length = (int64_t)len;
+    mp_h1_encode_response_head(&s->dc->out, resp, false);
+    if (!s->head_request && len > 0)
+        mp_buf_append(&s->dc->out, body, len);
+    s->info.bytes_sent += s->head_request ? 0 : len;
+    s->resp = resp;
+    s->info.response = resp;
+    s->resp_started = true;
+    s->resp_complete = true;
+    stream_finish(s, true);
+}
+
+void mp_stream_local_reply(mp_stream_t *s, int status, uint32_t flags, const char *body,
+                           const char *details)
+{
+    s->info.response_flags |= flags;
+    s->info.response_code_details = details;
+    if (s->up != NULL) {
+        s->up->stream = NULL;
+        s->up->reusable = false;
+        mp_uconn_release(s->up);
+        s->up = NULL;
+    }
+    if (s->resp_started) {
+        mp_dconn_close(s->dc, details);
+        return;
+    }
+    if (body == NULL)
+        body = mp_http_reason(status);
+    mp_http_msg_t *resp = mp_http_msg_new();
+    resp->status = status;
+    mp_headers_add_cstr(&resp->headers, "content-type", "text/plain");
+    size_t len = strlen(body);
+    resp->content_length = (int64_t)len;
+    mp_stream__send_local(s, resp, body, len);
+}
+
+void mp_stream_abort(mp_stream_t *s, uint32_t flag)
+{
+    s->info.response_flags |= flag;
+    if (s->up != NULL) {
+        s->up->stream = NULL;
+        s->up->reusable = false;
+        mp_uconn_release(s->up);
+        s->up = NULL;
+    }
+    mp_stats_inc(s->dc->hcm->stats.downstream_rq_rx_reset);
+    stream_finish(s, false);
+}
+
+static void count_downstream(mp_stream_t *s)
+{
+    const mp_http_stats_t *st = &s->dc->hcm->stats;
+    mp_stats_dec(st->downstream_rq_active);
+    if (s->cluster != NULL)
+        mp_stats_dec(s->cluster->stats.upstream_rq_active);
+    if (s->info.response_code == 0)
+        return;
+    mp_stats_inc(st->downstream_rq_completed);
+    mp_stat_id_t by_class[] = {0, st->downstream_rq_1xx, st->downstream_rq_2xx,
+                               st->downstream_rq_3xx, st->downstream_rq_4xx, st->downstream_rq_5xx};
+    int cls = s->info.response_code / 100;
+    if (cls >= 1 && cls <= 5)
+        mp_stats_inc(by_class[cls]);
+}
+
+static void write_access_logs(mp_stream_t *s)
+{
+    const mp_hcm_config_t *h = s->dc->hcm;
+    s->info.end_ns = mp_now_ns();
+    for (uint32_t i = 0; i < h->n_access_logs; i++)
+        mp_access_log_write(&h->access_logs[i], &s->info);
+}
+
+static void stream_free(mp_stream_t *s)
+{
+    struct ev_loop *loop = loop_of(s);
+    ev_timer_stop(loop, &s->route_timer);
+    ev_timer_stop(loop, &s->idle_timer);
+    ev_timer_stop(loop, &s->request_timer);
+    if (s->hosts != NULL) {
+        mp_pool_t *pool = s->cluster ? mp_worker_pool(s->dc->w, s->cluster) : NULL;
+        if (pool != NULL && s->lb_started)
+            mp_lb_request_end(pool->lb, s->hosts, s->host_idx);
+        mp_hostset_release(s->hosts);
+    }
+    mp_buf_clear(&s->req_pending);
+    mp_http_msg_free(s->req);
+    if (s->resp != NULL)
+        mp_http_msg_free(s->resp);
+    mp_config_unref(s->config);
+    free(s);
+}
+
+/* Ends the exchange: logs, counts, returns the upstream connection, frees the stream and lets
+ * the downstream connection go on (downstream_alive) or not. */
+static void stream_finish(mp_stream_t *s, bool downstream_alive)
+{
+    mp_dconn_t *dc = s->dc;
+    if (downstream_alive && !s->req_complete && !dc->close_after_write)
+        return; /* wait for the rest of the request */
+    if (s->up != NULL) {
+        mp_uconn_t *u = s->up;
+        s->up = NULL;
+        u->stream = NULL;
+        mp_uconn_release(u);
+    }
+    write_access_logs(s);
+    count_downstream(s);
+    dc->stream = NULL;
+    stream_free(s);
+    if (downstream_alive)
+        mp_dconn_stream_done(dc);
+}

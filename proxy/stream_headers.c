@@ -1,0 +1,147 @@
+/* Request and response header policy of the connection manager: hop-by-hop removal, the
+ * x-forwarded-* and x-request-id headers, and response framing decisions. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "magpie/lb.h"
+#include "stream_internal.h"
+
+/* Headers that a client may name in Connection but that we set or rely on: stripping them
+ * would let a client remove our own annotations (hostile-inputs 24). */
+static bool is_protected(const char *name, size_t len)
+{
+    static const char *const protected_names[] = {
+        "x-forwarded-for", "x-forwarded-proto", "x-request-id", "host", "authorization",
+        "content-length",  "x-envoy-expected-rq-timeout-ms", "cookie",
+    };
+    for (size_t i = 0; i < MP_ARRAY_SIZE(protected_names); i++)
+        if (mp_strieq(name, len, protected_names[i]))
+            return true;
+    return false;
+}
+
+/* Removes the fields listed in every Connection header, then the hop-by-hop fields. */
+static void strip_hop_by_hop(mp_headers_t *h)
+{
+    mp_header_t *c;
+    while ((c = mp_headers_get(h, "connection")) != NULL) {
+        char *list = mp_xstrdup(c->value);
+        mp_headers_remove(h, "connection");
+        char *save = NULL;
+        for (char *tok = strtok_r(list, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
+            size_t len = strlen(tok);
+            if (is_protected(tok, len) || mp_http_is_hop_by_hop(tok, len))
+                continue;
+            for (char *p = tok; *p; p++)
+                *p = (char)((*p >= 'A' && *p <= 'Z') ? *p + 32 : *p);
+            mp_headers_remove(h, tok);
+        }
+        free(list);
+    }
+    static const char *const hop[] = {"keep-alive",        "proxy-connection", "transfer-encoding",
+                                      "upgrade",           "te",               "trailer",
+                                      "http2-settings",    "content-length"};
+    for (size_t i = 0; i < MP_ARRAY_SIZE(hop); i++)
+        mp_headers_remove(h, hop[i]);
+}
+
+void mp_stream__uuid4(char out[37])
+{
+    uint64_t a = mp_random(), b = mp_random();
+    a = (a & ~0xf000ull) | 0x4000ull;                           /* version 4 */
+    b = (b & 0x3fffffffffffffffull) | 0x8000000000000000ull; /* RFC 4122 variant */
+    snprintf(out, 37, "%08x-%04x-%04x-%04x-%012llx", (unsigned)(a >> 32),
+             (unsigned)((a >> 16) & 0xffff), (unsigned)(a & 0xffff), (unsigned)(b >> 48),
+             (unsigned long long)(b & 0xffffffffffffull));
+}
+
+static void append_xff(mp_headers_t *h, const char *peer)
+{
+    char ip[64];
+    snprintf(ip, sizeof(ip), "%s", peer);
+    /* "ip:port" or "[v6]:port": keep the address only. */
+    char *colon = strrchr(ip, ':');
+    if (colon != NULL)
+        *colon = '\0';
+    const char *addr = ip;
+    if (ip[0] == '[') {
+        addr = ip + 1;
+        char *end = strchr(ip, ']');
+        if (end != NULL)
+            *end = '\0';
+    }
+    mp_header_t *x = mp_headers_get(h, "x-forwarded-for");
+    if (x == NULL) {
+        mp_headers_add_cstr(h, "x-forwarded-for", addr);
+        return;
+    }
+    char *joined = mp_xasprintf("%s,%s", x->value, addr);
+    mp_headers_set(h, "x-forwarded-for", joined, strlen(joined));
+    free(joined);
+}
+
+void mp_stream__prepare_request(mp_stream_t *s)
+{
+    const mp_hcm_config_t *h = s->dc->hcm;
+    mp_headers_t *hd = &s->req->headers;
+    strip_hop_by_hop(hd);
+    mp_headers_remove(hd, "host");
+    if (s->req->expect_continue)
+        mp_headers_remove(hd, "expect");
+    append_xff(hd, s->dc->peer);
+    if (h->use_remote_address || mp_headers_get(hd, "x-forwarded-proto") == NULL)
+        mp_headers_set(hd, "x-forwarded-proto", "http", 4);
+    mp_header_t *rid = mp_headers_get(hd, "x-request-id");
+    bool keep = rid != NULL && (!h->use_remote_address || h->preserve_external_request_id);
+    if (keep) {
+        snprintf(s->request_id, sizeof(s->request_id), "%s", rid->value);
+    } else if (h->generate_request_id) {
+        mp_stream__uuid4(s->request_id);
+        mp_headers_set(hd, "x-request-id", s->request_id, strlen(s->request_id));
+    }
+}
+
+void mp_stream__encode_request_head(mp_stream_t *s, mp_buf_t *out)
+{
+    mp_http_msg_t *r = s->req;
+    /* Host goes first, as clients write it; the head keeps the rest of the order. */
+    mp_headers_t saved = r->headers;
+    mp_headers_t with_host;
+    mp_headers_init(&with_host);
+    mp_headers_add_cstr(&with_host, "host", r->authority ? r->authority : "");
+    for (uint32_t i = 0; i < saved.n; i++)
+        mp_headers_add(&with_host, saved.v[i].name, saved.v[i].name_len, saved.v[i].value,
+                       saved.v[i].value_len);
+    r->headers = with_host;
+    mp_http_version_t v = r->version;
+    r->version = MP_HTTP_11;
+    mp_h1_encode_request_head(out, r, s->req_chunked_up);
+    r->version = v;
+    r->headers = saved;
+    mp_headers_free(&with_host);
+}
+
+void mp_stream__prepare_response(mp_stream_t *s, mp_http_msg_t *resp)
+{
+    strip_hop_by_hop(&resp->headers);
+    bool no_body = s->head_request || resp->status == 204 || resp->status == 304;
+    s->resp_chunked_down = false;
+    s->resp_close_delimited = false;
+    if (no_body) {
+        if (resp->status == 204 || resp->status == 304)
+            resp->content_length = -1;
+    } else if (resp->content_length < 0) {
+        if (s->req->version == MP_HTTP_11)
+            s->resp_chunked_down = true;
+        else
+            s->resp_close_delimited = true;
+    }
+    if (s->resp_close_delimited || s->dc->w->draining)
+        s->dc->close_after_write = true;
+    if (s->dc->close_after_write)
+        mp_headers_set(&resp->headers, "connection", "close", 5);
+    else if (s->req->version == MP_HTTP_10)
+        mp_headers_set(&resp->headers, "connection", "keep-alive", 10);
+}

@@ -1,0 +1,409 @@
+/* Upstream HTTP/1.1 connections and the per-worker keep-alive pools they return to. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "magpie/log.h"
+#include "magpie/net.h"
+#include "magpie/stats.h"
+#include "http_internal.h"
+
+#define READ_CHUNK 65536
+#define POOL_MAX_IDLE 64 /* per cluster and worker; more idle connections are closed */
+
+static void uconn_dispatch_input(mp_uconn_t *u);
+
+static int on_resp_head(void *ctx, mp_http_msg_t *msg)
+{
+    mp_uconn_t *u = ctx;
+    if (u->stream == NULL) {
+        mp_http_msg_free(msg);
+        return MP_ERROR;
+    }
+    if (msg->status >= 200)
+        u->reusable = msg->keep_alive;
+    return mp_stream_on_response_head(u->stream, msg);
+}
+
+static int on_resp_body(void *ctx, const char *data, size_t len)
+{
+    mp_uconn_t *u = ctx;
+    if (u->stream == NULL)
+        return MP_ERROR;
+    return mp_stream_on_response_body(u->stream, data, len);
+}
+
+static int on_resp_trailers(void *ctx, mp_headers_t *trailers)
+{
+    mp_uconn_t *u = ctx;
+    u->trailers = trailers;
+    return 0;
+}
+
+static int on_resp_complete(void *ctx)
+{
+    mp_uconn_t *u = ctx;
+    mp_headers_t *trailers = u->trailers;
+    u->trailers = NULL;
+    u->response_done = true;
+    if (u->stream == NULL) {
+        if (trailers != NULL) {
+            mp_headers_free(trailers);
+            free(trailers);
+        }
+        return MP_AGAIN;
+    }
+    mp_stream_on_response_complete(u->stream, trailers);
+    /* Stop here: bytes after a complete response are not ours to parse (poisoned connection). */
+    return MP_AGAIN;
+}
+
+static const mp_h1_callbacks_t response_callbacks = {
+    .on_head = on_resp_head,
+    .on_body = on_resp_body,
+    .on_trailers = on_resp_trailers,
+    .on_complete = on_resp_complete,
+};
+
+static void free_uconn(mp_grave_t *g)
+{
+    mp_uconn_t *u = (mp_uconn_t *)g;
+    mp_buf_clear(&u->in);
+    mp_buf_clear(&u->out);
+    mp_h1_parser_free(u->parser);
+    if (u->trailers != NULL) {
+        mp_headers_free(u->trailers);
+        free(u->trailers);
+    }
+    free(u);
+}
+
+static void pool_unlink(mp_uconn_t *u)
+{
+    if (u->state != MP_UCONN_IDLE || u->pool == NULL)
+        return;
+    for (mp_uconn_t **pp = &u->pool->idle; *pp != NULL; pp = &(*pp)->next_idle) {
+        if (*pp == u) {
+            *pp = u->next_idle;
+            u->pool->n_idle--;
+            break;
+        }
+    }
+    u->next_idle = NULL;
+}
+
+void mp_uconn_close(mp_uconn_t *u)
+{
+    if (u->dead)
+        return;
+    u->dead = true;
+    pool_unlink(u);
+    struct ev_loop *loop = u->w->loop;
+    ev_io_stop(loop, &u->rio);
+    ev_io_stop(loop, &u->wio);
+    ev_timer_stop(loop, &u->timer);
+    close(u->fd);
+    mp_stats_dec(u->cluster->stats.upstream_cx_active);
+    mp_stats_inc(u->cluster->stats.upstream_cx_destroy);
+    mp_worker_bury(u->w, &u->grave, free_uconn);
+}
+
+/* The connection broke while carrying a stream: tell the stream (which answers 503 or resets). */
+static void fail_stream(mp_uconn_t *u, uint32_t flag, const char *details)
+{
+    mp_stream_t *s = u->stream;
+    u->stream = NULL;
+    mp_uconn_close(u);
+    if (s != NULL)
+        mp_stream_on_upstream_failure(s, flag, details);
+}
+
+static void on_pool_idle_timeout(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    mp_uconn_t *u = t->data;
+    if (u->state == MP_UCONN_IDLE) {
+        mp_stats_inc(u->cluster->stats.upstream_cx_idle_timeout);
+        mp_uconn_close(u);
+        return;
+    }
+    /* Still connecting: the connect timeout. */
+    mp_stats_inc(u->cluster->stats.upstream_cx_connect_timeout);
+    mp_stats_inc(u->cluster->stats.upstream_cx_connect_fail);
+    fail_stream(u, MP_RF_UPSTREAM_CONNECT_FAIL, "upstream_connect_timeout");
+}
+
+static void go_idle(mp_uconn_t *u)
+{
+    /* Looked up afresh: a new snapshot may have replaced the pools since this connection began. */
+    mp_pool_t *pool = mp_worker_pool(u->w, u->cluster);
+    u->pool = pool;
+    if (pool == NULL || pool->n_idle >= POOL_MAX_IDLE || u->w->draining) {
+        mp_uconn_close(u);
+        return;
+    }
+    u->state = MP_UCONN_IDLE;
+    u->response_done = false;
+    u->next_idle = pool->idle;
+    pool->idle = u;
+    pool->n_idle++;
+    mp_uconn_block_read(u, false); /* an idle connection watches for the peer's close */
+    uint64_t ms = u->cluster->pool_idle_timeout_ms;
+    ev_timer_stop(u->w->loop, &u->timer);
+    if (ms > 0) {
+        ev_timer_set(&u->timer, (double)ms / 1000.0, 0.0);
+        ev_timer_start(u->w->loop, &u->timer);
+    }
+}
+
+void mp_uconn_release(mp_uconn_t *u)
+{
+    u->stream = NULL;
+    if (u->in_dispatch)
+        return; /* the read handler decides after its parser loop */
+    bool clean = u->reusable && u->response_done && mp_buf_len(&u->in) == 0 &&
+                 mp_buf_len(&u->out) == 0 && u->state == MP_UCONN_ACTIVE;
+    uint32_t max = u->cluster->max_requests_per_connection;
+    if (!clean || (max != 0 && u->requests >= max)) {
+        mp_uconn_close(u);
+        return;
+    }
+    go_idle(u);
+}
+
+void mp_uconn_block_read(mp_uconn_t *u, bool block)
+{
+    u->read_blocked = block;
+    if (block)
+        ev_io_stop(u->w->loop, &u->rio);
+    else if (!u->dead)
+        ev_io_start(u->w->loop, &u->rio);
+}
+
+void mp_uconn_write(mp_uconn_t *u)
+{
+    while (mp_buf_len(&u->out) > 0) {
+        ssize_t n = mp_buf_write_fd(&u->out, u->fd);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            fail_stream(u, MP_RF_UPSTREAM_CONN_TERM, "upstream_write_error");
+            return;
+        }
+        mp_stats_add(u->cluster->stats.upstream_cx_tx_bytes_total, n);
+    }
+    if (mp_buf_len(&u->out) > 0) {
+        ev_io_start(u->w->loop, &u->wio);
+        return;
+    }
+    ev_io_stop(u->w->loop, &u->wio);
+    if (u->stream != NULL)
+        mp_stream_upstream_drained(u->stream);
+}
+
+static void on_connected(mp_uconn_t *u)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    getsockopt(u->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err != 0) {
+        mp_log_debug("upstream %s: connect: %s", u->addr.text, strerror(err));
+        mp_stats_inc(u->cluster->stats.upstream_cx_connect_fail);
+        fail_stream(u, MP_RF_UPSTREAM_CONNECT_FAIL, "upstream_connect_failure");
+        return;
+    }
+    ev_timer_stop(u->w->loop, &u->timer);
+    u->state = MP_UCONN_ACTIVE;
+    u->requests++;
+    ev_io_start(u->w->loop, &u->rio);
+    mp_stream_on_upstream_ready(u->stream);
+}
+
+static void on_writable(struct ev_loop *loop, ev_io *io, int revents)
+{
+    mp_uconn_t *u = io->data;
+    if (u->state == MP_UCONN_CONNECTING) {
+        ev_io_stop(loop, &u->wio);
+        on_connected(u);
+        return;
+    }
+    mp_uconn_write(u);
+}
+
+/* After the parser loop: hand the connection back, or close it, as the stream left it. */
+static void settle_after_dispatch(mp_uconn_t *u)
+{
+    if (u->dead || u->stream != NULL || u->state != MP_UCONN_ACTIVE)
+        return;
+    mp_uconn_release(u);
+}
+
+static void uconn_dispatch_input(mp_uconn_t *u)
+{
+    u->in_dispatch = true;
+    while (!u->dead && !u->response_done && mp_buf_len(&u->in) > 0) {
+        mp_buf_seg_t *seg = u->in.head;
+        size_t consumed = 0;
+        int rc = mp_h1_parser_feed(u->parser, seg->slice->data + seg->off, seg->len, &consumed);
+        if (u->dead)
+            break;
+        mp_buf_consume(&u->in, consumed);
+        if (rc == MP_ERROR) {
+            mp_log_debug("upstream %s: bad response: %s", u->addr.text,
+                         mp_h1_parser_error_reason(u->parser));
+            u->in_dispatch = false;
+            fail_stream(u, MP_RF_UPSTREAM_PROTOCOL_ERROR, "upstream_protocol_error");
+            return;
+        }
+    }
+    u->in_dispatch = false;
+    if (!u->dead && u->response_done && u->stream == NULL)
+        settle_after_dispatch(u);
+}
+
+static void on_upstream_eof(mp_uconn_t *u)
+{
+    if (u->state == MP_UCONN_IDLE || u->stream == NULL) {
+        mp_uconn_close(u);
+        return;
+    }
+    /* A close-delimited body ends here; anything else is a truncated or missing response. */
+    u->in_dispatch = true;
+    int rc = mp_h1_parser_finish(u->parser);
+    u->in_dispatch = false;
+    if (rc == 0 && u->response_done) {
+        u->reusable = false;
+        settle_after_dispatch(u);
+        if (!u->dead)
+            mp_uconn_close(u);
+        return;
+    }
+    fail_stream(u, MP_RF_UPSTREAM_CONN_TERM, "upstream_reset_before_response_complete");
+}
+
+static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
+{
+    mp_uconn_t *u = io->data;
+    ssize_t n = mp_buf_read_fd(&u->in, u->fd, READ_CHUNK);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return;
+        if (u->stream == NULL) {
+            mp_uconn_close(u);
+            return;
+        }
+        fail_stream(u, MP_RF_UPSTREAM_CONN_TERM, "upstream_reset");
+        return;
+    }
+    if (n == 0) {
+        on_upstream_eof(u);
+        return;
+    }
+    mp_stats_add(u->cluster->stats.upstream_cx_rx_bytes_total, n);
+    if (u->state == MP_UCONN_IDLE) {
+        mp_uconn_close(u); /* bytes nobody asked for: the connection is poisoned */
+        return;
+    }
+    uconn_dispatch_input(u);
+}
+
+static mp_uconn_t *uconn_new(mp_worker_t *w, mp_pool_t *pool, mp_cluster_t *c,
+                             const mp_addr_t *addr, int fd)
+{
+    mp_uconn_t *u = mp_xcalloc(1, sizeof(*u));
+    u->w = w;
+    u->pool = pool;
+    u->cluster = c;
+    u->fd = fd;
+    u->addr = *addr;
+    mp_buf_init(&u->in);
+    mp_buf_init(&u->out);
+    u->parser = mp_h1_parser_new(MP_H1_RESPONSE, NULL, &response_callbacks, u);
+    ev_io_init(&u->rio, on_readable, fd, EV_READ);
+    u->rio.data = u;
+    ev_io_init(&u->wio, on_writable, fd, EV_WRITE);
+    u->wio.data = u;
+    ev_init(&u->timer, on_pool_idle_timeout);
+    u->timer.data = u;
+    mp_stats_inc(c->stats.upstream_cx_total);
+    mp_stats_inc(c->stats.upstream_cx_active);
+    return u;
+}
+
+static mp_uconn_t *take_idle(mp_pool_t *pool, const mp_addr_t *addr)
+{
+    if (pool == NULL)
+        return NULL;
+    for (mp_uconn_t **pp = &pool->idle; *pp != NULL; pp = &(*pp)->next_idle) {
+        mp_uconn_t *u = *pp;
+        if (u->addr.len == addr->len && memcmp(&u->addr.ss, &addr->ss, addr->len) == 0) {
+            *pp = u->next_idle;
+            u->next_idle = NULL;
+            pool->n_idle--;
+            return u;
+        }
+    }
+    return NULL;
+}
+
+static void attach(mp_stream_t *s, mp_uconn_t *u)
+{
+    s->up = u;
+    u->stream = s;
+    u->reusable = false;
+    u->response_done = false;
+    mp_h1_parser_expect_head_response(u->parser, s->head_request);
+}
+
+void mp_upstream_attach(mp_stream_t *s, const mp_host_t *host)
+{
+    mp_worker_t *w = s->dc->w;
+    mp_cluster_t *c = s->cluster;
+    mp_pool_t *pool = mp_worker_pool(w, c);
+    mp_uconn_t *u = take_idle(pool, &host->addr);
+    if (u != NULL) {
+        ev_timer_stop(w->loop, &u->timer);
+        u->state = MP_UCONN_ACTIVE;
+        u->requests++;
+        attach(s, u);
+        mp_stream_on_upstream_ready(s);
+        return;
+    }
+    int fd = mp_net_connect(&host->addr);
+    if (fd < 0) {
+        mp_stats_inc(c->stats.upstream_cx_connect_fail);
+        mp_stream_on_upstream_failure(s, MP_RF_UPSTREAM_CONNECT_FAIL, "upstream_connect_failure");
+        return;
+    }
+    u = uconn_new(w, pool, c, &host->addr, fd);
+    u->state = MP_UCONN_CONNECTING;
+    attach(s, u);
+    ev_timer_set(&u->timer, (double)c->connect_timeout_ms / 1000.0, 0.0);
+    ev_timer_start(w->loop, &u->timer);
+    ev_io_start(w->loop, &u->wio);
+}
+
+void mp_pools_init(mp_worker_t *w)
+{
+    mp_config_t *cfg = w->config;
+    w->n_pools = cfg->n_clusters;
+    w->pools = mp_xcalloc(cfg->n_clusters, sizeof(*w->pools));
+    for (uint32_t i = 0; i < cfg->n_clusters; i++) {
+        w->pools[i].cluster = cfg->clusters[i];
+        w->pools[i].lb = mp_lb_new(cfg->clusters[i]);
+    }
+}
+
+void mp_pools_free(mp_worker_t *w)
+{
+    for (uint32_t i = 0; i < w->n_pools; i++) {
+        mp_pool_t *p = &w->pools[i];
+        while (p->idle != NULL)
+            mp_uconn_close(p->idle);
+        mp_lb_free(p->lb);
+    }
+    free(w->pools);
+    w->pools = NULL;
+    w->n_pools = 0;
+}

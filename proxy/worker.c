@@ -1,0 +1,222 @@
+/* Worker threads: one libev loop each, own listen sockets (SO_REUSEPORT), own pools. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "magpie/log.h"
+#include "magpie/net.h"
+#include "magpie/stats.h"
+#include "http_internal.h"
+
+#define LISTEN_BACKLOG 1024
+
+static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
+{
+    mp_wlistener_t *wl = (mp_wlistener_t *)io;
+    /* Bounded batch: one busy listener must not starve the connections already open. */
+    for (int i = 0; i < 64; i++) {
+        int fd = accept4(wl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE)
+                mp_log_warn("listener %s: accept: %s", wl->listener->addr.text, strerror(errno));
+            return;
+        }
+        mp_dconn_accept(wl->worker, wl->listener, fd);
+    }
+}
+
+static void free_graves(mp_worker_t *w)
+{
+    while (w->graves != NULL) {
+        mp_grave_t *g = w->graves;
+        w->graves = g->next;
+        g->free_fn(g);
+    }
+}
+
+static void on_reap(struct ev_loop *loop, ev_check *c, int revents)
+{
+    free_graves(c->data);
+}
+
+void mp_worker_bury(mp_worker_t *w, mp_grave_t *g, void (*free_fn)(mp_grave_t *))
+{
+    g->free_fn = free_fn;
+    g->next = w->graves;
+    w->graves = g;
+}
+
+mp_pool_t *mp_worker_pool(mp_worker_t *w, mp_cluster_t *c)
+{
+    if (c->index < w->n_pools && w->pools[c->index].cluster == c)
+        return &w->pools[c->index];
+    return NULL;
+}
+
+static void stop_listeners(mp_worker_t *w)
+{
+    for (uint32_t i = 0; i < w->n_listeners; i++) {
+        if (w->listeners[i].fd < 0)
+            continue;
+        ev_io_stop(w->loop, &w->listeners[i].io);
+        close(w->listeners[i].fd);
+        w->listeners[i].fd = -1;
+    }
+}
+
+static void check_drained(mp_worker_t *w)
+{
+    if (w->conns == NULL || mp_now_ms() >= atomic_load(&w->drain_deadline_ms)) {
+        while (w->conns != NULL)
+            mp_dconn_close(w->conns, "drain deadline");
+        ev_timer_stop(w->loop, &w->drain_timer);
+        ev_break(w->loop, EVBREAK_ALL);
+    }
+}
+
+static void on_drain_tick(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    check_drained(t->data);
+}
+
+static void begin_drain(mp_worker_t *w)
+{
+    if (w->draining)
+        return;
+    w->draining = true;
+    stop_listeners(w);
+    for (mp_dconn_t *dc = w->conns, *next; dc != NULL; dc = next) {
+        next = dc->next;
+        mp_dconn_drain(dc);
+    }
+    ev_timer_init(&w->drain_timer, on_drain_tick, 0.05, 0.05);
+    w->drain_timer.data = w;
+    ev_timer_start(w->loop, &w->drain_timer);
+}
+
+static void on_wake(struct ev_loop *loop, ev_async *a, int revents)
+{
+    mp_worker_t *w = a->data;
+    mp_config_t *next = atomic_exchange(&w->next_config, NULL);
+    if (next != NULL) {
+        /* New connections use the new snapshot; pools follow it.  Open connections and streams
+         * keep refs on the snapshot they started with. */
+        mp_pools_free(w);
+        mp_config_unref(w->config);
+        w->config = next;
+        mp_pools_init(w);
+    }
+    if (atomic_load(&w->drain_requested))
+        begin_drain(w);
+}
+
+mp_worker_t *mp_worker_new(unsigned index, mp_config_t *cfg, mp_err_t *err)
+{
+    mp_worker_t *w = mp_xcalloc(1, sizeof(*w));
+    w->index = index;
+    w->config = mp_config_ref(cfg);
+    w->n_listeners = cfg->n_listeners;
+    w->listeners = mp_xcalloc(cfg->n_listeners, sizeof(*w->listeners));
+    for (uint32_t i = 0; i < cfg->n_listeners; i++)
+        w->listeners[i].fd = -1;
+    for (uint32_t i = 0; i < cfg->n_listeners; i++) {
+        mp_wlistener_t *wl = &w->listeners[i];
+        wl->listener = &cfg->listeners[i];
+        wl->worker = w;
+        wl->fd = mp_net_listen(&wl->listener->addr, true, LISTEN_BACKLOG, err);
+        if (wl->fd < 0) {
+            mp_err_prefix(err, "listener %s: ", wl->listener->name);
+            goto out_free;
+        }
+    }
+    return w;
+out_free:
+    for (uint32_t i = 0; i < w->n_listeners; i++)
+        if (w->listeners[i].fd >= 0)
+            close(w->listeners[i].fd);
+    free(w->listeners);
+    mp_config_unref(w->config);
+    free(w);
+    return NULL;
+}
+
+static void *worker_main(void *arg)
+{
+    mp_worker_t *w = arg;
+    mp_stats_thread_init();
+    ev_run(w->loop, 0);
+    free_graves(w);
+    atomic_store(&w->exited, true);
+    return NULL;
+}
+
+int mp_worker_start(mp_worker_t *w, mp_err_t *err)
+{
+    w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+    if (w->loop == NULL)
+        return mp_err_set(err, "worker %u: cannot create event loop", w->index);
+    ev_async_init(&w->wake, on_wake);
+    w->wake.data = w;
+    ev_async_start(w->loop, &w->wake);
+    ev_check_init(&w->reaper, on_reap);
+    w->reaper.data = w;
+    ev_check_start(w->loop, &w->reaper);
+    for (uint32_t i = 0; i < w->n_listeners; i++) {
+        ev_io_init(&w->listeners[i].io, on_accept, w->listeners[i].fd, EV_READ);
+        ev_io_start(w->loop, &w->listeners[i].io);
+    }
+    mp_pools_init(w);
+    /* Signals belong to the main thread. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = pthread_create(&w->thread, NULL, worker_main, w);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0)
+        return mp_err_set(err, "worker %u: pthread_create: %s", w->index, strerror(rc));
+    return 0;
+}
+
+void mp_worker_publish(mp_worker_t *w, mp_config_t *cfg)
+{
+    mp_config_t *old = atomic_exchange(&w->next_config, mp_config_ref(cfg));
+    if (old != NULL)
+        mp_config_unref(old);
+    ev_async_send(w->loop, &w->wake);
+}
+
+void mp_worker_drain(mp_worker_t *w, uint64_t deadline_ms)
+{
+    atomic_store(&w->drain_deadline_ms, deadline_ms);
+    atomic_store(&w->drain_requested, true);
+    ev_async_send(w->loop, &w->wake);
+}
+
+void mp_worker_join(mp_worker_t *w)
+{
+    pthread_join(w->thread, NULL);
+    stop_listeners(w);
+    mp_pools_free(w);
+    free_graves(w);
+    mp_config_t *next = atomic_exchange(&w->next_config, NULL);
+    if (next != NULL)
+        mp_config_unref(next);
+    mp_config_unref(w->config);
+    ev_loop_destroy(w->loop);
+    free(w->listeners);
+    free(w);
+}
+
+bool mp_worker_exited(const mp_worker_t *w)
+{
+    return atomic_load(&w->exited);
+}
+
+unsigned mp_worker_active_connections(const mp_worker_t *w)
+{
+    return atomic_load(&w->active_conns);
+}
