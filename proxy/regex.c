@@ -10,6 +10,7 @@
 
 #include <pcre2.h>
 
+#include "magpie/log.h"
 #include "magpie/regex.h"
 
 /* Backtracking budget per match.  A legitimate route regex over a path of a few KiB needs far
@@ -69,10 +70,10 @@ static pcre2_match_context *make_match_context(void)
 mp_regex_t *mp_regex_compile(const char *pattern, mp_err_t *err)
 {
     /* ANCHORED + ENDANCHORED: the whole subject must match, as RE2::FullMatch does in Envoy.
-     * UTF with MATCH_INVALID_UTF: '.' spans a UTF-8 character as in RE2, yet a subject that is
-     * not valid UTF-8 (raw bytes in a path) is matched rather than rejected with an error. */
-    uint32_t opts = PCRE2_ANCHORED | PCRE2_ENDANCHORED | PCRE2_UTF | PCRE2_MATCH_INVALID_UTF |
-                    PCRE2_NEVER_BACKSLASH_C;
+     * Byte mode, not UTF: paths and header values are bytes (obs-text included) and must never
+     * make a match fail with an encoding error; in UTF mode PCRE2 cannot match invalid
+     * sequences at all.  The cost is that '.' is one byte, not one UTF-8 character as in RE2. */
+    uint32_t opts = PCRE2_ANCHORED | PCRE2_ENDANCHORED | PCRE2_NEVER_UTF;
     int code;
     PCRE2_SIZE off;
     pcre2_code *re =
@@ -113,6 +114,9 @@ bool mp_regex_match(const mp_regex_t *re, const char *subject, size_t len)
     pcre2_match_data *md = thread_match_data();
     /* Any negative result (no match, match/depth/heap limit, JIT stack limit) is "no match". */
     int rc = pcre2_match(re->code, (PCRE2_SPTR)subject, len, 0, 0, md, re->mctx);
+    if (rc < 0 && rc != PCRE2_ERROR_NOMATCH)
+        mp_log_debug("regex \"%s\" gave up on a %zu-byte subject (pcre2 error %d)", re->pattern,
+                     len, rc);
     return rc >= 0;
 }
 

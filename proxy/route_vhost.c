@@ -98,7 +98,8 @@ const mp_vhost_t *mp_route_find_vhost(const mp_route_table_t *t, const char *aut
             enum domain_tier tier = rank_domain(vh->domains[j], &a, &score);
             if (tier == TIER_EXACT)
                 return vh; /* nothing outranks an exact name; first one wins */
-            if (tier < best_tier || (tier == best_tier && tier != TIER_NONE && score > best_score)) {
+            if (tier < best_tier ||
+                (tier == best_tier && tier != TIER_NONE && score > best_score)) {
                 best = vh;
                 best_tier = tier;
                 best_score = score;
