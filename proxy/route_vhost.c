@@ -8,7 +8,8 @@
 #include "magpie/route.h"
 
 enum domain_tier {
-    TIER_EXACT,
+    TIER_EXACT,      /* equals the authority as given, port included */
+    TIER_EXACT_HOST, /* equals the authority without its port */
     TIER_SUFFIX,
     TIER_PREFIX,
     TIER_ANY,
@@ -74,8 +75,10 @@ static enum domain_tier rank_domain(const char *d, const authority_view_t *a, si
             return TIER_PREFIX;
         return TIER_NONE;
     }
-    if (equals_ci(a->s, a->len, d, dn) || equals_ci(a->s, a->host_len, d, dn))
+    if (equals_ci(a->s, a->len, d, dn))
         return TIER_EXACT;
+    if (equals_ci(a->s, a->host_len, d, dn))
+        return TIER_EXACT_HOST;
     return TIER_NONE;
 }
 
@@ -97,7 +100,7 @@ const mp_vhost_t *mp_route_find_vhost(const mp_route_table_t *t, const char *aut
             size_t score;
             enum domain_tier tier = rank_domain(vh->domains[j], &a, &score);
             if (tier == TIER_EXACT)
-                return vh; /* nothing outranks an exact name; first one wins */
+                return vh; /* nothing outranks it; the first one wins */
             if (tier < best_tier ||
                 (tier == best_tier && tier != TIER_NONE && score > best_score)) {
                 best = vh;

@@ -286,10 +286,14 @@ static void test_domain_ties_and_no_default(void)
     add_vhost(t, "first", "*.a.com", NULL);
     add_vhost(t, "second", "*.a.com", "b.com", NULL);
     add_vhost(t, "v6bare", "::1", NULL);
+    add_vhost(t, "host", "p.com", NULL);
+    add_vhost(t, "hostport", "p.com:81", NULL);
     CHECK_STR(vhost_for(t, "x.a.com"), "first");
     CHECK_STR(vhost_for(t, "b.com:1"), "second");
     CHECK_STR(vhost_for(t, "c.com"), "(none)");
-    CHECK_STR(vhost_for(t, "::1"), "v6bare"); /* unbracketed v6: no port to strip */
+    CHECK_STR(vhost_for(t, "::1"), "v6bare");        /* unbracketed v6: no port to strip */
+    CHECK_STR(vhost_for(t, "p.com:81"), "hostport"); /* with the port beats without */
+    CHECK_STR(vhost_for(t, "p.com:82"), "host");
     mp_route_table_free(t);
 }
 
