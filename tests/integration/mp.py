@@ -608,6 +608,8 @@ class TestUpstream:
         self.connections = 0
         self.seen = []
         self.body_bytes = 0
+        self.completed = 0  # requests whose body was read to the end
+        self.trailers = []  # trailer fields of the last chunked request body
         self._lock = threading.Lock()
         self._stop = False
         self._conns = set()
@@ -676,11 +678,12 @@ class TestUpstream:
         if "100-continue" in hd.get("expect", "").lower():
             c.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
         if "chunked" in hd.get("transfer-encoding", "").lower():
-            n = rd.chunked_body()
+            n, self.trailers = rd.chunked_body()
         else:
             n = rd.discard(int(hd.get("content-length", "0") or 0))
         with self._lock:
             self.body_bytes += n
+            self.completed += 1
         return n
 
     def _respond(self, c, rd, method, path, headers, conn_no):
@@ -813,9 +816,13 @@ class _Reader:
         while True:
             size = int(self.line().split(b";")[0], 16)
             if size == 0:
-                while self.line() != b"":
-                    pass
-                return total
+                trailers = []
+                while True:
+                    t = self.line()
+                    if t == b"":
+                        return total, trailers
+                    k, _, v = t.decode("latin-1").partition(":")
+                    trailers.append([k.strip().lower(), v.strip()])
             self.discard(size)
             total += size
             if self.line() != b"":
