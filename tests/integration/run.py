@@ -39,8 +39,10 @@ def _record(line):
     print(line, flush=True)
     path = os.environ.get("MP_RESULTS")
     if path:
+        # The results file holds "STATUS name" only; timings and reasons stay on stdout.
+        first = line.split("\n", 1)[0].split(" ")
         with open(path, "a") as f:
-            f.write(line.split("\n", 1)[0] + "\n")
+            f.write(" ".join(first[:2]) + "\n")
 
 
 def _prefix():
