@@ -26,11 +26,12 @@
 #define HOSTS_LOCKS 64
 
 typedef struct hosts_lock {
-    atomic_flag f;
-    char pad[64 - sizeof(atomic_flag)];
+    _Alignas(64) atomic_flag f;
 } hosts_lock_t;
 
-static hosts_lock_t hosts_locks[HOSTS_LOCKS] = {[0 ... HOSTS_LOCKS - 1] = {ATOMIC_FLAG_INIT, {0}}};
+/* Static storage starts zeroed, which is the clear state of atomic_flag on every compiler we
+ * build with (ATOMIC_FLAG_INIT is {0} in GCC and Clang). */
+static hosts_lock_t hosts_locks[HOSTS_LOCKS];
 
 static atomic_flag *lock_for(const mp_cluster_t *c)
 {
@@ -40,13 +41,21 @@ static atomic_flag *lock_for(const mp_cluster_t *c)
     return &hosts_locks[(h >> 32) % HOSTS_LOCKS].f;
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+static inline void cpu_relax(void)
+{
+    __builtin_ia32_pause();
+}
+#else
+static inline void cpu_relax(void)
+{
+}
+#endif
+
 static void spin_lock(atomic_flag *f)
 {
-    while (atomic_flag_test_and_set_explicit(f, memory_order_acquire)) {
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#endif
-    }
+    while (atomic_flag_test_and_set_explicit(f, memory_order_acquire))
+        cpu_relax();
 }
 
 static void spin_unlock(atomic_flag *f)
