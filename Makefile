@@ -115,7 +115,7 @@ check-format:
 	@tests/check_format.sh
 
 format:
-	clang-format -i $(SRC) $(wildcard include/magpie/*.h proxy/*.h filters/*.h xds/*.h) $(UNIT_SRC)
+	clang-format -i $(SRC) $(wildcard include/magpie/*.h proxy/*.h filters/*.h xds/*.h tests/fuzz/*.c) $(UNIT_SRC)
 
 fuzz: deps
 	@tests/fuzz/run.sh

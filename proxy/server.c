@@ -59,6 +59,16 @@ static void on_uptime(struct ev_loop *loop, ev_timer *t, int revents)
     mp_stats_gauge_set(s->stats.uptime, (int64_t)((mp_now_ms() - s->start_ms) / 1000));
 }
 
+static void stats_inc(mp_stat_id_t id)
+{
+    mp_stats_inc(id);
+}
+
+static const mp_dns_stats_hooks_t dns_stats_hooks = {
+    .inc = stats_inc,
+    .gauge_set = mp_stats_gauge_set,
+};
+
 static void register_server_stats(mp_server_t *s)
 {
     s->stats.live = mp_stats_gauge("server.live");
@@ -124,9 +134,10 @@ int mp_server_run(mp_server_t *s, mp_err_t *err)
     ev_timer_start(s->loop, &uptime);
     if (cfg->has_admin && mp_admin_start(s, &cfg->admin_addr, err) < 0)
         return MP_ERROR;
-    s->dns = mp_dns_new(s->loop, err);
+    s->dns = mp_dns_new(s->loop, NULL, err);
     if (s->dns == NULL)
         return MP_ERROR;
+    mp_dns_set_stats_hooks(s->dns, &dns_stats_hooks);
     mp_dns_watch_clusters(s->dns, cfg->clusters, cfg->n_clusters, on_clusters_ready, s);
     ev_run(s->loop, 0);
     for (unsigned i = 0; s->workers != NULL && i < s->n_workers; i++)
