@@ -243,7 +243,8 @@ void mp_admin_handle(mp_server_t *s, const char *method, const char *path, int *
     if (e == NULL) {
         mp_admin__reply_text(&r, 404, "invalid path; see / for the list of endpoints\n");
     } else if (!method_allowed(e, method, q ? q + 1 : NULL)) {
-        mp_admin__reply_text(&r, 405, "method not allowed; state-changing endpoints require POST\n");
+        mp_admin__reply_text(&r, 405,
+                             "method not allowed; state-changing endpoints require POST\n");
     } else {
         e->fn(s, q ? q + 1 : NULL, &r);
     }
