@@ -10,7 +10,35 @@ static bool is_tchar(unsigned char c)
     /* RFC 9110 §5.6.2 token characters. */
     if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
         return true;
-    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+    switch (c) {
+    case '!':
+    case '#':
+    case '$':
+    case '%':
+    case '&':
+    case '\'':
+    case '*':
+    case '+':
+    case '-':
+    case '.':
+    case '^':
+    case '_':
+    case '`':
+    case '|':
+    case '~':
+        return true;
+    default:
+        return false;
+    }
+}
+
+bool mp_h1__token_ok(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (!is_tchar((unsigned char)s[i]))
+            return false;
+    }
+    return len > 0;
 }
 
 static bool ci_contains(const char *s, size_t len, const char *needle)
@@ -40,9 +68,8 @@ static void te_add_coding(mp_h1_te_t *te, const char *c, size_t len)
             return;
         }
     }
-    if (mp_strieq(c, len, "gzip") || mp_strieq(c, len, "x-gzip") ||
-        mp_strieq(c, len, "deflate") || mp_strieq(c, len, "compress") ||
-        mp_strieq(c, len, "x-compress")) {
+    if (mp_strieq(c, len, "gzip") || mp_strieq(c, len, "x-gzip") || mp_strieq(c, len, "deflate") ||
+        mp_strieq(c, len, "compress") || mp_strieq(c, len, "x-compress")) {
         te->other = true;
         return;
     }
@@ -187,9 +214,18 @@ int mp_h1__target_split(mp_http_msg_t *msg, const char *t, size_t len, bool is_c
 bool mp_h1__trailer_forbidden(const char *name, size_t len)
 {
     static const char *const forbidden[] = {
-        "content-length", "transfer-encoding", "host",       "authorization",
-        "te",             "trailer",           "connection", "keep-alive",
-        "upgrade",        "proxy-connection",  "proxy-authorization", "content_length",
+        "content-length",
+        "transfer-encoding",
+        "host",
+        "authorization",
+        "te",
+        "trailer",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "proxy-connection",
+        "proxy-authorization",
+        "content_length",
         "transfer_encoding",
     };
     for (size_t i = 0; i < MP_ARRAY_SIZE(forbidden); i++) {

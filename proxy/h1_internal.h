@@ -8,6 +8,9 @@
 
 #include "magpie/http.h"
 
+/* True when s is a non-empty RFC 9110 token (a valid field name). */
+bool mp_h1__token_ok(const char *s, size_t len);
+
 /* Transfer-Encoding seen so far in one message; the fields are folded in, in order. */
 typedef struct mp_h1_te {
     bool seen;

@@ -36,29 +36,32 @@ struct mp_h1_parser {
     void *ctx;
 
     phase_t phase;
-    mp_http_msg_t *msg;      /* head being built, owned until on_head */
-    mp_headers_t *trailers;  /* trailers being built, owned until on_trailers */
-    char *acc;               /* name + value (or target) of the field being parsed */
+    mp_http_msg_t *msg;     /* head being built, owned until on_head */
+    mp_headers_t *trailers; /* trailers being built, owned until on_trailers */
+    char *acc;              /* name + value (or target) of the field being parsed */
     uint32_t acc_len, acc_cap, name_len;
-    uint32_t n_fields;       /* fields in the current section */
-    uint32_t head_bytes;     /* raw bytes of the current header or trailer section */
-    uint32_t line_bytes;     /* raw bytes of the start line */
-    uint32_t ext_bytes;      /* chunk-extension bytes of the current message */
+    uint32_t n_fields;   /* fields in the current section */
+    uint32_t head_bytes; /* raw bytes of the current header or trailer section */
+    uint32_t line_bytes; /* raw bytes of the start line */
+    uint32_t ext_bytes;  /* chunk-extension bytes of the current message */
+    uint32_t target_len; /* request target length, to check the request line's shape */
+    uint8_t want_crlf;   /* CRLF bytes still due after chunk data (llhttp skips them) */
+    bool version_seen;
     unsigned n_host;
     mp_h1_te_t te;
 
     const char *scan_from;   /* first input byte not yet scanned (valid during feed) */
     unsigned char scan_prev; /* last scanned byte, 0 after a body span */
 
-    bool pending_head;       /* internal pause: the head awaits checks and on_head */
-    bool pending_complete;   /* internal pause: trailers and on_complete are owed */
-    bool user_pause;         /* a callback returned MP_AGAIN */
-    bool paused;             /* feed returned MP_AGAIN; resume clears */
-    bool chunked;            /* current message */
-    bool informational;      /* current response is 1xx */
-    bool expect_head;        /* next final response answers HEAD or CONNECT */
+    bool pending_head;     /* internal pause: the head awaits checks and on_head */
+    bool pending_complete; /* internal pause: trailers and on_complete are owed */
+    bool user_pause;       /* a callback returned MP_AGAIN */
+    bool paused;           /* feed returned MP_AGAIN; resume clears */
+    bool chunked;          /* current message */
+    bool informational;    /* current response is 1xx */
+    bool expect_head;      /* next final response answers HEAD or CONNECT */
     bool in_finish;
-    bool upgraded;           /* a 101 went by: the rest of the stream is not HTTP/1 */
+    bool upgraded; /* a 101 went by: the rest of the stream is not HTTP/1 */
     bool failed;
     int err_status;
     const char *err_reason;
@@ -101,36 +104,71 @@ void mp_h1_limits_default(mp_h1_limits_t *l)
 
 /* ---- framing scan -------------------------------------------------------------------------- */
 
-static int scan_range(mp_h1_parser_t *p, const char *s, const char *e)
+/* A start line ends at its LF; empty lines before it are skipped (RFC 9112 §2.2). */
+static int end_start_line(mp_h1_parser_t *p, uint32_t len)
 {
-    unsigned char prev = p->scan_prev;
-    size_t n = (size_t)(e - s);
-    for (const char *c = s; c < e; c++) {
-        unsigned char ch = (unsigned char)*c;
-        if (prev == '\r' && ch != '\n')
-            return fail(p, 400, "bare CR");
-        if (prev == '\n' && (ch == ' ' || ch == '\t'))
-            return fail(p, 400, "obs-fold or leading whitespace");
-        if (ch == '\n' && prev != '\r')
-            return fail(p, 400, "bare LF");
-        if (ch == '\n' && p->phase == PH_START_LINE) {
-            p->line_bytes += (uint32_t)(c + 1 - s);
-            n = (size_t)(e - c - 1);
-            p->phase = PH_HEADERS;
-        }
-        prev = ch;
+    if (len <= 2) {
+        p->line_bytes = 0;
+        return 0;
     }
-    p->scan_prev = prev;
+    p->line_bytes = len;
+    p->phase = PH_HEADERS;
+    if (len > p->lim.max_request_line + 2)
+        return fail(p, 414, "request line too long");
+    return 0;
+}
+
+/* Counts bytes of the start line or of a header section against the limits. */
+static int count_bytes(mp_h1_parser_t *p, size_t n)
+{
+    n = MP_MIN(n, (size_t)UINT32_MAX / 2);
     if (p->phase == PH_START_LINE) {
-        p->line_bytes += (uint32_t)MP_MIN(n, (size_t)UINT32_MAX);
+        p->line_bytes += (uint32_t)n;
         if (p->line_bytes > p->lim.max_request_line + 2)
             return fail(p, 414, "request line too long");
     } else if (p->phase == PH_HEADERS || p->phase == PH_TRAILERS) {
-        p->head_bytes += (uint32_t)MP_MIN(n, (size_t)UINT32_MAX);
+        p->head_bytes += (uint32_t)n;
         if (p->head_bytes > p->lim.max_headers_bytes + 2)
             return fail(p, 431, "header section too large");
     }
     return 0;
+}
+
+static int scan_byte(mp_h1_parser_t *p, unsigned char prev, unsigned char ch)
+{
+    if (p->want_crlf != 0) {
+        if (ch != (p->want_crlf == 2 ? '\r' : '\n'))
+            return fail(p, 400, "missing CRLF after chunk data");
+        p->want_crlf--;
+    }
+    if (prev == '\r' && ch != '\n')
+        return fail(p, 400, "bare CR");
+    if (prev == '\n' && (ch == ' ' || ch == '\t'))
+        return fail(p, 400, "obs-fold or leading whitespace");
+    if (ch == '\n' && prev != '\r')
+        return fail(p, 400, "bare LF");
+    return 0;
+}
+
+static int scan_range(mp_h1_parser_t *p, const char *s, const char *e)
+{
+    unsigned char prev = p->scan_prev;
+    const char *seg = s; /* first byte not yet counted */
+    for (const char *c = s; c < e; c++) {
+        unsigned char ch = (unsigned char)*c;
+        if ((ch == '\r' || ch == '\n' || prev == '\r' || prev == '\n' || p->want_crlf) &&
+            scan_byte(p, prev, ch) != 0)
+            return HPE_USER;
+        prev = ch;
+        if (ch == '\n' && p->phase == PH_START_LINE) {
+            uint32_t len = p->line_bytes + (uint32_t)MP_MIN((size_t)(c + 1 - seg), (size_t)1 << 20);
+            seg = c + 1;
+            if (end_start_line(p, len) != 0)
+                return HPE_USER;
+        }
+    }
+    p->scan_prev = prev;
+    return count_bytes(p, (size_t)(e - seg));
 }
 
 /* Scans up to `to` (exclusive) and moves the scan start there. */
@@ -177,6 +215,9 @@ static int on_message_begin(llhttp_t *ll)
     memset(&p->te, 0, sizeof(p->te));
     p->chunked = false;
     p->informational = false;
+    p->version_seen = false;
+    p->want_crlf = 0;
+    p->target_len = 0;
     p->msg = mp_http_msg_new();
     return 0;
 }
@@ -194,6 +235,7 @@ static int on_url_complete(llhttp_t *ll)
     bool connect = ll->method == HTTP_CONNECT, options = ll->method == HTTP_OPTIONS;
     if (mp_h1__target_split(p->msg, p->acc, p->acc_len, connect, options, &reason) < 0)
         return fail(p, 400, reason);
+    p->target_len = p->acc_len;
     p->acc_len = 0;
     return 0;
 }
@@ -201,6 +243,7 @@ static int on_url_complete(llhttp_t *ll)
 static int on_version_complete(llhttp_t *ll)
 {
     mp_h1_parser_t *p = parser_of(ll);
+    p->version_seen = true;
     if (ll->http_major != 1 || ll->http_minor > 1)
         return fail(p, 505, "unsupported HTTP version");
     return 0;
@@ -221,6 +264,8 @@ static int on_header_field_complete(llhttp_t *ll)
     char last = p->acc[p->name_len - 1];
     if (last == ' ' || last == '\t')
         return fail(p, 400, "whitespace before colon");
+    if (!mp_h1__token_ok(p->acc, p->name_len))
+        return fail(p, 400, "invalid character in header name");
     if (++p->n_fields > p->lim.max_headers_count)
         return fail(p, 431, "too many header fields");
     return 0;
@@ -321,6 +366,8 @@ static int on_headers_complete(llhttp_t *ll)
 {
     mp_h1_parser_t *p = parser_of(ll);
     mp_http_msg_t *m = p->msg;
+    if (!p->version_seen)
+        return fail(p, 400, "missing HTTP version"); /* HTTP/0.9 simple request */
     m->version = ll->http_minor == 0 ? MP_HTTP_10 : MP_HTTP_11;
     if (ll->flags & F_CONTENT_LENGTH) {
         if (ll->content_length > (uint64_t)INT64_MAX)
@@ -347,6 +394,10 @@ static int on_headers_complete(llhttp_t *ll)
 static int deliver_head(mp_h1_parser_t *p)
 {
     mp_http_msg_t *m = p->msg;
+    /* llhttp 8.1 lets "GET  /" through; the raw length shows any extra byte in the line. */
+    if (p->kind == MP_H1_REQUEST &&
+        p->line_bytes != strlen(m->method) + p->target_len + sizeof(" HTTP/1.1\r\n"))
+        return fail(p, 400, "malformed request line"), MP_ERROR;
     p->msg = NULL;
     p->pending_head = false;
     p->phase = PH_BODY;
@@ -371,6 +422,8 @@ static int on_body(llhttp_t *ll, const char *at, size_t n)
         return HPE_USER;
     p->scan_from = at + n;
     p->scan_prev = 0;
+    if (p->chunked)
+        p->want_crlf = 2;
     if (p->cbs.on_body == NULL)
         return 0;
     return user_ret(p, p->cbs.on_body(p->ctx, at, n));
@@ -426,8 +479,10 @@ static int run_pending(mp_h1_parser_t *p)
     int r = 0;
     if (p->pending_head) {
         r = deliver_head(p);
+        if (r < 0 && !p->failed)
+            fail(p, 400, "aborted by callback");
         if (r < 0)
-            return fail(p, 400, "aborted by callback"), MP_ERROR;
+            return MP_ERROR;
         return r;
     }
     if (p->pending_complete && p->trailers != NULL) {
@@ -503,7 +558,11 @@ static int llhttp_status(mp_h1_parser_t *p, llhttp_errno_t e)
 {
     if (p->kind == MP_H1_RESPONSE)
         return 502;
-    return e == HPE_INVALID_VERSION ? 505 : 400;
+    if (e != HPE_INVALID_VERSION)
+        return 400;
+    /* "HTTP/1.10", "HTTP/1.257": a version we do not speak; "HTTP/1.1 " is just malformed */
+    const char *at = llhttp_get_error_pos(&p->ll);
+    return at != NULL && *at >= '0' && *at <= '9' ? 505 : 400;
 }
 
 /* Turns a stop of llhttp_execute into the feed result; *off is where parsing stopped. */
