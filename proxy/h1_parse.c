@@ -240,6 +240,18 @@ static int on_url_complete(llhttp_t *ll)
     return 0;
 }
 
+/* llhttp 8.1 accepts any byte in the reason phrase; RFC 9112 §4 allows HTAB, SP, VCHAR, obs-text.
+ */
+static int on_status(llhttp_t *ll, const char *at, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)at[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return fail(parser_of(ll), 502, "control byte in reason phrase");
+    }
+    return 0;
+}
+
 static int on_version_complete(llhttp_t *ll)
 {
     mp_h1_parser_t *p = parser_of(ll);
@@ -511,6 +523,7 @@ static const llhttp_settings_t settings = {
     .on_message_begin = on_message_begin,
     .on_url = on_url,
     .on_url_complete = on_url_complete,
+    .on_status = on_status,
     .on_version_complete = on_version_complete,
     .on_header_field = on_header_field,
     .on_header_field_complete = on_header_field_complete,
@@ -639,8 +652,18 @@ int mp_h1_parser_finish(mp_h1_parser_t *p)
     p->paused = false;
     if (run_pending(p) < 0)
         return MP_ERROR;
-    if (llhttp_get_errno(&p->ll) == HPE_PAUSED)
+    /* A pause leaves llhttp short of its end-of-message bookkeeping; an empty execute runs the
+     * steps that need no input (and may complete a body-less message) before EOF is judged. */
+    static const char empty[1];
+    for (int i = 0; i < 4 && llhttp_get_errno(&p->ll) == HPE_PAUSED; i++) {
         llhttp_resume(&p->ll);
+        p->scan_from = empty;
+        llhttp_execute(&p->ll, empty, 0);
+        p->scan_from = NULL;
+        p->user_pause = false;
+        if (p->failed || run_pending(p) < 0)
+            return MP_ERROR;
+    }
     p->in_finish = true;
     llhttp_errno_t e = llhttp_finish(&p->ll);
     p->in_finish = false;

@@ -16,6 +16,8 @@ typedef struct fuzz_ctx {
     const char *chunk; /* the piece being fed: body pointers must point into it */
     size_t chunk_len;
     bool normalize_paths;
+    bool no_pause;
+    size_t heads, body_bytes, completes;
 } fuzz_ctx_t;
 
 static uint32_t fuzz_next(fuzz_ctx_t *c)
@@ -28,7 +30,7 @@ static uint32_t fuzz_next(fuzz_ctx_t *c)
 
 static int fuzz_maybe_pause(fuzz_ctx_t *c)
 {
-    return (fuzz_next(c) & 7) == 0 ? MP_AGAIN : 0;
+    return !c->no_pause && (fuzz_next(c) & 7) == 0 ? MP_AGAIN : 0;
 }
 
 static int fuzz_on_head(void *ctx, mp_http_msg_t *m)
@@ -39,6 +41,7 @@ static int fuzz_on_head(void *ctx, mp_http_msg_t *m)
         free(mp_path_normalize(m->path, true, true, &reason));
     }
     mp_http_msg_free(m);
+    c->heads++;
     return fuzz_maybe_pause(c);
 }
 
@@ -47,6 +50,7 @@ static int fuzz_on_body(void *ctx, const char *d, size_t len)
     fuzz_ctx_t *c = ctx;
     if (len == 0 || d < c->chunk || d + len > c->chunk + c->chunk_len)
         abort(); /* body bytes must be a non-empty window onto the input */
+    c->body_bytes += len;
     return fuzz_maybe_pause(c);
 }
 
@@ -59,17 +63,19 @@ static int fuzz_on_trailers(void *ctx, mp_headers_t *t)
 
 static int fuzz_on_complete(void *ctx)
 {
+    ((fuzz_ctx_t *)ctx)->completes++;
     return fuzz_maybe_pause(ctx);
 }
 
-static int fuzz_h1_run(mp_h1_kind_t kind, const uint8_t *data, size_t size)
+/* One pass over the input; split_seed 0 feeds it whole without pauses.  Returns whether the
+ * parser failed; c receives the event counts. */
+static bool fuzz_h1_pass(mp_h1_kind_t kind, const uint8_t *data, size_t size, uint64_t split_seed,
+                         fuzz_ctx_t *c)
 {
-    if (size < 8)
-        return 0;
-    fuzz_ctx_t c = {.rng = 0x9e3779b97f4a7c15ull, .normalize_paths = kind == MP_H1_REQUEST};
-    for (int i = 0; i < 8; i++)
-        c.rng = c.rng * 31 + data[i];
-    c.rng |= 1;
+    memset(c, 0, sizeof(*c));
+    c->rng = split_seed | 1;
+    c->no_pause = split_seed == 0;
+    c->normalize_paths = kind == MP_H1_REQUEST;
     const char *in = (const char *)data + 8;
     size_t len = size - 8, off = 0;
     mp_h1_limits_t lim;
@@ -80,13 +86,13 @@ static int fuzz_h1_run(mp_h1_kind_t kind, const uint8_t *data, size_t size)
         lim.max_request_line = 64;
     }
     mp_h1_callbacks_t cbs = {fuzz_on_head, fuzz_on_body, fuzz_on_trailers, fuzz_on_complete};
-    mp_h1_parser_t *p = mp_h1_parser_new(kind, &lim, &cbs, &c);
+    mp_h1_parser_t *p = mp_h1_parser_new(kind, &lim, &cbs, c);
     mp_h1_parser_expect_head_response(p, data[1] & 1);
     int rc = 0;
     while (off < len) {
-        size_t piece = 1 + fuzz_next(&c) % (len - off), used = 0;
-        c.chunk = in + off;
-        c.chunk_len = piece;
+        size_t piece = split_seed ? 1 + fuzz_next(c) % (len - off) : len - off, used = 0;
+        c->chunk = in + off;
+        c->chunk_len = piece;
         rc = mp_h1_parser_feed(p, in + off, piece, &used);
         if (used > piece)
             abort();
@@ -97,15 +103,28 @@ static int fuzz_h1_run(mp_h1_kind_t kind, const uint8_t *data, size_t size)
                 abort();
             break;
         }
-        if (rc == MP_AGAIN) {
+        if (rc == MP_AGAIN)
             mp_h1_parser_resume(p);
-            if (used == 0 && fuzz_next(&c) % 4 == 0)
-                break; /* a caller may also give up on a paused connection */
-        }
     }
-    if (rc != MP_ERROR)
-        mp_h1_parser_finish(p);
+    bool failed = rc == MP_ERROR || mp_h1_parser_finish(p) != 0;
     mp_h1_parser_free(p);
+    return failed;
+}
+
+/* Feeding in pieces, with pauses, must give the same verdict and events as feeding whole. */
+static int fuzz_h1_run(mp_h1_kind_t kind, const uint8_t *data, size_t size)
+{
+    if (size < 8)
+        return 0;
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < 8; i++)
+        seed = seed * 31 + data[i];
+    fuzz_ctx_t whole, split;
+    bool f1 = fuzz_h1_pass(kind, data, size, 0, &whole);
+    bool f2 = fuzz_h1_pass(kind, data, size, seed, &split);
+    if (f1 != f2 || whole.heads != split.heads || whole.completes != split.completes ||
+        whole.body_bytes != split.body_bytes)
+        abort();
     return 0;
 }
 

@@ -592,6 +592,25 @@ static void test_response_rejects(void)
     }
 }
 
+/* EOF right after a completion that paused must not count as a cut message */
+static void test_finish_after_pause(void)
+{
+    rec_t r;
+    memset(&r, 0, sizeof(r));
+    r.pause_on_complete = true;
+    mp_h1_parser_t *p = mp_h1_parser_new(MP_H1_RESPONSE, NULL, &cbs, &r);
+    const char *in = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    size_t used;
+    CHECK_INT(mp_h1_parser_feed(p, in, strlen(in), &used), MP_AGAIN);
+    CHECK_INT(used, strlen(in));
+    CHECK_INT(mp_h1_parser_finish(p), 0);
+    CHECK_INT(r.completes, 1);
+    mp_h1_parser_free(p);
+    mp_http_msg_free(r.head);
+    CHECK_INT(resp_status("HTTP/1.1 200 O\x01K\r\nContent-Length: 0\r\n\r\n", 0, &r, false), 502);
+    mp_http_msg_free(r.head);
+}
+
 static void test_response_101(void)
 {
     rec_t r;
@@ -734,6 +753,7 @@ int main(void)
     RUN(test_responses);
     RUN(test_response_rejects);
     RUN(test_response_101);
+    RUN(test_finish_after_pause);
     RUN(test_encoders);
     RUN(test_round_trip);
     RUN(test_http_helpers);
