@@ -183,6 +183,8 @@ static int scan_to(mp_h1_parser_t *p, const char *to)
 
 static int acc_append(mp_h1_parser_t *p, const char *at, size_t n, uint32_t limit, int status)
 {
+    if (n == 0)
+        return 0;
     if ((size_t)p->acc_len + n > limit)
         return fail(p, status, status == 414 ? "request target too long" : "header too large");
     if (p->acc_len + n > p->acc_cap) {
@@ -429,6 +431,8 @@ static int deliver_head(mp_h1_parser_t *p)
 static int on_body(llhttp_t *ll, const char *at, size_t n)
 {
     mp_h1_parser_t *p = parser_of(ll);
+    if (n == 0)
+        return 0; /* llhttp flushes empty spans, e.g. on an empty execute */
     /* chunk-size lines before this span must be clean before its bytes go anywhere */
     if (scan_to(p, at) != 0)
         return HPE_USER;
