@@ -23,7 +23,8 @@ const mp_route_t *mp_route_match(const mp_route_table_t *t, const mp_http_msg_t 
 
 /* Target cluster name of a MP_ACTION_ROUTE route: "cluster", one of weighted_clusters chosen
  * by random (uniform over total_weight), or the value of cluster_header.  Sets *wc_out to the
- * weighted entry (or NULL).  NULL when cluster_header is absent from the request. */
+ * weighted entry (or NULL).  NULL when cluster_header is absent from the request.  A
+ * cluster_header name points into req's headers and lives as long as they do. */
 const char *mp_route_cluster_name(const mp_route_t *r, const mp_http_msg_t *req, uint64_t random,
                                   const mp_weighted_cluster_t **wc_out);
 
@@ -39,5 +40,14 @@ void mp_header_mutation_apply(const mp_header_mutation_t *m, mp_headers_t *h);
 
 /* String matcher on a length-counted subject. */
 bool mp_string_matcher_match(const mp_string_matcher_t *m, const char *s, size_t len);
+
+/* Freeing (main thread, once no worker can see the table).  mp_route_table_free frees t itself
+ * and everything it owns: every string, array, regex (mp_regex_free) and mutation; the resolved
+ * mp_cluster_t pointers are not owned.  Arrays are freed for their n_* entries, so a partly built
+ * table with zeroed entries frees cleanly.  The other two free the contents of a struct that is
+ * embedded in something else, leaving it zeroed/empty; all accept NULL. */
+void mp_route_table_free(mp_route_table_t *t);
+void mp_header_mutation_free(mp_header_mutation_t *m);
+void mp_string_matcher_free(mp_string_matcher_t *m);
 
 #endif
