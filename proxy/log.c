@@ -9,7 +9,7 @@
 
 mp_log_level_t mp_log_current_level = MP_LOG_INFO;
 
-static const char *const level_names[] = {"trace", "debug", "info", "warning",
+static const char *const level_names[] = {"trace", "debug",    "info", "warning",
                                           "error", "critical", "off"};
 
 int mp_log_level_parse(const char *name, mp_log_level_t *out)
@@ -47,8 +47,8 @@ void mp_vlog(mp_log_level_t level, const char *fmt, va_list ap)
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     int n = snprintf(line, sizeof(line), "[%04d-%02d-%02d %02d:%02d:%02d.%03ld][%s] ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000, level_names[level]);
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     ts.tv_nsec / 1000000, level_names[level]);
     int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
     size_t len = (size_t)n + (m < 0 ? 0 : MP_MIN((size_t)m, sizeof(line) - (size_t)n - 2));
     line[len++] = '\n';
