@@ -52,7 +52,7 @@ static void register_stats(mp_cluster_t *c, const char *stat_name)
 
 static int translate_type(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_err_t *err)
 {
-    if (pb->cluster_discovery_case ==
+    if (pb->cluster_discovery_type_case ==
         ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_CLUSTER_TYPE)
         return mp_err_set(err, "cluster_type: custom cluster types are not supported");
     switch (pb->type) {
