@@ -138,9 +138,8 @@ static cJSON *load_tree(const mp_options_t *opts, bool *used_default, mp_err_t *
         return parse_text("default config", mp_bootstrap_default_yaml,
                           sizeof(mp_bootstrap_default_yaml) - 1, err);
     cJSON *over = NULL;
-    if (opts->config_yaml != NULL &&
-        (over = parse_text("--config-yaml", opts->config_yaml, strlen(opts->config_yaml), err)) ==
-            NULL)
+    if (opts->config_yaml != NULL && (over = parse_text("--config-yaml", opts->config_yaml,
+                                                        strlen(opts->config_yaml), err)) == NULL)
         return NULL;
     if (opts->config_path == NULL)
         return over;

@@ -98,8 +98,7 @@ static int translate_fields(const pb_bootstrap_t *pb, const mp_options_t *opts, 
     return 0;
 }
 
-mp_config_t *mp_translate_bootstrap(ProtobufCMessage *msg, const mp_options_t *opts,
-                                    mp_err_t *err)
+mp_config_t *mp_translate_bootstrap(ProtobufCMessage *msg, const mp_options_t *opts, mp_err_t *err)
 {
     if (msg == NULL || msg->descriptor != &envoy__config__bootstrap__v3__bootstrap__descriptor) {
         if (msg != NULL)

@@ -24,17 +24,30 @@ static const struct {
     const char *name;
     bool gauge;
 } cluster_stats[] = {
-#define S(f, g) {offsetof(mp_cluster_stats_t, f), #f, g}
-    S(upstream_rq_total, false),        S(upstream_rq_2xx, false),
-    S(upstream_rq_3xx, false),          S(upstream_rq_4xx, false),
-    S(upstream_rq_5xx, false),          S(upstream_rq_timeout, false),
-    S(upstream_rq_active, true),        S(upstream_cx_total, false),
-    S(upstream_cx_active, true),        S(upstream_cx_connect_fail, false),
-    S(upstream_cx_connect_timeout, false), S(upstream_cx_destroy, false),
-    S(upstream_cx_rx_bytes_total, false), S(upstream_cx_tx_bytes_total, false),
-    S(upstream_rq_pending_total, false), S(upstream_cx_idle_timeout, false),
-    S(membership_total, true),          S(membership_healthy, true),
-    S(update_success, false),           S(update_failure, false),
+#define S(f, g)                                                                                    \
+    {                                                                                              \
+        offsetof(mp_cluster_stats_t, f), #f, g                                                     \
+    }
+    S(upstream_rq_total, false),
+    S(upstream_rq_2xx, false),
+    S(upstream_rq_3xx, false),
+    S(upstream_rq_4xx, false),
+    S(upstream_rq_5xx, false),
+    S(upstream_rq_timeout, false),
+    S(upstream_rq_active, true),
+    S(upstream_cx_total, false),
+    S(upstream_cx_active, true),
+    S(upstream_cx_connect_fail, false),
+    S(upstream_cx_connect_timeout, false),
+    S(upstream_cx_destroy, false),
+    S(upstream_cx_rx_bytes_total, false),
+    S(upstream_cx_tx_bytes_total, false),
+    S(upstream_rq_pending_total, false),
+    S(upstream_cx_idle_timeout, false),
+    S(membership_total, true),
+    S(membership_healthy, true),
+    S(update_success, false),
+    S(update_failure, false),
     S(upstream_cx_none_healthy, false),
 #undef S
 };
@@ -93,8 +106,7 @@ static int translate_lb(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_err_t *er
     }
     if (pb->lb_config_case ==
         ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_CONFIG_LEAST_REQUEST_LB_CONFIG)
-        c->least_request_choices =
-            mp_translate__u32(pb->least_request_lb_config->choice_count, 2);
+        c->least_request_choices = mp_translate__u32(pb->least_request_lb_config->choice_count, 2);
     if (c->least_request_choices < 2)
         return mp_err_set(err, "least_request_lb_config.choice_count: must be at least 2");
     return 0;
@@ -141,8 +153,7 @@ static int apply_http_options(const pb_http_options_t *o, mp_cluster_t *c, mp_er
 
 /* The typed HttpProtocolOptions extension (Envoy's current place for these) wins over the
  * deprecated cluster fields, which are read first. */
-static int translate_typed_http_options(const mp_pb_cluster_t *pb, mp_cluster_t *c,
-                                        mp_err_t *err)
+static int translate_typed_http_options(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_err_t *err)
 {
     for (size_t i = 0; i < pb->n_typed_extension_protocol_options; i++) {
         const char *key = pb->typed_extension_protocol_options[i]->key;
@@ -158,8 +169,9 @@ static int translate_typed_http_options(const mp_pb_cluster_t *pb, mp_cluster_t 
         int rc = apply_http_options(o->common_http_protocol_options, c, err);
         protobuf_c_message_free_unpacked(m, NULL);
         if (rc != 0)
-            return mp_err_prefix(err, "typed_extension_protocol_options[\"%s\"]."
-                                      "common_http_protocol_options.",
+            return mp_err_prefix(err,
+                                 "typed_extension_protocol_options[\"%s\"]."
+                                 "common_http_protocol_options.",
                                  key);
     }
     return 0;
@@ -177,13 +189,15 @@ static int translate_http_options(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp
 static int translate_endpoint(const pb_lb_endpoint_t *le, const mp_cluster_t *c,
                               mp_endpoint_spec_t *out, mp_err_t *err)
 {
-    if (le->host_identifier_case != ENVOY__CONFIG__ENDPOINT__V3__LB_ENDPOINT__HOST_IDENTIFIER_ENDPOINT)
+    if (le->host_identifier_case !=
+        ENVOY__CONFIG__ENDPOINT__V3__LB_ENDPOINT__HOST_IDENTIFIER_ENDPOINT)
         return mp_err_set(err, "endpoint: required (endpoint_name is not supported)");
     const mp_pb_address_t *a = le->endpoint->address;
     if (a == NULL || a->address_case != ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS)
         return mp_err_set(err, "endpoint.address.socket_address: required");
     const Envoy__Config__Core__V3__SocketAddress *sa = a->socket_address;
-    if (sa->port_specifier_case != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE ||
+    if (sa->port_specifier_case !=
+            ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE ||
         sa->port_value == 0 || sa->port_value > 65535)
         return mp_err_set(err, "endpoint.address.socket_address.port_value: a port is required");
     mp_addr_t tmp;
@@ -211,8 +225,8 @@ static int translate_endpoints(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_er
         for (size_t j = 0; j < loc->n_lb_endpoints; j++) {
             mp_endpoint_spec_t *ep = &c->endpoints[c->n_endpoints++];
             if (translate_endpoint(loc->lb_endpoints[j], c, ep, err) != 0)
-                return mp_err_prefix(err, "load_assignment.endpoints[%zu].lb_endpoints[%zu].",
-                                     i, j);
+                return mp_err_prefix(err, "load_assignment.endpoints[%zu].lb_endpoints[%zu].", i,
+                                     j);
         }
     }
     /* Envoy resolves one name for a logical DNS cluster and connects to its first address. */

@@ -27,7 +27,8 @@ static int translate_socket_address(const Envoy__Config__Core__V3__SocketAddress
 {
     if (sa->protocol != ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PROTOCOL__TCP)
         return mp_err_set(err, ".protocol: only TCP is supported");
-    if (sa->port_specifier_case == ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_NAMED_PORT)
+    if (sa->port_specifier_case ==
+        ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_NAMED_PORT)
         return mp_err_set(err, ".named_port: named ports are not supported yet");
     if (sa->port_value > 65535)
         return mp_err_set(err, ".port_value: %u is not a port", sa->port_value);
@@ -128,7 +129,8 @@ char *mp_translate__data_source(const mp_pb_data_source_t *ds, size_t cap, uint3
     }
     if (n > cap) {
         mp_err_set(err, "%s: %zu bytes is more than the limit of %zu",
-                   ds->specifier_case == ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_BYTES
+                   ds->specifier_case ==
+                           ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_INLINE_BYTES
                        ? "inline_bytes"
                        : "inline_string",
                    n, cap);

@@ -22,20 +22,36 @@ static const struct {
     const char *name;
     bool gauge;
 } http_stats[] = {
-#define S(f, g) {offsetof(mp_http_stats_t, f), #f, g}
-    S(downstream_rq_total, false),         S(downstream_rq_1xx, false),
-    S(downstream_rq_2xx, false),           S(downstream_rq_3xx, false),
-    S(downstream_rq_4xx, false),           S(downstream_rq_5xx, false),
-    S(downstream_cx_total, false),         S(downstream_cx_active, true),
-    S(downstream_cx_http1_total, false),   S(downstream_cx_rx_bytes_total, false),
-    S(downstream_cx_tx_bytes_total, false), S(downstream_rq_active, true),
-    S(downstream_rq_timeout, false),       S(downstream_rq_idle_timeout, false),
-    S(downstream_cx_idle_timeout, false),  S(downstream_cx_protocol_error, false),
-    S(downstream_rq_completed, false),     S(no_route, false),
-    S(rq_direct_response, false),          S(rq_redirect, false),
-    S(downstream_rq_too_large, false),     S(downstream_cx_destroy_remote, false),
-    S(downstream_cx_destroy_local, false), S(downstream_rq_rx_reset, false),
-    S(downstream_rq_tx_reset, false),      S(downstream_cx_drain_close, false),
+#define S(f, g)                                                                                    \
+    {                                                                                              \
+        offsetof(mp_http_stats_t, f), #f, g                                                        \
+    }
+    S(downstream_rq_total, false),
+    S(downstream_rq_1xx, false),
+    S(downstream_rq_2xx, false),
+    S(downstream_rq_3xx, false),
+    S(downstream_rq_4xx, false),
+    S(downstream_rq_5xx, false),
+    S(downstream_cx_total, false),
+    S(downstream_cx_active, true),
+    S(downstream_cx_http1_total, false),
+    S(downstream_cx_rx_bytes_total, false),
+    S(downstream_cx_tx_bytes_total, false),
+    S(downstream_rq_active, true),
+    S(downstream_rq_timeout, false),
+    S(downstream_rq_idle_timeout, false),
+    S(downstream_cx_idle_timeout, false),
+    S(downstream_cx_protocol_error, false),
+    S(downstream_rq_completed, false),
+    S(no_route, false),
+    S(rq_direct_response, false),
+    S(rq_redirect, false),
+    S(downstream_rq_too_large, false),
+    S(downstream_cx_destroy_remote, false),
+    S(downstream_cx_destroy_local, false),
+    S(downstream_rq_rx_reset, false),
+    S(downstream_rq_tx_reset, false),
+    S(downstream_cx_drain_close, false),
 #undef S
 };
 
@@ -66,7 +82,8 @@ static int translate_filters(const mp_pb_hcm_t *pb, mp_hcm_config_t *h, mp_err_t
         const pb_http_filter_t *f = pb->http_filters[i];
         if (f->name == NULL || f->name[0] == '\0')
             return mp_err_set(err, "http_filters[%zu].name: required", i);
-        if (f->config_type_case == ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_FILTER__CONFIG_TYPE_CONFIG_DISCOVERY)
+        if (f->config_type_case ==
+            ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_FILTER__CONFIG_TYPE_CONFIG_DISCOVERY)
             return mp_err_set(err, "http_filters[%zu].config_discovery: not supported yet", i);
         if (!is_router(f) && !f->is_optional)
             return mp_err_set(err, "http_filters[%zu]: unknown HTTP filter \"%s\"", i, f->name);
@@ -127,8 +144,8 @@ static int translate_limits(const mp_pb_hcm_t *pb, mp_hcm_config_t *h, mp_err_t 
     if (h->max_headers_count == 0)
         return mp_err_set(err, "common_http_protocol_options.max_headers_count: must be at "
                                "least 1");
-    if (mp_translate__duration_ms(o ? o->idle_timeout : NULL, 3600000, &h->idle_timeout_ms,
-                                  err) != 0)
+    if (mp_translate__duration_ms(o ? o->idle_timeout : NULL, 3600000, &h->idle_timeout_ms, err) !=
+        0)
         return mp_err_prefix(err, "common_http_protocol_options.idle_timeout");
     return 0;
 }
@@ -140,9 +157,8 @@ static int translate_timeouts(const mp_pb_hcm_t *pb, mp_hcm_config_t *h, mp_err_
         uint64_t def;
         const char *name;
     } t[] = {
-        {offsetof(mp_pb_hcm_t, stream_idle_timeout), offsetof(mp_hcm_config_t,
-                                                              stream_idle_timeout_ms),
-         300000, "stream_idle_timeout"},
+        {offsetof(mp_pb_hcm_t, stream_idle_timeout),
+         offsetof(mp_hcm_config_t, stream_idle_timeout_ms), 300000, "stream_idle_timeout"},
         {offsetof(mp_pb_hcm_t, request_timeout), offsetof(mp_hcm_config_t, request_timeout_ms), 0,
          "request_timeout"},
         {offsetof(mp_pb_hcm_t, request_headers_timeout),

@@ -78,14 +78,14 @@ mp_hcm_config_t *mp_translate__hcm(const mp_pb_hcm_t *pb, const mp_config_t *cfg
 
 /* RouteConfiguration -> a new mp_route_table_t; cluster names are resolved against cfg and an
  * unknown one is an error (Envoy's validate_clusters default for static route tables). */
-mp_route_table_t *mp_translate__route_config(const mp_pb_route_config_t *pb,
-                                             const mp_config_t *cfg, mp_err_t *err);
+mp_route_table_t *mp_translate__route_config(const mp_pb_route_config_t *pb, const mp_config_t *cfg,
+                                             mp_err_t *err);
 
 /* <what>_to_add (HeaderValueOption[]) and <what>_to_remove -> *out (zeroed by the caller);
  * what is "request_headers" or "response_headers" and names the fields in errors. */
-int mp_translate__header_mutation(const char *what, mp_pb_header_option_t *const *add,
-                                  size_t n_add, char *const *remove, size_t n_remove,
-                                  mp_header_mutation_t *out, mp_err_t *err);
+int mp_translate__header_mutation(const char *what, mp_pb_header_option_t *const *add, size_t n_add,
+                                  char *const *remove, size_t n_remove, mp_header_mutation_t *out,
+                                  mp_err_t *err);
 
 /* AccessLog[] -> *out / *n_out (the access_log field of an HCM). */
 int mp_translate__access_logs(Envoy__Config__Accesslog__V3__AccessLog *const *pb, size_t n,

@@ -29,8 +29,7 @@ static void register_stats(const mp_pb_listener_t *pb, mp_listener_t *l)
     l->stats.downstream_cx_total = mp_stats_counterf("listener.%s.downstream_cx_total", name);
     l->stats.downstream_cx_active = mp_stats_gaugef("listener.%s.downstream_cx_active", name);
     l->stats.downstream_cx_destroy = mp_stats_counterf("listener.%s.downstream_cx_destroy", name);
-    l->stats.no_filter_chain_match =
-        mp_stats_counterf("listener.%s.no_filter_chain_match", name);
+    l->stats.no_filter_chain_match = mp_stats_counterf("listener.%s.no_filter_chain_match", name);
 }
 
 static int translate_hcm_filter(const pb_filter_t *f, const mp_config_t *cfg, mp_listener_t *l,
@@ -60,8 +59,9 @@ static int translate_chain(const pb_filter_chain_t *fc, const mp_config_t *cfg, 
     if (fc->transport_socket != NULL)
         return mp_err_set(err, "transport_socket: TLS is not supported yet");
     if (fc->n_filters != 1)
-        return mp_err_set(err, "filters: exactly one filter (" HCM_FILTER ") is supported, "
-                               "got %zu",
+        return mp_err_set(err,
+                          "filters: exactly one filter (" HCM_FILTER ") is supported, "
+                          "got %zu",
                           fc->n_filters);
     if (translate_hcm_filter(fc->filters[0], cfg, l, err) != 0)
         return mp_err_prefix(err, "filters[0].");
@@ -77,11 +77,13 @@ static int check_unsupported(const mp_pb_listener_t *pb, mp_err_t *err)
     if (pb->n_additional_addresses > 0)
         return mp_err_set(err, "additional_addresses: not supported yet");
     if (pb->api_listener != NULL || pb->udp_listener_config != NULL ||
-        pb->listener_specifier_case != ENVOY__CONFIG__LISTENER__V3__LISTENER__LISTENER_SPECIFIER__NOT_SET)
+        pb->listener_specifier_case !=
+            ENVOY__CONFIG__LISTENER__V3__LISTENER__LISTENER_SPECIFIER__NOT_SET)
         return mp_err_set(err, "only TCP listeners are supported");
     if (pb->n_filter_chains != 1)
-        return mp_err_set(err, "filter_chains: exactly one filter chain is supported, got %zu "
-                               "(filter chain matching is not supported yet)",
+        return mp_err_set(err,
+                          "filter_chains: exactly one filter chain is supported, got %zu "
+                          "(filter chain matching is not supported yet)",
                           pb->n_filter_chains);
     return 0;
 }

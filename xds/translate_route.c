@@ -181,8 +181,9 @@ static int translate_path(const pb_match_t *pb, mp_route_t *r, mp_err_t *err)
         if (pb->path_separated_prefix[0] != '/' || strpbrk(pb->path_separated_prefix, "?#") ||
             (strlen(pb->path_separated_prefix) > 1 &&
              pb->path_separated_prefix[strlen(pb->path_separated_prefix) - 1] == '/'))
-            return mp_err_set(err, "path_separated_prefix: \"%s\" must start with '/', not end "
-                                   "with '/', and hold no '?' or '#'",
+            return mp_err_set(err,
+                              "path_separated_prefix: \"%s\" must start with '/', not end "
+                              "with '/', and hold no '?' or '#'",
                               pb->path_separated_prefix);
         r->path_kind = MP_PATH_SEPARATED_PREFIX;
         r->path = mp_xstrdup(pb->path_separated_prefix);
@@ -249,9 +250,9 @@ static int translate_header_op(const mp_pb_header_option_t *pb, mp_header_op_t *
     return 0;
 }
 
-int mp_translate__header_mutation(const char *what, mp_pb_header_option_t *const *add,
-                                  size_t n_add, char *const *remove, size_t n_remove,
-                                  mp_header_mutation_t *out, mp_err_t *err)
+int mp_translate__header_mutation(const char *what, mp_pb_header_option_t *const *add, size_t n_add,
+                                  char *const *remove, size_t n_remove, mp_header_mutation_t *out,
+                                  mp_err_t *err)
 {
     out->add = mp_xcalloc(n_add, sizeof(*out->add));
     out->n_add = (uint32_t)n_add;
@@ -271,13 +272,13 @@ int mp_translate__header_mutation(const char *what, mp_pb_header_option_t *const
 
 /* The four *_headers_to_add/remove fields of a route, vhost, table or weighted cluster. */
 #define TRANSLATE_MUTATIONS(pb, req, resp, err)                                                    \
-    (mp_translate__header_mutation("request_headers", (pb)->request_headers_to_add,               \
-                                   (pb)->n_request_headers_to_add, (pb)->request_headers_to_remove, \
-                                   (pb)->n_request_headers_to_remove, req, err) != 0 ||            \
-             mp_translate__header_mutation(                                                       \
-                 "response_headers", (pb)->response_headers_to_add,                               \
-                 (pb)->n_response_headers_to_add, (pb)->response_headers_to_remove,               \
-                 (pb)->n_response_headers_to_remove, resp, err) != 0                              \
+    (mp_translate__header_mutation(                                                                \
+         "request_headers", (pb)->request_headers_to_add, (pb)->n_request_headers_to_add,          \
+         (pb)->request_headers_to_remove, (pb)->n_request_headers_to_remove, req, err) != 0 ||     \
+             mp_translate__header_mutation("response_headers", (pb)->response_headers_to_add,      \
+                                           (pb)->n_response_headers_to_add,                        \
+                                           (pb)->response_headers_to_remove,                       \
+                                           (pb)->n_response_headers_to_remove, resp, err) != 0     \
          ? MP_ERROR                                                                                \
          : 0)
 
@@ -294,9 +295,10 @@ static int resolve_cluster(const route_ctx_t *ctx, const char *name, mp_cluster_
     return 0;
 }
 
-static int translate_cluster_weight(const route_ctx_t *ctx,
-                                    const Envoy__Config__Route__V3__WeightedCluster__ClusterWeight *pb,
-                                    mp_weighted_cluster_t *wc, mp_err_t *err)
+static int
+translate_cluster_weight(const route_ctx_t *ctx,
+                         const Envoy__Config__Route__V3__WeightedCluster__ClusterWeight *pb,
+                         mp_weighted_cluster_t *wc, mp_err_t *err)
 {
     if (pb->cluster_header != NULL && pb->cluster_header[0] != '\0')
         return mp_err_set(err, "cluster_header: not supported yet");
@@ -336,8 +338,8 @@ static int translate_weighted(const route_ctx_t *ctx, const pb_weighted_t *pb, m
     return 0;
 }
 
-static int translate_cluster_specifier(const route_ctx_t *ctx, const pb_action_t *pb,
-                                       mp_route_t *r, mp_err_t *err)
+static int translate_cluster_specifier(const route_ctx_t *ctx, const pb_action_t *pb, mp_route_t *r,
+                                       mp_err_t *err)
 {
     switch (pb->cluster_specifier_case) {
     case ENVOY__CONFIG__ROUTE__V3__ROUTE_ACTION__CLUSTER_SPECIFIER_CLUSTER:
@@ -445,8 +447,8 @@ static int translate_direct(const route_ctx_t *ctx, const pb_direct_t *pb, mp_ro
         return mp_err_set(err, "body_format: not supported yet");
     if (pb->body == NULL)
         return 0;
-    r->direct_body = mp_translate__data_source(pb->body, ctx->direct_body_max,
-                                               &r->direct_body_len, err);
+    r->direct_body =
+        mp_translate__data_source(pb->body, ctx->direct_body_max, &r->direct_body_len, err);
     return r->direct_body != NULL ? 0 : mp_err_prefix(err, "body.");
 }
 
@@ -510,18 +512,33 @@ static int translate_vhost(const route_ctx_t *ctx, const pb_vhost_t *pb, mp_vhos
     return TRANSLATE_MUTATIONS(pb, &vh->request_headers, &vh->response_headers, err);
 }
 
-/* Envoy rejects a route table in which one domain names two virtual hosts (or one twice). */
+/* The virtual host that already holds domain among the domains before (v, d), or NULL. */
+static const mp_vhost_t *find_earlier_domain(const mp_route_table_t *t, uint32_t v, uint32_t d,
+                                             const char *domain)
+{
+    for (uint32_t w = 0; w <= v; w++) {
+        uint32_t end = w == v ? d : t->vhosts[w].n_domains;
+        for (uint32_t e = 0; e < end; e++)
+            if (strcmp(t->vhosts[w].domains[e], domain) == 0)
+                return &t->vhosts[w];
+    }
+    return NULL;
+}
+
+/* Envoy rejects a route table in which one domain names two virtual hosts (or one twice).
+ * Quadratic, but in the number of domains of one table, at translation time. */
 static int check_duplicate_domains(const mp_route_table_t *t, mp_err_t *err)
 {
-    for (uint32_t v = 0; v < t->n_vhosts; v++)
-        for (uint32_t d = 0; d < t->vhosts[v].n_domains; d++)
-            for (uint32_t w = 0; w <= v; w++)
-                for (uint32_t e = 0; e < (w == v ? d : t->vhosts[w].n_domains); e++)
-                    if (strcmp(t->vhosts[v].domains[d], t->vhosts[w].domains[e]) == 0)
-                        return mp_err_set(err,
-                                          "virtual_hosts[%u].domains[%u]: duplicate domain "
-                                          "\"%s\" (also in virtual host \"%s\")",
-                                          v, d, t->vhosts[v].domains[d], t->vhosts[w].name);
+    for (uint32_t v = 0; v < t->n_vhosts; v++) {
+        for (uint32_t d = 0; d < t->vhosts[v].n_domains; d++) {
+            const mp_vhost_t *other = find_earlier_domain(t, v, d, t->vhosts[v].domains[d]);
+            if (other != NULL)
+                return mp_err_set(err,
+                                  "virtual_hosts[%u].domains[%u]: duplicate domain \"%s\" (also "
+                                  "in virtual host \"%s\")",
+                                  v, d, t->vhosts[v].domains[d], other->name);
+        }
+    }
     return 0;
 }
 
@@ -549,8 +566,8 @@ static int translate_table(const mp_pb_route_config_t *pb, const route_ctx_t *ct
     return TRANSLATE_MUTATIONS(pb, &t->request_headers, &t->response_headers, err);
 }
 
-mp_route_table_t *mp_translate__route_config(const mp_pb_route_config_t *pb,
-                                             const mp_config_t *cfg, mp_err_t *err)
+mp_route_table_t *mp_translate__route_config(const mp_pb_route_config_t *pb, const mp_config_t *cfg,
+                                             mp_err_t *err)
 {
     route_ctx_t ctx = {
         .cfg = cfg,

@@ -49,7 +49,8 @@ static const char full_yaml[] =
     "              '@type': type.googleapis.com/envoy.extensions.access_loggers.file.v3."
     "FileAccessLog\n"
     "              path: %s\n"
-    "              log_format: { text_format_source: { inline_string: \"%%RESPONSE_CODE%%\\n\" } }\n"
+    "              log_format: { text_format_source: { inline_string: \"%%RESPONSE_CODE%%\\n\" } "
+    "}\n"
     "          - name: envoy.access_loggers.stderr\n"
     "            typed_config:\n"
     "              '@type': type.googleapis.com/envoy.extensions.access_loggers.stream.v3."
@@ -590,11 +591,10 @@ static void test_config_yaml_merge(void)
     mp_err_t err = {{0}};
     char *yaml = mp_xasprintf(full_yaml, log_path);
     /* Objects merge (node keeps cluster, admin keeps its address host), lists replace. */
-    mp_config_t *c = load_yaml(
-        yaml,
-        "node: { id: yaml-node }\n"
-        "admin: { address: { socket_address: { port_value: 19001 } } }\n",
-        &err);
+    mp_config_t *c = load_yaml(yaml,
+                               "node: { id: yaml-node }\n"
+                               "admin: { address: { socket_address: { port_value: 19001 } } }\n",
+                               &err);
     CHECK(c != NULL);
     if (c != NULL) {
         CHECK_STR(c->node_id, "yaml-node");
