@@ -180,13 +180,14 @@ static void merge_keys(cJSON *obj, const cJSON *src)
             cJSON_AddItemToObject(obj, c->string, cJSON_Duplicate(c, 1));
 }
 
-static int add_pair(yctx_t *y, cJSON *obj, const yaml_event_t *kev, cJSON *key, cJSON *val)
+/* Merge sources are applied when the mapping ends: its own keys win wherever they appear. */
+static int add_pair(yctx_t *y, cJSON *obj, cJSON *merges, const yaml_event_t *kev, cJSON *key,
+                    cJSON *val)
 {
     /* A plain key like 200 or true still names a JSON member: use its text. */
     const char *k = cJSON_IsString(key) ? key->valuestring : (const char *)kev->data.scalar.value;
     if (strcmp(k, "<<") == 0 && kev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
-        merge_keys(obj, val);
-        cJSON_Delete(val);
+        cJSON_AddItemToArray(merges, val);
         return 0;
     }
     if (cJSON_GetObjectItemCaseSensitive(obj, k) != NULL) {
@@ -197,14 +198,14 @@ static int add_pair(yctx_t *y, cJSON *obj, const yaml_event_t *kev, cJSON *key, 
     return 0;
 }
 
-static int parse_pair(yctx_t *y, cJSON *obj, yaml_event_t *kev)
+static int parse_pair(yctx_t *y, cJSON *obj, cJSON *merges, yaml_event_t *kev)
 {
     if (kev->type != YAML_SCALAR_EVENT)
         return fail_at(y, &kev->start_mark, "mapping key must be a scalar"), MP_ERROR;
     cJSON *key = make_scalar(kev);
     yaml_event_t vev;
     cJSON *val = next_event(y, &vev) == 0 ? parse_node(y, &vev) : NULL;
-    int rc = val ? add_pair(y, obj, kev, key, val) : MP_ERROR;
+    int rc = val ? add_pair(y, obj, merges, kev, key, val) : MP_ERROR;
     cJSON_Delete(key);
     return rc;
 }
@@ -212,17 +213,20 @@ static int parse_pair(yctx_t *y, cJSON *obj, yaml_event_t *kev)
 static cJSON *parse_children(yctx_t *y, bool mapping)
 {
     cJSON *node = mapping ? cJSON_CreateObject() : cJSON_CreateArray();
+    cJSON *merges = cJSON_CreateArray();
     yaml_event_t ev;
     for (;;) {
         if (next_event(y, &ev) < 0)
             break;
         if (ev.type == YAML_SEQUENCE_END_EVENT || ev.type == YAML_MAPPING_END_EVENT) {
             yaml_event_delete(&ev);
+            merge_keys(node, merges);
+            cJSON_Delete(merges);
             return node;
         }
         int rc = 0;
         if (mapping) {
-            rc = parse_pair(y, node, &ev);
+            rc = parse_pair(y, node, merges, &ev);
             yaml_event_delete(&ev);
         } else {
             cJSON *child = parse_node(y, &ev);
@@ -231,6 +235,7 @@ static cJSON *parse_children(yctx_t *y, bool mapping)
         if (rc < 0)
             break;
     }
+    cJSON_Delete(merges);
     cJSON_Delete(node);
     return NULL;
 }
