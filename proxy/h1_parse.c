@@ -394,9 +394,9 @@ static int on_headers_complete(llhttp_t *ll)
 static int deliver_head(mp_h1_parser_t *p)
 {
     mp_http_msg_t *m = p->msg;
-    /* llhttp 8.1 lets "GET  /" through; the raw length shows any extra byte in the line. */
-    if (p->kind == MP_H1_REQUEST &&
-        p->line_bytes != strlen(m->method) + p->target_len + sizeof(" HTTP/1.1\r\n"))
+    /* llhttp 8.1 lets "GET  /" through; the raw length shows any extra byte in the line:
+     * method SP target SP "HTTP/1.x" CRLF. */
+    if (p->kind == MP_H1_REQUEST && p->line_bytes != strlen(m->method) + p->target_len + 12)
         return fail(p, 400, "malformed request line"), MP_ERROR;
     p->msg = NULL;
     p->pending_head = false;
@@ -554,23 +554,27 @@ void mp_h1_parser_free(mp_h1_parser_t *p)
     free(p);
 }
 
-static int llhttp_status(mp_h1_parser_t *p, llhttp_errno_t e)
+static int llhttp_status(mp_h1_parser_t *p, llhttp_errno_t e, const char *end)
 {
     if (p->kind == MP_H1_RESPONSE)
         return 502;
     if (e != HPE_INVALID_VERSION)
         return 400;
-    /* "HTTP/1.10", "HTTP/1.257": a version we do not speak; "HTTP/1.1 " is just malformed */
+    /* "HTTP/1.10", "HTTP/1.257": a version we do not speak; "HTTP/1.1 " is just malformed.
+     * llhttp 8.1 reports the first as a bad digit, or as a digit where CRLF was expected. */
+    const char *why = llhttp_get_error_reason(&p->ll);
+    if (why != NULL && strcmp(why, "Invalid HTTP version") == 0)
+        return 505;
     const char *at = llhttp_get_error_pos(&p->ll);
-    return at != NULL && *at >= '0' && *at <= '9' ? 505 : 400;
+    return at != NULL && at < end && *at >= '0' && *at <= '9' ? 505 : 400;
 }
 
 /* Turns a stop of llhttp_execute into the feed result; *off is where parsing stopped. */
-static int after_execute(mp_h1_parser_t *p, llhttp_errno_t e, const char *stop)
+static int after_execute(mp_h1_parser_t *p, llhttp_errno_t e, const char *stop, const char *end)
 {
     if (e != HPE_OK && e != HPE_PAUSED) {
         if (!p->failed)
-            fail(p, llhttp_status(p, e), llhttp_get_error_reason(&p->ll));
+            fail(p, llhttp_status(p, e, end), llhttp_get_error_reason(&p->ll));
         return MP_ERROR;
     }
     if (p->failed || scan_to(p, stop) != 0)
@@ -591,7 +595,9 @@ static int after_execute(mp_h1_parser_t *p, llhttp_errno_t e, const char *stop)
 int mp_h1_parser_feed(mp_h1_parser_t *p, const char *data, size_t len, size_t *consumed)
 {
     *consumed = 0;
-    if (p->failed || p->upgraded)
+    if (p->upgraded)
+        fail(p, 502, "fed after 101: the stream is no longer HTTP/1");
+    if (p->failed)
         return MP_ERROR;
     if (p->paused)
         return MP_AGAIN;
@@ -607,7 +613,7 @@ int mp_h1_parser_feed(mp_h1_parser_t *p, const char *data, size_t len, size_t *c
         p->scan_from = data + off;
         llhttp_errno_t e = llhttp_execute(&p->ll, data + off, len - off);
         const char *stop = e == HPE_OK ? data + len : llhttp_get_error_pos(&p->ll);
-        r = after_execute(p, e, stop);
+        r = after_execute(p, e, stop, data + len);
         p->scan_from = NULL;
         if (r < 0)
             return MP_ERROR;
@@ -641,7 +647,7 @@ int mp_h1_parser_finish(mp_h1_parser_t *p)
     if (p->failed)
         return MP_ERROR;
     if (e != HPE_OK && e != HPE_PAUSED) {
-        fail(p, llhttp_status(p, e), "connection closed inside a message");
+        fail(p, llhttp_status(p, e, NULL), "connection closed inside a message");
         return MP_ERROR;
     }
     return 0;
