@@ -1,0 +1,98 @@
+/* Snapshot lifetime: reference counting and the full free of everything a snapshot owns. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "config_internal.h"
+#include "magpie/access_log.h"
+#include "magpie/config.h"
+#include "magpie/route.h"
+
+mp_config_t *mp_config_ref(mp_config_t *c)
+{
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    return c;
+}
+
+void mp_config__access_log_clear(mp_access_log_t *log)
+{
+    /* stdout and stderr belong to the process, not to the snapshot. */
+    if (log->sink == MP_ALOG_FILE && log->fd >= 0)
+        close(log->fd);
+    log->fd = -1;
+    free(log->path);
+    log->path = NULL;
+    if (log->format != NULL)
+        mp_access_log_format_free(log->format);
+    log->format = NULL;
+}
+
+void mp_config__hcm_free(mp_hcm_config_t *h)
+{
+    if (h == NULL)
+        return;
+    free(h->stat_prefix);
+    mp_route_table_free(h->routes);
+    for (uint32_t i = 0; i < h->n_http_filters; i++)
+        free(h->http_filters[i]);
+    free(h->http_filters);
+    free(h->server_name);
+    for (uint32_t i = 0; i < h->n_access_logs; i++)
+        mp_config__access_log_clear(&h->access_logs[i]);
+    free(h->access_logs);
+    free(h);
+}
+
+void mp_config__listener_clear(mp_listener_t *l)
+{
+    free(l->name);
+    mp_config__hcm_free(l->hcm);
+    memset(l, 0, sizeof(*l));
+}
+
+void mp_config__cluster_free(mp_cluster_t *c)
+{
+    if (c == NULL)
+        return;
+    free(c->name);
+    for (uint32_t i = 0; i < c->n_endpoints; i++)
+        free(c->endpoints[i].address);
+    free(c->endpoints);
+    mp_hostset_release(atomic_load_explicit(&c->hosts, memory_order_acquire));
+    free(c);
+}
+
+static void config_free(mp_config_t *c)
+{
+    for (uint32_t i = 0; i < c->n_listeners; i++)
+        mp_config__listener_clear(&c->listeners[i]);
+    free(c->listeners);
+    for (uint32_t i = 0; i < c->n_clusters; i++)
+        mp_config__cluster_free(c->clusters[i]);
+    free(c->clusters);
+    free(c->node_id);
+    free(c->node_cluster);
+    if (c->bootstrap != NULL)
+        protobuf_c_message_free_unpacked(c->bootstrap, NULL);
+    free(c);
+}
+
+void mp_config_unref(mp_config_t *c)
+{
+    if (c == NULL)
+        return;
+    if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1)
+        config_free(c);
+}
+
+/* Linear: called at translation time and by the router on a cluster_header route; configs with
+ * thousands of clusters will want an index here. */
+mp_cluster_t *mp_config_find_cluster(const mp_config_t *c, const char *name)
+{
+    for (uint32_t i = 0; i < c->n_clusters; i++)
+        if (strcmp(c->clusters[i]->name, name) == 0)
+            return c->clusters[i];
+    return NULL;
+}

@@ -1,0 +1,637 @@
+/* Translators and the bootstrap loader: a full YAML bootstrap checked field by field, the
+ * defaults, error paths with their JSON paths, the embedded default config and --config-yaml. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "magpie/bootstrap.h"
+#include "magpie/config.h"
+#include "magpie/stats.h"
+#include "unit.h"
+
+static char log_path[64];
+
+static const char full_yaml[] =
+    "node: { id: file-node, cluster: file-cluster }\n"
+    "admin:\n"
+    "  address: { socket_address: { address: 127.0.0.1, port_value: 19000 } }\n"
+    "static_resources:\n"
+    "  listeners:\n"
+    "  - name: ingress\n"
+    "    address: { socket_address: { address: 127.0.0.1, port_value: 15001 } }\n"
+    "    per_connection_buffer_limit_bytes: 32768\n"
+    "    filter_chains:\n"
+    "    - filters:\n"
+    "      - name: envoy.filters.network.http_connection_manager\n"
+    "        typed_config:\n"
+    "          '@type': type.googleapis.com/envoy.extensions.filters.network."
+    "http_connection_manager.v3.HttpConnectionManager\n"
+    "          stat_prefix: ingress_http\n"
+    "          codec_type: HTTP1\n"
+    "          max_request_headers_kb: 96\n"
+    "          common_http_protocol_options: { max_headers_count: 50, idle_timeout: 30s }\n"
+    "          stream_idle_timeout: 10s\n"
+    "          request_timeout: 20s\n"
+    "          request_headers_timeout: 2s\n"
+    "          drain_timeout: 1.5s\n"
+    "          normalize_path: true\n"
+    "          merge_slashes: true\n"
+    "          use_remote_address: true\n"
+    "          xff_num_trusted_hops: 2\n"
+    "          generate_request_id: false\n"
+    "          preserve_external_request_id: true\n"
+    "          server_name: edge\n"
+    "          proxy_100_continue: true\n"
+    "          access_log:\n"
+    "          - name: envoy.access_loggers.file\n"
+    "            typed_config:\n"
+    "              '@type': type.googleapis.com/envoy.extensions.access_loggers.file.v3."
+    "FileAccessLog\n"
+    "              path: %s\n"
+    "              log_format: { text_format_source: { inline_string: \"%%RESPONSE_CODE%%\\n\" } "
+    "}\n"
+    "          - name: envoy.access_loggers.stderr\n"
+    "            typed_config:\n"
+    "              '@type': type.googleapis.com/envoy.extensions.access_loggers.stream.v3."
+    "StderrAccessLog\n"
+    "          http_filters:\n"
+    "          - name: example.optional\n"
+    "            is_optional: true\n"
+    "          - name: envoy.filters.http.router\n"
+    "          route_config:\n"
+    "            name: main\n"
+    "            request_headers_to_add:\n"
+    "            - header: { key: X-Table, value: t }\n"
+    "            response_headers_to_remove: [X-Internal]\n"
+    "            virtual_hosts:\n"
+    "            - name: api\n"
+    "              domains: [API.example.com, '*.api.example.com']\n"
+    "              response_headers_to_add:\n"
+    "              - header: { key: X-Vhost, value: v }\n"
+    "                append: false\n"
+    "              routes:\n"
+    "              - name: users\n"
+    "                match: { prefix: /users, case_sensitive: false }\n"
+    "                route: { cluster: users, prefix_rewrite: /v2/users, timeout: 3s, "
+    "idle_timeout: 7s, host_rewrite_literal: users.internal }\n"
+    "              - match:\n"
+    "                  safe_regex: { regex: '/items/[0-9]+' }\n"
+    "                  headers:\n"
+    "                  - { name: X-Mode, exact_match: fast }\n"
+    "                  - { name: X-Canary, present_match: true, invert_match: true }\n"
+    "                  - { name: X-Ver, range_match: { start: 1, end: 5 } }\n"
+    "                  - name: X-Tag\n"
+    "                    string_match: { prefix: ab, ignore_case: true }\n"
+    "                    treat_missing_header_as_empty: true\n"
+    "                  - { name: X-Sfx, suffix_match: z }\n"
+    "                  - { name: X-Re, safe_regex_match: { regex: 'a+' } }\n"
+    "                  query_parameters:\n"
+    "                  - { name: debug, present_match: true }\n"
+    "                  - { name: q, string_match: { exact: x } }\n"
+    "                route:\n"
+    "                  weighted_clusters:\n"
+    "                    total_weight: 100\n"
+    "                    clusters:\n"
+    "                    - name: users\n"
+    "                      weight: 30\n"
+    "                      request_headers_to_add:\n"
+    "                      - header: { key: x-w, value: a }\n"
+    "                        append_action: ADD_IF_ABSENT\n"
+    "                    - { name: dns, weight: 70 }\n"
+    "                  timeout: 0s\n"
+    "              - match: { path: /old }\n"
+    "                redirect: { host_redirect: new.example.com, path_redirect: /new, "
+    "response_code: PERMANENT_REDIRECT, https_redirect: true, port_redirect: 8443, "
+    "strip_query: true }\n"
+    "              - match: { path_separated_prefix: /health }\n"
+    "                direct_response: { status: 200, body: { inline_string: ok } }\n"
+    "              - match: { prefix: /h }\n"
+    "                route: { cluster_header: X-Cluster, auto_host_rewrite: true }\n"
+    "                request_headers_to_add:\n"
+    "                - header: { key: x-keep, value: '' }\n"
+    "                  keep_empty_value: true\n"
+    "                  append_action: OVERWRITE_IF_EXISTS\n"
+    "                request_headers_to_remove: [X-Drop]\n"
+    "            - name: rest\n"
+    "              domains: ['*']\n"
+    "              routes:\n"
+    "              - match: { prefix: / }\n"
+    "                redirect: { scheme_redirect: HTTP, prefix_rewrite: /p, response_code: "
+    "FOUND }\n"
+    "  - name: inbound\n"
+    "    address: { socket_address: { address: '::1', port_value: 15006 } }\n"
+    "    filter_chains:\n"
+    "    - filters:\n"
+    "      - name: envoy.filters.network.http_connection_manager\n"
+    "        typed_config:\n"
+    "          '@type': type.googleapis.com/envoy.extensions.filters.network."
+    "http_connection_manager.v3.HttpConnectionManager\n"
+    "          stat_prefix: inbound_http\n"
+    "          http_filters: [{ name: envoy.filters.http.router }]\n"
+    "          route_config:\n"
+    "            virtual_hosts:\n"
+    "            - name: all\n"
+    "              domains: ['*']\n"
+    "              routes: [{ match: { prefix: / }, route: { cluster: local } }]\n"
+    "  clusters:\n"
+    "  - name: users\n"
+    "    type: STATIC\n"
+    "    connect_timeout: 0.25s\n"
+    "    lb_policy: LEAST_REQUEST\n"
+    "    least_request_lb_config: { choice_count: 3 }\n"
+    "    per_connection_buffer_limit_bytes: 65536\n"
+    "    circuit_breakers: { thresholds: [{ max_connections: 10 }] }\n"
+    "    typed_extension_protocol_options:\n"
+    "      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n"
+    "        '@type': type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n"
+    "        common_http_protocol_options: { idle_timeout: 90s, max_requests_per_connection: 7 }\n"
+    "        explicit_http_config: { http_protocol_options: {} }\n"
+    "    load_assignment:\n"
+    "      cluster_name: users\n"
+    "      endpoints:\n"
+    "      - lb_endpoints:\n"
+    "        - endpoint: { address: { socket_address: { address: 10.0.0.1, port_value: 80 } } }\n"
+    "          load_balancing_weight: 3\n"
+    "        - endpoint: { address: { socket_address: { address: '::1', port_value: 81 } } }\n"
+    "  - name: dns\n"
+    "    type: STRICT_DNS\n"
+    "    lb_policy: RANDOM\n"
+    "    dns_lookup_family: V4_ONLY\n"
+    "    dns_refresh_rate: 2s\n"
+    "    respect_dns_ttl: true\n"
+    "    load_assignment:\n"
+    "      cluster_name: dns\n"
+    "      endpoints:\n"
+    "      - lb_endpoints:\n"
+    "        - endpoint: { address: { socket_address: { address: localhost, port_value: 8080 } } "
+    "}\n"
+    "  - name: local\n"
+    "    load_assignment:\n"
+    "      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: "
+    "127.0.0.1, port_value: 9000 } } } }] }]\n";
+
+static mp_config_t *load_yaml(const char *yaml, const char *over, mp_err_t *err)
+{
+    char path[] = "/tmp/mp_translate_XXXXXX";
+    int fd = mkstemp(path);
+    if (write(fd, yaml, strlen(yaml)) != (ssize_t)strlen(yaml))
+        return NULL;
+    close(fd);
+    mp_options_t opts = {.config_path = path, .config_yaml = over};
+    bool dflt = true;
+    mp_config_t *c = mp_bootstrap_load(&opts, &dflt, err);
+    if (dflt)
+        fprintf(stderr, "used_default set with a file given\n");
+    unlink(path);
+    return c;
+}
+
+static mp_config_t *load_full(mp_err_t *err)
+{
+    char *yaml = mp_xasprintf(full_yaml, log_path);
+    mp_config_t *c = load_yaml(yaml, NULL, err);
+    free(yaml);
+    if (c == NULL)
+        fprintf(stderr, "load failed: %s\n", err->msg);
+    return c;
+}
+
+static bool stat_exists(const char *name)
+{
+    mp_stat_id_t id;
+    return mp_stats_find(name, &id);
+}
+
+static void check_clusters(mp_config_t *c)
+{
+    CHECK_INT(c->n_clusters, 3);
+    mp_cluster_t *u = mp_config_find_cluster(c, "users");
+    CHECK(u != NULL && u->index == 0);
+    CHECK_INT(u->type, MP_CLUSTER_STATIC);
+    CHECK_INT(u->lb_policy, MP_LB_LEAST_REQUEST);
+    CHECK_INT(u->least_request_choices, 3);
+    CHECK_INT(u->connect_timeout_ms, 250);
+    CHECK_INT(u->per_connection_buffer_limit_bytes, 65536);
+    CHECK_INT(u->pool_idle_timeout_ms, 90000);
+    CHECK_INT(u->max_requests_per_connection, 7);
+    CHECK_INT(u->n_endpoints, 2);
+    CHECK_STR(u->endpoints[0].address, "10.0.0.1");
+    CHECK_INT(u->endpoints[0].port, 80);
+    CHECK_INT(u->endpoints[0].weight, 3);
+    CHECK_INT(u->endpoints[1].weight, 1);
+    mp_hostset_t *hs = mp_cluster_hosts_acquire(u);
+    CHECK(hs != NULL && hs->n == 2 && hs->total_weight == 4);
+    CHECK_STR(hs->hosts[0].addr.text, "10.0.0.1:80");
+    CHECK_STR(hs->hosts[1].addr.text, "[::1]:81");
+    mp_hostset_release(hs);
+
+    mp_cluster_t *d = mp_config_find_cluster(c, "dns");
+    CHECK(d != NULL && d->index == 1);
+    CHECK_INT(d->type, MP_CLUSTER_STRICT_DNS);
+    CHECK_INT(d->lb_policy, MP_LB_RANDOM);
+    CHECK_INT(d->dns_family, MP_DNS_V4_ONLY);
+    CHECK_INT(d->dns_refresh_rate_ms, 2000);
+    CHECK(d->respect_dns_ttl);
+    CHECK_STR(d->endpoints[0].address, "localhost");
+    hs = mp_cluster_hosts_acquire(d);
+    CHECK(hs != NULL && hs->n == 0);
+    mp_hostset_release(hs);
+
+    mp_cluster_t *l = mp_config_find_cluster(c, "local");
+    CHECK_INT(l->type, MP_CLUSTER_STATIC);
+    CHECK_INT(l->lb_policy, MP_LB_ROUND_ROBIN);
+    CHECK_INT(l->least_request_choices, 2);
+    CHECK_INT(l->connect_timeout_ms, 5000);
+    CHECK_INT(l->per_connection_buffer_limit_bytes, 1024 * 1024);
+    CHECK_INT(l->pool_idle_timeout_ms, 3600000);
+    CHECK_INT(l->max_requests_per_connection, 0);
+    CHECK_INT(l->dns_family, MP_DNS_AUTO);
+    CHECK_INT(l->dns_refresh_rate_ms, 5000);
+    CHECK(mp_config_find_cluster(c, "nope") == NULL);
+    CHECK(stat_exists("cluster.users.upstream_rq_total"));
+    CHECK(stat_exists("cluster.dns.upstream_cx_none_healthy"));
+    CHECK(stat_exists("cluster.local.membership_healthy"));
+    CHECK(mp_stats_kind(u->stats.upstream_rq_active) == MP_STAT_GAUGE);
+    CHECK(mp_stats_kind(u->stats.upstream_rq_5xx) == MP_STAT_COUNTER);
+}
+
+static void check_hcm(const mp_hcm_config_t *h)
+{
+    CHECK_STR(h->stat_prefix, "ingress_http");
+    CHECK_INT(h->codec_type, MP_CODEC_HTTP1);
+    CHECK_INT(h->n_http_filters, 1);
+    CHECK_STR(h->http_filters[0], "envoy.filters.http.router");
+    CHECK_INT(h->max_request_headers_kb, 96);
+    CHECK_INT(h->max_headers_count, 50);
+    CHECK_INT(h->idle_timeout_ms, 30000);
+    CHECK_INT(h->stream_idle_timeout_ms, 10000);
+    CHECK_INT(h->request_timeout_ms, 20000);
+    CHECK_INT(h->request_headers_timeout_ms, 2000);
+    CHECK_INT(h->drain_timeout_ms, 1500);
+    CHECK(h->normalize_path && h->merge_slashes && h->use_remote_address);
+    CHECK_INT(h->xff_num_trusted_hops, 2);
+    CHECK(!h->generate_request_id && h->preserve_external_request_id && h->proxy_100_continue);
+    CHECK_STR(h->server_name, "edge");
+    CHECK_INT(h->n_access_logs, 2);
+    CHECK_INT(h->access_logs[0].sink, MP_ALOG_FILE);
+    CHECK_STR(h->access_logs[0].path, log_path);
+    CHECK(h->access_logs[0].fd > 2 && h->access_logs[0].format != NULL);
+    CHECK_INT(h->access_logs[1].sink, MP_ALOG_STDERR);
+    CHECK_INT(h->access_logs[1].fd, 2);
+    CHECK(h->access_logs[1].format != NULL);
+    CHECK(stat_exists("http.ingress_http.downstream_rq_total"));
+    CHECK(stat_exists("http.ingress_http.no_route"));
+    CHECK(stat_exists("http.ingress_http.rq_redirect"));
+    CHECK(stat_exists("http.ingress_http.downstream_cx_drain_close"));
+    CHECK(mp_stats_kind(h->stats.downstream_rq_active) == MP_STAT_GAUGE);
+}
+
+static void check_route_users(const mp_route_t *r, mp_config_t *c)
+{
+    CHECK_STR(r->name, "users");
+    CHECK_INT(r->path_kind, MP_PATH_PREFIX);
+    CHECK_STR(r->path, "/users");
+    CHECK_INT(r->path_len, 6);
+    CHECK(!r->case_sensitive);
+    CHECK_INT(r->action, MP_ACTION_ROUTE);
+    CHECK_STR(r->cluster_name, "users");
+    CHECK(r->cluster == mp_config_find_cluster(c, "users"));
+    CHECK_STR(r->prefix_rewrite, "/v2/users");
+    CHECK_STR(r->host_rewrite_literal, "users.internal");
+    CHECK(r->has_timeout && r->timeout_ms == 3000);
+    CHECK_INT(r->idle_timeout_ms, 7000);
+}
+
+static void check_route_regex(const mp_route_t *r, mp_config_t *c)
+{
+    CHECK_INT(r->path_kind, MP_PATH_REGEX);
+    CHECK(r->path_regex != NULL && r->case_sensitive);
+    CHECK_INT(r->n_headers, 6);
+    CHECK_STR(r->headers[0].name, "x-mode");
+    CHECK(r->headers[0].kind == MP_HDR_STRING && r->headers[0].str.kind == MP_STR_EXACT);
+    CHECK_STR(r->headers[0].str.value, "fast");
+    CHECK(r->headers[1].kind == MP_HDR_PRESENT && r->headers[1].present && r->headers[1].invert);
+    CHECK(r->headers[2].kind == MP_HDR_RANGE && r->headers[2].range_start == 1 &&
+          r->headers[2].range_end == 5);
+    CHECK(r->headers[3].str.kind == MP_STR_PREFIX && r->headers[3].str.ignore_case &&
+          r->headers[3].treat_missing_as_empty);
+    CHECK(r->headers[4].str.kind == MP_STR_SUFFIX && r->headers[4].str.len == 1);
+    CHECK(r->headers[5].str.kind == MP_STR_REGEX && r->headers[5].str.regex != NULL);
+    CHECK_INT(r->n_query, 2);
+    CHECK(!r->query[0].has_string && r->query[0].present);
+    CHECK(r->query[1].has_string && r->query[1].str.kind == MP_STR_EXACT);
+    CHECK_INT(r->n_weighted, 2);
+    CHECK_INT(r->total_weight, 100);
+    CHECK(r->weighted[0].cluster == mp_config_find_cluster(c, "users"));
+    CHECK_INT(r->weighted[0].weight, 30);
+    CHECK_INT(r->weighted[0].request_headers.n_add, 1);
+    CHECK_INT(r->weighted[0].request_headers.add[0].action, MP_ADD_IF_ABSENT);
+    CHECK(r->weighted[1].cluster == mp_config_find_cluster(c, "dns"));
+    CHECK(r->has_timeout && r->timeout_ms == 0);
+}
+
+static void check_route_others(const mp_vhost_t *vh)
+{
+    const mp_route_t *r = &vh->routes[2];
+    CHECK_INT(r->path_kind, MP_PATH_EXACT);
+    CHECK_INT(r->action, MP_ACTION_REDIRECT);
+    CHECK_STR(r->redirect.scheme, "https");
+    CHECK_STR(r->redirect.host, "new.example.com");
+    CHECK_INT(r->redirect.port, 8443);
+    CHECK_STR(r->redirect.path, "/new");
+    CHECK_INT(r->redirect.response_code, 308);
+    CHECK(r->redirect.strip_query);
+    r = &vh->routes[3];
+    CHECK_INT(r->path_kind, MP_PATH_SEPARATED_PREFIX);
+    CHECK_INT(r->action, MP_ACTION_DIRECT_RESPONSE);
+    CHECK_INT(r->direct_status, 200);
+    CHECK(r->direct_body_len == 2 && memcmp(r->direct_body, "ok", 2) == 0);
+    r = &vh->routes[4];
+    CHECK_STR(r->cluster_header, "x-cluster");
+    CHECK(r->auto_host_rewrite && r->cluster == NULL);
+    CHECK(!r->has_timeout && r->timeout_ms == 15000);
+    CHECK_INT(r->request_headers.n_add, 1);
+    CHECK_STR(r->request_headers.add[0].name, "x-keep");
+    CHECK_STR(r->request_headers.add[0].value, "");
+    CHECK(r->request_headers.add[0].keep_empty_value);
+    CHECK_INT(r->request_headers.add[0].action, MP_OVERWRITE_IF_EXISTS);
+    CHECK_INT(r->request_headers.n_remove, 1);
+    CHECK_STR(r->request_headers.remove[0], "x-drop");
+}
+
+static void check_routes(const mp_route_table_t *t, mp_config_t *c)
+{
+    CHECK_STR(t->name, "main");
+    CHECK_INT(t->request_headers.n_add, 1);
+    CHECK_STR(t->request_headers.add[0].name, "x-table");
+    CHECK_INT(t->request_headers.add[0].action, MP_APPEND_IF_EXISTS_OR_ADD);
+    CHECK_STR(t->response_headers.remove[0], "x-internal");
+    CHECK_INT(t->n_vhosts, 2);
+    const mp_vhost_t *vh = &t->vhosts[0];
+    CHECK_STR(vh->name, "api");
+    CHECK_INT(vh->n_domains, 2);
+    CHECK_STR(vh->domains[0], "api.example.com");
+    CHECK_STR(vh->domains[1], "*.api.example.com");
+    CHECK_INT(vh->response_headers.add[0].action, MP_OVERWRITE_IF_EXISTS_OR_ADD);
+    CHECK_INT(vh->n_routes, 5);
+    check_route_users(&vh->routes[0], c);
+    check_route_regex(&vh->routes[1], c);
+    check_route_others(vh);
+    const mp_route_t *r = &t->vhosts[1].routes[0];
+    CHECK_STR(r->redirect.scheme, "http");
+    CHECK_STR(r->redirect.prefix_rewrite, "/p");
+    CHECK_INT(r->redirect.response_code, 302);
+}
+
+static void test_full_bootstrap(void)
+{
+    mp_err_t err = {{0}};
+    mp_options_t none = {0};
+    MP_UNUSED(none);
+    mp_config_t *c = load_full(&err);
+    CHECK(c != NULL);
+    if (c == NULL)
+        return;
+    CHECK(c->generation > 0);
+    CHECK(c->bootstrap != NULL);
+    CHECK_STR(c->node_id, "file-node");
+    CHECK_STR(c->node_cluster, "file-cluster");
+    CHECK(c->has_admin);
+    CHECK_STR(c->admin_addr.text, "127.0.0.1:19000");
+    check_clusters(c);
+    CHECK_INT(c->n_listeners, 2);
+    mp_listener_t *l = &c->listeners[0];
+    CHECK_STR(l->name, "ingress");
+    CHECK_STR(l->addr.text, "127.0.0.1:15001");
+    CHECK_INT(l->per_connection_buffer_limit_bytes, 32768);
+    CHECK(stat_exists("listener.127.0.0.1_15001.downstream_cx_total"));
+    CHECK(mp_stats_kind(l->stats.downstream_cx_active) == MP_STAT_GAUGE);
+    check_hcm(l->hcm);
+    check_routes(l->hcm->routes, c);
+    l = &c->listeners[1];
+    CHECK_STR(l->addr.text, "[::1]:15006");
+    CHECK_INT(l->per_connection_buffer_limit_bytes, 1024 * 1024);
+    CHECK(stat_exists("listener.[__1]_15006.downstream_cx_total"));
+    const mp_hcm_config_t *h = l->hcm;
+    CHECK_INT(h->codec_type, MP_CODEC_AUTO);
+    CHECK_INT(h->max_request_headers_kb, 60);
+    CHECK_INT(h->max_headers_count, 100);
+    CHECK_INT(h->idle_timeout_ms, 3600000);
+    CHECK_INT(h->stream_idle_timeout_ms, 300000);
+    CHECK_INT(h->request_timeout_ms, 0);
+    CHECK_INT(h->drain_timeout_ms, 5000);
+    CHECK(!h->normalize_path && h->generate_request_id && !h->use_remote_address);
+    CHECK_STR(h->server_name, "magpie");
+    CHECK_INT(h->n_access_logs, 0);
+    uint64_t gen = c->generation;
+    mp_config_ref(c);
+    mp_config_unref(c);
+    mp_config_unref(c);
+    c = load_full(&err);
+    CHECK(c != NULL && c->generation > gen);
+    mp_config_unref(c);
+}
+
+/* Replaces the first occurrence of from in the full config with to, loads, and checks that it
+ * fails with exactly want. */
+static void expect_error(const char *from, const char *to, const char *want)
+{
+    char *yaml = mp_xasprintf(full_yaml, log_path);
+    char *at = strstr(yaml, from);
+    CHECK(at != NULL);
+    if (at == NULL) {
+        fprintf(stderr, "  pattern not found: %s\n", from);
+        free(yaml);
+        return;
+    }
+    char *edited = mp_xasprintf("%.*s%s%s", (int)(at - yaml), yaml, to, at + strlen(from));
+    mp_err_t err = {{0}};
+    mp_config_t *c = load_yaml(edited, NULL, &err);
+    CHECK(c == NULL);
+    CHECK_STR(err.msg, want);
+    mp_config_unref(c);
+    free(yaml);
+    free(edited);
+}
+
+#define HCM "static_resources.listeners[0].filter_chains[0].filters[0].typed_config."
+#define VH0 HCM "route_config.virtual_hosts[0]."
+
+static void test_errors(void)
+{
+    expect_error("connect_timeout: 0.25s", "connect_timeout: 5x",
+                 "static_resources.clusters[0].connect_timeout: invalid duration \"5x\"");
+    expect_error("route: { cluster: users, prefix", "route: { cluster: nope, prefix",
+                 VH0 "routes[0].route.cluster: unknown cluster \"nope\"");
+    expect_error("- { name: dns, weight: 70 }", "- { name: dns, weight: 71 }",
+                 VH0 "routes[1].route.weighted_clusters.total_weight: 100 is not the sum of the "
+                     "weights (101)");
+    expect_error("type: STRICT_DNS", "type: EDS",
+                 "static_resources.clusters[1].type: EDS is not supported yet");
+    expect_error("type: STRICT_DNS", "type: ORIGINAL_DST",
+                 "static_resources.clusters[1].type: ORIGINAL_DST is not supported yet");
+    expect_error("lb_policy: RANDOM", "lb_policy: MAGLEV",
+                 "static_resources.clusters[1].lb_policy: only ROUND_ROBIN, LEAST_REQUEST and "
+                 "RANDOM are supported");
+    expect_error("- name: dns\n", "- name: users\n",
+                 "static_resources.clusters[1].name: duplicate cluster \"users\"");
+    expect_error("domains: ['*']\n              routes:\n              - match: { prefix: / }\n"
+                 "                redirect",
+                 "domains: ['*.API.example.com']\n              routes:\n              - match: "
+                 "{ prefix: / }\n                redirect",
+                 HCM "route_config.virtual_hosts[1].domains[0]: duplicate domain "
+                     "\"*.api.example.com\" (also in virtual host \"api\")");
+    expect_error("          route_config:\n            virtual_hosts:\n            - name: all\n"
+                 "              domains: ['*']\n              routes: [{ match: { prefix: / }, "
+                 "route: { cluster: local } }]\n",
+                 "          rds: { route_config_name: x }\n",
+                 "static_resources.listeners[1].filter_chains[0].filters[0].typed_config.rds: "
+                 "rds is not supported yet");
+    expect_error("          stat_prefix: inbound_http\n", "",
+                 "static_resources.listeners[1].filter_chains[0].filters[0].typed_config."
+                 "stat_prefix: required");
+    expect_error("max_request_headers_kb: 96", "max_request_headers_kb: 9000",
+                 HCM "max_request_headers_kb: 9000 is not in [1, 8192]");
+    expect_error("- name: example.optional\n            is_optional: true\n",
+                 "- name: example.unknown\n",
+                 HCM "http_filters[0]: unknown HTTP filter \"example.unknown\"");
+    expect_error("port_value: 15006", "named_port: http",
+                 "static_resources.listeners[1].address.socket_address.named_port: named ports "
+                 "are not supported yet");
+    expect_error("address: '::1', port_value: 15006", "address: 127.0.0.1, port_value: 15001",
+                 "static_resources.listeners[1].address: 127.0.0.1:15001 is already used by "
+                 "listener \"ingress\"");
+    expect_error("address: 10.0.0.1", "address: ten",
+                 "static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0]."
+                 "endpoint.address.socket_address.address: \"ten\" is not an IP address");
+    expect_error("body: { inline_string: ok }", "body: { filename: /nonexistent/x }",
+                 VH0 "routes[3].direct_response.body.filename: cannot open \"/nonexistent/x\": "
+                     "No such file or directory");
+    expect_error("          http_filters:\n          - name: example.optional",
+                 "          http_filters:\n          - name: envoy.filters.http.router\n"
+                 "          - name: example.optional",
+                 HCM "http_filters[0]: the router must be the last filter");
+    expect_error("    - filters:\n      - name: envoy.filters.network.http_connection_manager\n"
+                 "        typed_config:\n",
+                 "    - filters: []\n    - filters:\n      - name: "
+                 "envoy.filters.network.http_connection_manager\n        typed_config:\n",
+                 "static_resources.listeners[0].filter_chains: exactly one filter chain is "
+                 "supported, got 2 (filter chain matching is not supported yet)");
+    char *from = mp_xasprintf("path: %s", log_path);
+    expect_error(from, "path: /nonexistent/dir/log",
+                 HCM "access_log[0].typed_config.path: cannot open \"/nonexistent/dir/log\": No "
+                     "such file or directory");
+    free(from);
+}
+
+/* Errors whose exact text comes from another module: only the path prefix is ours. */
+static void expect_error_prefix(const char *from, const char *to, const char *prefix)
+{
+    char *yaml = mp_xasprintf(full_yaml, log_path);
+    char *at = strstr(yaml, from);
+    CHECK(at != NULL);
+    if (at == NULL) {
+        free(yaml);
+        return;
+    }
+    char *edited = mp_xasprintf("%.*s%s%s", (int)(at - yaml), yaml, to, at + strlen(from));
+    mp_err_t err = {{0}};
+    mp_config_t *c = load_yaml(edited, NULL, &err);
+    CHECK(c == NULL);
+    if (strncmp(err.msg, prefix, strlen(prefix)) != 0)
+        fprintf(stderr, "  got: %s\n  want prefix: %s\n", err.msg, prefix);
+    CHECK(strncmp(err.msg, prefix, strlen(prefix)) == 0);
+    free(yaml);
+    free(edited);
+}
+
+static void test_error_prefixes(void)
+{
+    expect_error_prefix("regex: '/items/[0-9]+'", "regex: '/items/[0-9+'",
+                        VH0 "routes[1].match.safe_regex.regex: ");
+    expect_error_prefix("connect_timeout: 0.25s", "connect_timeoutx: 1s",
+                        "static_resources.clusters[0].connect_timeoutx: ");
+}
+
+static void test_default_config(void)
+{
+    mp_options_t opts = {0};
+    bool dflt = false;
+    mp_err_t err = {{0}};
+    mp_config_t *c = mp_bootstrap_load(&opts, &dflt, &err);
+    CHECK(c != NULL);
+    if (c == NULL) {
+        fprintf(stderr, "default: %s\n", err.msg);
+        return;
+    }
+    CHECK(dflt);
+    CHECK(c->has_admin);
+    CHECK_STR(c->admin_addr.text, "127.0.0.1:15000");
+    CHECK_INT(c->n_listeners, 1);
+    CHECK_STR(c->listeners[0].name, "default");
+    CHECK_STR(c->listeners[0].addr.text, "127.0.0.1:15001");
+    const mp_hcm_config_t *h = c->listeners[0].hcm;
+    CHECK_STR(h->stat_prefix, "ingress_http");
+    CHECK_INT(h->n_access_logs, 1);
+    CHECK_INT(h->access_logs[0].sink, MP_ALOG_STDOUT);
+    CHECK_STR(h->routes->vhosts[0].domains[0], "*");
+    CHECK_STR(h->routes->vhosts[0].routes[0].path, "/");
+    CHECK(h->routes->vhosts[0].routes[0].cluster == mp_config_find_cluster(c, "local_service"));
+    CHECK_INT(c->n_clusters, 1);
+    mp_hostset_t *hs = mp_cluster_hosts_acquire(c->clusters[0]);
+    CHECK(hs->n == 1);
+    CHECK_STR(hs->hosts[0].addr.text, "127.0.0.1:8080");
+    mp_hostset_release(hs);
+    mp_config_unref(c);
+}
+
+static void test_config_yaml_merge(void)
+{
+    mp_err_t err = {{0}};
+    char *yaml = mp_xasprintf(full_yaml, log_path);
+    /* Objects merge (node keeps cluster, admin keeps its address host), lists replace. */
+    mp_config_t *c = load_yaml(yaml,
+                               "node: { id: yaml-node }\n"
+                               "admin: { address: { socket_address: { port_value: 19001 } } }\n",
+                               &err);
+    CHECK(c != NULL);
+    if (c != NULL) {
+        CHECK_STR(c->node_id, "yaml-node");
+        CHECK_STR(c->node_cluster, "file-cluster");
+        CHECK_STR(c->admin_addr.text, "127.0.0.1:19001");
+        CHECK_INT(c->n_listeners, 2);
+        mp_config_unref(c);
+    }
+    mp_options_t opts = {.config_yaml = mp_bootstrap_default_yaml,
+                         .service_node = "cli-node",
+                         .service_cluster = "cli-cluster"};
+    bool dflt = true;
+    c = mp_bootstrap_load(&opts, &dflt, &err);
+    CHECK(c != NULL && !dflt);
+    if (c != NULL) {
+        CHECK_STR(c->node_id, "cli-node");
+        CHECK_STR(c->node_cluster, "cli-cluster");
+        mp_config_unref(c);
+    }
+    c = load_yaml(yaml, "static_resources: [1", &err);
+    CHECK(c == NULL && strncmp(err.msg, "--config-yaml: ", 15) == 0);
+    free(yaml);
+    mp_options_t missing = {.config_path = "/nonexistent/magpie.yaml"};
+    c = mp_bootstrap_load(&missing, &dflt, &err);
+    CHECK(c == NULL);
+    CHECK_STR(err.msg, "/nonexistent/magpie.yaml: No such file or directory");
+}
+
+int main(void)
+{
+    mp_stats_thread_init();
+    snprintf(log_path, sizeof(log_path), "/tmp/mp_translate_%d.log", (int)getpid());
+    RUN(test_full_bootstrap);
+    RUN(test_errors);
+    RUN(test_error_prefixes);
+    RUN(test_default_config);
+    RUN(test_config_yaml_merge);
+    unlink(log_path);
+    UNIT_DONE();
+}

@@ -1,0 +1,276 @@
+/* envoy.config.cluster.v3.Cluster -> mp_cluster_t. */
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "translate_internal.h"
+
+#include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
+
+#include "../proxy/config_internal.h"
+#include "magpie/dns.h"
+#include "magpie/json_pb.h"
+#include "magpie/log.h"
+#include "magpie/stats.h"
+
+#define DEFAULT_BUFFER_LIMIT (1024 * 1024)
+#define HTTP_OPTIONS_EXT "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+typedef Envoy__Config__Core__V3__HttpProtocolOptions pb_http_options_t;
+typedef Envoy__Config__Endpoint__V3__LbEndpoint pb_lb_endpoint_t;
+
+static const struct {
+    size_t off;
+    const char *name;
+    bool gauge;
+} cluster_stats[] = {
+#define S(f, g)                                                                                    \
+    {                                                                                              \
+        offsetof(mp_cluster_stats_t, f), #f, g                                                     \
+    }
+    S(upstream_rq_total, false),
+    S(upstream_rq_2xx, false),
+    S(upstream_rq_3xx, false),
+    S(upstream_rq_4xx, false),
+    S(upstream_rq_5xx, false),
+    S(upstream_rq_timeout, false),
+    S(upstream_rq_active, true),
+    S(upstream_cx_total, false),
+    S(upstream_cx_active, true),
+    S(upstream_cx_connect_fail, false),
+    S(upstream_cx_connect_timeout, false),
+    S(upstream_cx_destroy, false),
+    S(upstream_cx_rx_bytes_total, false),
+    S(upstream_cx_tx_bytes_total, false),
+    S(upstream_rq_pending_total, false),
+    S(upstream_cx_idle_timeout, false),
+    S(membership_total, true),
+    S(membership_healthy, true),
+    S(update_success, false),
+    S(update_failure, false),
+    S(upstream_cx_none_healthy, false),
+#undef S
+};
+
+/* Envoy names a cluster's stats after alt_stat_name when one is given. */
+static void register_stats(mp_cluster_t *c, const char *stat_name)
+{
+    for (size_t i = 0; i < MP_ARRAY_SIZE(cluster_stats); i++) {
+        mp_stat_id_t *id = (mp_stat_id_t *)((char *)&c->stats + cluster_stats[i].off);
+        *id = cluster_stats[i].gauge
+                  ? mp_stats_gaugef("cluster.%s.%s", stat_name, cluster_stats[i].name)
+                  : mp_stats_counterf("cluster.%s.%s", stat_name, cluster_stats[i].name);
+    }
+}
+
+static int translate_type(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_err_t *err)
+{
+    if (pb->cluster_discovery_type_case ==
+        ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_DISCOVERY_TYPE_CLUSTER_TYPE)
+        return mp_err_set(err, "cluster_type: custom cluster types are not supported");
+    switch (pb->type) {
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STATIC:
+        c->type = MP_CLUSTER_STATIC;
+        return 0;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__STRICT_DNS:
+        c->type = MP_CLUSTER_STRICT_DNS;
+        return 0;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__LOGICAL_DNS:
+        c->type = MP_CLUSTER_LOGICAL_DNS;
+        return 0;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS:
+        return mp_err_set(err, "type: EDS is not supported yet");
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__ORIGINAL_DST:
+        return mp_err_set(err, "type: ORIGINAL_DST is not supported yet");
+    default:
+        return mp_err_set(err, "type: unknown discovery type %d", (int)pb->type);
+    }
+}
+
+static int translate_lb(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_err_t *err)
+{
+    c->least_request_choices = 2;
+    switch (pb->lb_policy) {
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__ROUND_ROBIN:
+        c->lb_policy = MP_LB_ROUND_ROBIN;
+        return 0;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__RANDOM:
+        c->lb_policy = MP_LB_RANDOM;
+        return 0;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__LEAST_REQUEST:
+        c->lb_policy = MP_LB_LEAST_REQUEST;
+        break;
+    default:
+        return mp_err_set(err, "lb_policy: only ROUND_ROBIN, LEAST_REQUEST and RANDOM are "
+                               "supported");
+    }
+    if (pb->lb_config_case ==
+        ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_CONFIG_LEAST_REQUEST_LB_CONFIG)
+        c->least_request_choices = mp_translate__u32(pb->least_request_lb_config->choice_count, 2);
+    if (c->least_request_choices < 2)
+        return mp_err_set(err, "least_request_lb_config.choice_count: must be at least 2");
+    return 0;
+}
+
+static const mp_dns_family_t dns_families[] = {
+    [ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__AUTO] = MP_DNS_AUTO,
+    [ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__V4_ONLY] = MP_DNS_V4_ONLY,
+    [ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__V6_ONLY] = MP_DNS_V6_ONLY,
+    [ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__V4_PREFERRED] = MP_DNS_V4_PREFERRED,
+    [ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DNS_LOOKUP_FAMILY__ALL] = MP_DNS_ALL,
+};
+
+static int translate_timing(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_err_t *err)
+{
+    if (mp_translate__duration_ms(pb->connect_timeout, 5000, &c->connect_timeout_ms, err) != 0)
+        return mp_err_prefix(err, "connect_timeout");
+    if (c->connect_timeout_ms == 0)
+        return mp_err_set(err, "connect_timeout: must be greater than 0");
+    if (mp_translate__duration_ms(pb->dns_refresh_rate, 5000, &c->dns_refresh_rate_ms, err) != 0)
+        return mp_err_prefix(err, "dns_refresh_rate");
+    if (pb->dns_refresh_rate != NULL && c->dns_refresh_rate_ms == 0)
+        return mp_err_set(err, "dns_refresh_rate: must be at least 1ms");
+    if ((unsigned)pb->dns_lookup_family >= MP_ARRAY_SIZE(dns_families))
+        return mp_err_set(err, "dns_lookup_family: unknown value %d", (int)pb->dns_lookup_family);
+    c->dns_family = dns_families[pb->dns_lookup_family];
+    c->respect_dns_ttl = pb->respect_dns_ttl;
+    c->per_connection_buffer_limit_bytes =
+        mp_translate__u32(pb->per_connection_buffer_limit_bytes, DEFAULT_BUFFER_LIMIT);
+    return 0;
+}
+
+static int apply_http_options(const pb_http_options_t *o, mp_cluster_t *c, mp_err_t *err)
+{
+    if (o == NULL)
+        return 0;
+    if (mp_translate__duration_ms(o->idle_timeout, c->pool_idle_timeout_ms,
+                                  &c->pool_idle_timeout_ms, err) != 0)
+        return mp_err_prefix(err, "idle_timeout");
+    c->max_requests_per_connection =
+        mp_translate__u32(o->max_requests_per_connection, c->max_requests_per_connection);
+    return 0;
+}
+
+/* The typed HttpProtocolOptions extension (Envoy's current place for these) wins over the
+ * deprecated cluster fields, which are read first. */
+static int translate_typed_http_options(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_err_t *err)
+{
+    for (size_t i = 0; i < pb->n_typed_extension_protocol_options; i++) {
+        const char *key = pb->typed_extension_protocol_options[i]->key;
+        if (strcmp(key, HTTP_OPTIONS_EXT) != 0)
+            return mp_err_set(err, "typed_extension_protocol_options[\"%s\"]: unknown extension",
+                              key);
+        ProtobufCMessage *m = mp_pb_any_unpack(
+            &pb->typed_extension_protocol_options[i]->value->base,
+            &envoy__extensions__upstreams__http__v3__http_protocol_options__descriptor, err);
+        if (m == NULL)
+            return mp_err_prefix(err, "typed_extension_protocol_options[\"%s\"]: ", key);
+        Envoy__Extensions__Upstreams__Http__V3__HttpProtocolOptions *o = (void *)m;
+        int rc = apply_http_options(o->common_http_protocol_options, c, err);
+        protobuf_c_message_free_unpacked(m, NULL);
+        if (rc != 0)
+            return mp_err_prefix(err,
+                                 "typed_extension_protocol_options[\"%s\"]."
+                                 "common_http_protocol_options.",
+                                 key);
+    }
+    return 0;
+}
+
+static int translate_http_options(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_err_t *err)
+{
+    c->pool_idle_timeout_ms = 3600000;
+    c->max_requests_per_connection = mp_translate__u32(pb->max_requests_per_connection, 0);
+    if (apply_http_options(pb->common_http_protocol_options, c, err) != 0)
+        return mp_err_prefix(err, "common_http_protocol_options.");
+    return translate_typed_http_options(pb, c, err);
+}
+
+static int translate_endpoint(const pb_lb_endpoint_t *le, const mp_cluster_t *c,
+                              mp_endpoint_spec_t *out, mp_err_t *err)
+{
+    if (le->host_identifier_case !=
+        ENVOY__CONFIG__ENDPOINT__V3__LB_ENDPOINT__HOST_IDENTIFIER_ENDPOINT)
+        return mp_err_set(err, "endpoint: required (endpoint_name is not supported)");
+    const mp_pb_address_t *a = le->endpoint->address;
+    if (a == NULL || a->address_case != ENVOY__CONFIG__CORE__V3__ADDRESS__ADDRESS_SOCKET_ADDRESS)
+        return mp_err_set(err, "endpoint.address.socket_address: required");
+    const Envoy__Config__Core__V3__SocketAddress *sa = a->socket_address;
+    if (sa->port_specifier_case !=
+            ENVOY__CONFIG__CORE__V3__SOCKET_ADDRESS__PORT_SPECIFIER_PORT_VALUE ||
+        sa->port_value == 0 || sa->port_value > 65535)
+        return mp_err_set(err, "endpoint.address.socket_address.port_value: a port is required");
+    mp_addr_t tmp;
+    if (c->type == MP_CLUSTER_STATIC && mp_translate__address(a, &tmp, err) != 0)
+        return mp_err_prefix(err, "endpoint.address.");
+    if (sa->address == NULL || sa->address[0] == '\0')
+        return mp_err_set(err, "endpoint.address.socket_address.address: required");
+    out->address = mp_xstrdup(sa->address);
+    out->port = (uint16_t)sa->port_value;
+    out->weight = mp_translate__u32(le->load_balancing_weight, 1);
+    if (out->weight == 0)
+        return mp_err_set(err, "load_balancing_weight: must be at least 1");
+    return 0;
+}
+
+static int translate_endpoints(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_err_t *err)
+{
+    const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *la = pb->load_assignment;
+    size_t total = 0;
+    for (size_t i = 0; la != NULL && i < la->n_endpoints; i++)
+        total += la->endpoints[i]->n_lb_endpoints;
+    c->endpoints = mp_xcalloc(total, sizeof(*c->endpoints));
+    for (size_t i = 0; la != NULL && i < la->n_endpoints; i++) {
+        const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *loc = la->endpoints[i];
+        for (size_t j = 0; j < loc->n_lb_endpoints; j++) {
+            mp_endpoint_spec_t *ep = &c->endpoints[c->n_endpoints++];
+            if (translate_endpoint(loc->lb_endpoints[j], c, ep, err) != 0)
+                return mp_err_prefix(err, "load_assignment.endpoints[%zu].lb_endpoints[%zu].", i,
+                                     j);
+        }
+    }
+    /* Envoy resolves one name for a logical DNS cluster and connects to its first address. */
+    if (c->type == MP_CLUSTER_LOGICAL_DNS && total != 1)
+        return mp_err_set(err, "load_assignment: LOGICAL_DNS clusters must have exactly one "
+                               "endpoint");
+    return 0;
+}
+
+static int check_unsupported(const mp_pb_cluster_t *pb, mp_err_t *err)
+{
+    if (pb->transport_socket != NULL)
+        return mp_err_set(err, "transport_socket: upstream TLS is not supported yet");
+    if (pb->n_transport_socket_matches > 0)
+        return mp_err_set(err, "transport_socket_matches: not supported yet");
+    if (pb->circuit_breakers != NULL || pb->outlier_detection != NULL || pb->n_health_checks > 0)
+        mp_log_debug("cluster %s: circuit_breakers, outlier_detection and health_checks are "
+                     "accepted but not enforced yet",
+                     pb->name);
+    return 0;
+}
+
+static int translate_fields(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_err_t *err)
+{
+    if (check_unsupported(pb, err) != 0 || translate_type(pb, c, err) != 0 ||
+        translate_lb(pb, c, err) != 0 || translate_timing(pb, c, err) != 0 ||
+        translate_http_options(pb, c, err) != 0 || translate_endpoints(pb, c, err) != 0)
+        return MP_ERROR;
+    return mp_cluster_init_static_hosts(c, err);
+}
+
+mp_cluster_t *mp_translate__cluster(const mp_pb_cluster_t *pb, uint32_t index, mp_err_t *err)
+{
+    if (pb->name == NULL || pb->name[0] == '\0') {
+        mp_err_set(err, "name: required");
+        return NULL;
+    }
+    mp_cluster_t *c = mp_xcalloc(1, sizeof(*c));
+    c->name = mp_xstrdup(pb->name);
+    c->index = index;
+    if (translate_fields(pb, c, err) != 0) {
+        mp_config__cluster_free(c);
+        return NULL;
+    }
+    register_stats(c, pb->alt_stat_name && pb->alt_stat_name[0] ? pb->alt_stat_name : pb->name);
+    return c;
+}

@@ -1,0 +1,216 @@
+/* envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager ->
+ * mp_hcm_config_t: codec, inline route table, HTTP filter names, limits and timeouts, access
+ * logs, and the http.<stat_prefix>.* stats. */
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "translate_internal.h"
+
+#include "../proxy/config_internal.h"
+#include "magpie/log.h"
+#include "magpie/stats.h"
+
+#define ROUTER_FILTER "envoy.filters.http.router"
+#define ROUTER_TYPE "envoy.extensions.filters.http.router.v3.Router"
+#define MAX_HEADERS_KB_LIMIT 8192
+
+typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpFilter pb_http_filter_t;
+
+static const struct {
+    size_t off;
+    const char *name;
+    bool gauge;
+} http_stats[] = {
+#define S(f, g)                                                                                    \
+    {                                                                                              \
+        offsetof(mp_http_stats_t, f), #f, g                                                        \
+    }
+    S(downstream_rq_total, false),
+    S(downstream_rq_1xx, false),
+    S(downstream_rq_2xx, false),
+    S(downstream_rq_3xx, false),
+    S(downstream_rq_4xx, false),
+    S(downstream_rq_5xx, false),
+    S(downstream_cx_total, false),
+    S(downstream_cx_active, true),
+    S(downstream_cx_http1_total, false),
+    S(downstream_cx_rx_bytes_total, false),
+    S(downstream_cx_tx_bytes_total, false),
+    S(downstream_rq_active, true),
+    S(downstream_rq_timeout, false),
+    S(downstream_rq_idle_timeout, false),
+    S(downstream_cx_idle_timeout, false),
+    S(downstream_cx_protocol_error, false),
+    S(downstream_rq_completed, false),
+    S(no_route, false),
+    S(rq_direct_response, false),
+    S(rq_redirect, false),
+    S(downstream_rq_too_large, false),
+    S(downstream_cx_destroy_remote, false),
+    S(downstream_cx_destroy_local, false),
+    S(downstream_rq_rx_reset, false),
+    S(downstream_rq_tx_reset, false),
+    S(downstream_cx_drain_close, false),
+#undef S
+};
+
+static void register_stats(mp_hcm_config_t *h)
+{
+    for (size_t i = 0; i < MP_ARRAY_SIZE(http_stats); i++) {
+        mp_stat_id_t *id = (mp_stat_id_t *)((char *)&h->stats + http_stats[i].off);
+        *id = http_stats[i].gauge
+                  ? mp_stats_gaugef("http.%s.%s", h->stat_prefix, http_stats[i].name)
+                  : mp_stats_counterf("http.%s.%s", h->stat_prefix, http_stats[i].name);
+    }
+}
+
+/* A filter is known by its name or by the type inside its typed_config, as in Envoy. */
+static bool is_router(const pb_http_filter_t *f)
+{
+    if (strcmp(f->name, ROUTER_FILTER) == 0)
+        return true;
+    const char *url = f->typed_config ? f->typed_config->type_url : NULL;
+    const char *slash = url ? strrchr(url, '/') : NULL;
+    return slash != NULL && strcmp(slash + 1, ROUTER_TYPE) == 0;
+}
+
+static int translate_filters(const mp_pb_hcm_t *pb, mp_hcm_config_t *h, mp_err_t *err)
+{
+    h->http_filters = mp_xcalloc(pb->n_http_filters, sizeof(*h->http_filters));
+    for (size_t i = 0; i < pb->n_http_filters; i++) {
+        const pb_http_filter_t *f = pb->http_filters[i];
+        if (f->name == NULL || f->name[0] == '\0')
+            return mp_err_set(err, "http_filters[%zu].name: required", i);
+        if (f->config_type_case ==
+            ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_FILTER__CONFIG_TYPE_CONFIG_DISCOVERY)
+            return mp_err_set(err, "http_filters[%zu].config_discovery: not supported yet", i);
+        if (!is_router(f) && !f->is_optional)
+            return mp_err_set(err, "http_filters[%zu]: unknown HTTP filter \"%s\"", i, f->name);
+        if (!is_router(f) || f->disabled) {
+            mp_log_debug("http filter %s skipped (optional and unknown, or disabled)", f->name);
+            continue;
+        }
+        if (i + 1 != pb->n_http_filters)
+            return mp_err_set(err, "http_filters[%zu]: the router must be the last filter", i);
+        h->http_filters[h->n_http_filters++] = mp_xstrdup(ROUTER_FILTER);
+    }
+    if (h->n_http_filters == 0)
+        return mp_err_set(err, "http_filters: the last filter must be " ROUTER_FILTER);
+    return 0;
+}
+
+static int translate_routes(const mp_pb_hcm_t *pb, const mp_config_t *cfg, mp_hcm_config_t *h,
+                            mp_err_t *err)
+{
+    switch (pb->route_specifier_case) {
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_ROUTE_CONFIG:
+        h->routes = mp_translate__route_config(pb->route_config, cfg, err);
+        return h->routes != NULL ? 0 : mp_err_prefix(err, "route_config.");
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_RDS:
+        return mp_err_set(err, "rds: rds is not supported yet");
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__ROUTE_SPECIFIER_SCOPED_ROUTES:
+        return mp_err_set(err, "scoped_routes: scoped routes are not supported yet");
+    default:
+        return mp_err_set(err, "route_config: required");
+    }
+}
+
+static int translate_codec(const mp_pb_hcm_t *pb, mp_hcm_config_t *h, mp_err_t *err)
+{
+    switch (pb->codec_type) {
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__AUTO:
+        h->codec_type = MP_CODEC_AUTO;
+        return 0;
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__HTTP1:
+        h->codec_type = MP_CODEC_HTTP1;
+        return 0;
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__HTTP2:
+        h->codec_type = MP_CODEC_HTTP2;
+        return 0;
+    default:
+        return mp_err_set(err, "codec_type: only AUTO, HTTP1 and HTTP2 are supported");
+    }
+}
+
+static int translate_limits(const mp_pb_hcm_t *pb, mp_hcm_config_t *h, mp_err_t *err)
+{
+    h->max_request_headers_kb = mp_translate__u32(pb->max_request_headers_kb, 60);
+    if (h->max_request_headers_kb == 0 || h->max_request_headers_kb > MAX_HEADERS_KB_LIMIT)
+        return mp_err_set(err, "max_request_headers_kb: %u is not in [1, %u]",
+                          h->max_request_headers_kb, MAX_HEADERS_KB_LIMIT);
+    const Envoy__Config__Core__V3__HttpProtocolOptions *o = pb->common_http_protocol_options;
+    h->max_headers_count = mp_translate__u32(o ? o->max_headers_count : NULL, 100);
+    if (h->max_headers_count == 0)
+        return mp_err_set(err, "common_http_protocol_options.max_headers_count: must be at "
+                               "least 1");
+    if (mp_translate__duration_ms(o ? o->idle_timeout : NULL, 3600000, &h->idle_timeout_ms, err) !=
+        0)
+        return mp_err_prefix(err, "common_http_protocol_options.idle_timeout");
+    return 0;
+}
+
+static int translate_timeouts(const mp_pb_hcm_t *pb, mp_hcm_config_t *h, mp_err_t *err)
+{
+    static const struct {
+        size_t pb_off, out_off;
+        uint64_t def;
+        const char *name;
+    } t[] = {
+        {offsetof(mp_pb_hcm_t, stream_idle_timeout),
+         offsetof(mp_hcm_config_t, stream_idle_timeout_ms), 300000, "stream_idle_timeout"},
+        {offsetof(mp_pb_hcm_t, request_timeout), offsetof(mp_hcm_config_t, request_timeout_ms), 0,
+         "request_timeout"},
+        {offsetof(mp_pb_hcm_t, request_headers_timeout),
+         offsetof(mp_hcm_config_t, request_headers_timeout_ms), 0, "request_headers_timeout"},
+        {offsetof(mp_pb_hcm_t, drain_timeout), offsetof(mp_hcm_config_t, drain_timeout_ms), 5000,
+         "drain_timeout"},
+    };
+    for (size_t i = 0; i < MP_ARRAY_SIZE(t); i++) {
+        const Google__Protobuf__Duration *d =
+            *(Google__Protobuf__Duration *const *)((const char *)pb + t[i].pb_off);
+        uint64_t *out = (uint64_t *)((char *)h + t[i].out_off);
+        if (mp_translate__duration_ms(d, t[i].def, out, err) != 0)
+            return mp_err_prefix(err, "%s", t[i].name);
+    }
+    return 0;
+}
+
+static void translate_flags(const mp_pb_hcm_t *pb, mp_hcm_config_t *h)
+{
+    h->normalize_path = mp_translate__bool(pb->normalize_path, false);
+    h->merge_slashes = pb->merge_slashes;
+    h->use_remote_address = mp_translate__bool(pb->use_remote_address, false);
+    h->xff_num_trusted_hops = pb->xff_num_trusted_hops;
+    h->generate_request_id = mp_translate__bool(pb->generate_request_id, true);
+    h->preserve_external_request_id = pb->preserve_external_request_id;
+    h->server_name = mp_xstrdup(pb->server_name && pb->server_name[0] ? pb->server_name : "magpie");
+    h->proxy_100_continue = pb->proxy_100_continue;
+}
+
+static int translate_fields(const mp_pb_hcm_t *pb, const mp_config_t *cfg, mp_hcm_config_t *h,
+                            mp_err_t *err)
+{
+    if (pb->stat_prefix == NULL || pb->stat_prefix[0] == '\0')
+        return mp_err_set(err, "stat_prefix: required");
+    h->stat_prefix = mp_xstrdup(pb->stat_prefix);
+    if (translate_codec(pb, h, err) != 0 || translate_filters(pb, h, err) != 0 ||
+        translate_limits(pb, h, err) != 0 || translate_timeouts(pb, h, err) != 0)
+        return MP_ERROR;
+    translate_flags(pb, h);
+    if (translate_routes(pb, cfg, h, err) != 0)
+        return MP_ERROR;
+    return mp_translate__access_logs(pb->access_log, pb->n_access_log, &h->access_logs,
+                                     &h->n_access_logs, err);
+}
+
+mp_hcm_config_t *mp_translate__hcm(const mp_pb_hcm_t *pb, const mp_config_t *cfg, mp_err_t *err)
+{
+    mp_hcm_config_t *h = mp_xcalloc(1, sizeof(*h));
+    if (translate_fields(pb, cfg, h, err) != 0) {
+        mp_config__hcm_free(h);
+        return NULL;
+    }
+    register_stats(h);
+    return h;
+}

@@ -1,0 +1,94 @@
+/* Private to the translators (xds/translate_*.c): one function per message kind, each turning a
+ * validated Envoy v3 message into the runtime structures of include/magpie/config.h.
+ *
+ * Error paths: every function sets err to "<path relative to the message it was given>: what",
+ * and its caller prepends its own segment with mp_err_prefix, so the final text reads from the
+ * bootstrap root (static_resources.listeners[0].filter_chains[0]...).  Main thread. */
+#ifndef MAGPIE_TRANSLATE_INTERNAL_H
+#define MAGPIE_TRANSLATE_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Envoy's deprecated fields (HeaderMatcher.exact_match, HeaderValueOption.append, ...) are still
+ * what most configs use, so the translators read them; keep protobuf-c from flagging each read. */
+#define PROTOBUF_C__NO_DEPRECATED
+
+#include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
+#include "envoy/config/cluster/v3/cluster.pb-c.h"
+#include "envoy/config/core/v3/address.pb-c.h"
+#include "envoy/config/core/v3/base.pb-c.h"
+#include "envoy/config/listener/v3/listener.pb-c.h"
+#include "envoy/config/route/v3/route.pb-c.h"
+#include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
+#include "google/protobuf/duration.pb-c.h"
+#include "google/protobuf/wrappers.pb-c.h"
+
+#include "magpie/common.h"
+#include "magpie/config.h"
+
+typedef Envoy__Config__Listener__V3__Listener mp_pb_listener_t;
+typedef Envoy__Config__Cluster__V3__Cluster mp_pb_cluster_t;
+typedef Envoy__Config__Route__V3__RouteConfiguration mp_pb_route_config_t;
+typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager
+    mp_pb_hcm_t;
+typedef Envoy__Config__Core__V3__Address mp_pb_address_t;
+typedef Envoy__Config__Core__V3__HeaderValueOption mp_pb_header_option_t;
+typedef Envoy__Config__Core__V3__DataSource mp_pb_data_source_t;
+
+/* ---- small field helpers (translate_common.c) ---- */
+
+/* A Duration in milliseconds (rounded down), def when d is NULL.  Negative durations are an
+ * error ("<no path>: negative duration"); the caller prefixes the field name. */
+int mp_translate__duration_ms(const Google__Protobuf__Duration *d, uint64_t def, uint64_t *out,
+                              mp_err_t *err);
+static inline uint32_t mp_translate__u32(const Google__Protobuf__UInt32Value *w, uint32_t def)
+{
+    return w != NULL ? w->value : def;
+}
+static inline bool mp_translate__bool(const Google__Protobuf__BoolValue *w, bool def)
+{
+    return w != NULL ? w->value : def;
+}
+
+/* An Address holding a socket_address with an IP literal and a port_value.  Named ports, pipes
+ * and internal addresses are rejected with a path error relative to the Address. */
+int mp_translate__address(const mp_pb_address_t *a, mp_addr_t *out, mp_err_t *err);
+
+/* A lower-cased heap copy of s. */
+char *mp_translate__lower_dup(const char *s);
+
+/* Reads a DataSource (inline_string, inline_bytes, filename) into a heap buffer of at most cap
+ * bytes (*len set; NUL-terminated).  NULL with err for a larger or unreadable source, or an
+ * unsupported specifier. */
+char *mp_translate__data_source(const mp_pb_data_source_t *ds, size_t cap, uint32_t *len,
+                                mp_err_t *err);
+
+/* ---- per message kind ---- */
+
+/* Cluster -> a new mp_cluster_t at position index, stats registered, host set published. */
+mp_cluster_t *mp_translate__cluster(const mp_pb_cluster_t *pb, uint32_t index, mp_err_t *err);
+
+/* Listener -> *out (zeroed by the caller).  cfg supplies the clusters that routes resolve. */
+int mp_translate__listener(const mp_pb_listener_t *pb, const mp_config_t *cfg, mp_listener_t *out,
+                           mp_err_t *err);
+
+/* HttpConnectionManager -> a new mp_hcm_config_t. */
+mp_hcm_config_t *mp_translate__hcm(const mp_pb_hcm_t *pb, const mp_config_t *cfg, mp_err_t *err);
+
+/* RouteConfiguration -> a new mp_route_table_t; cluster names are resolved against cfg and an
+ * unknown one is an error (Envoy's validate_clusters default for static route tables). */
+mp_route_table_t *mp_translate__route_config(const mp_pb_route_config_t *pb, const mp_config_t *cfg,
+                                             mp_err_t *err);
+
+/* <what>_to_add (HeaderValueOption[]) and <what>_to_remove -> *out (zeroed by the caller);
+ * what is "request_headers" or "response_headers" and names the fields in errors. */
+int mp_translate__header_mutation(const char *what, mp_pb_header_option_t *const *add, size_t n_add,
+                                  char *const *remove, size_t n_remove, mp_header_mutation_t *out,
+                                  mp_err_t *err);
+
+/* AccessLog[] -> *out / *n_out (the access_log field of an HCM). */
+int mp_translate__access_logs(Envoy__Config__Accesslog__V3__AccessLog *const *pb, size_t n,
+                              mp_access_log_t **out, uint32_t *n_out, mp_err_t *err);
+
+#endif

@@ -1,0 +1,109 @@
+/* envoy.config.listener.v3.Listener -> mp_listener_t.  One filter chain holding one
+ * http_connection_manager for now: filter-chain matching comes with TLS and tcp_proxy. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "translate_internal.h"
+
+#include "../proxy/config_internal.h"
+#include "magpie/json_pb.h"
+#include "magpie/stats.h"
+
+#define DEFAULT_BUFFER_LIMIT (1024 * 1024)
+#define HCM_FILTER "envoy.filters.network.http_connection_manager"
+
+typedef Envoy__Config__Listener__V3__FilterChain pb_filter_chain_t;
+typedef Envoy__Config__Listener__V3__Filter pb_filter_t;
+
+/* Envoy names listener stats after the address with ':' made '_' ("listener.127.0.0.1_15001."),
+ * or after stat_prefix when the listener sets one. */
+static void register_stats(const mp_pb_listener_t *pb, mp_listener_t *l)
+{
+    char name[sizeof(l->addr.text)];
+    const char *src = pb->stat_prefix && pb->stat_prefix[0] ? pb->stat_prefix : l->addr.text;
+    snprintf(name, sizeof(name), "%s", src);
+    for (char *p = name; *p; p++)
+        if (*p == ':')
+            *p = '_';
+    l->stats.downstream_cx_total = mp_stats_counterf("listener.%s.downstream_cx_total", name);
+    l->stats.downstream_cx_active = mp_stats_gaugef("listener.%s.downstream_cx_active", name);
+    l->stats.downstream_cx_destroy = mp_stats_counterf("listener.%s.downstream_cx_destroy", name);
+    l->stats.no_filter_chain_match = mp_stats_counterf("listener.%s.no_filter_chain_match", name);
+}
+
+static int translate_hcm_filter(const pb_filter_t *f, const mp_config_t *cfg, mp_listener_t *l,
+                                mp_err_t *err)
+{
+    if (f->name == NULL || strcmp(f->name, HCM_FILTER) != 0)
+        return mp_err_set(err, "name: only " HCM_FILTER " is supported, not \"%s\"",
+                          f->name ? f->name : "");
+    if (f->config_type_case != ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG)
+        return mp_err_set(err, "typed_config: required");
+    ProtobufCMessage *m = mp_pb_any_unpack(
+        &f->typed_config->base,
+        &envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__descriptor,
+        err);
+    if (m == NULL)
+        return mp_err_prefix(err, "typed_config: ");
+    l->hcm = mp_translate__hcm((const mp_pb_hcm_t *)m, cfg, err);
+    protobuf_c_message_free_unpacked(m, NULL);
+    return l->hcm != NULL ? 0 : mp_err_prefix(err, "typed_config.");
+}
+
+static int translate_chain(const pb_filter_chain_t *fc, const mp_config_t *cfg, mp_listener_t *l,
+                           mp_err_t *err)
+{
+    if (fc->filter_chain_match != NULL)
+        return mp_err_set(err, "filter_chain_match: filter chain matching is not supported yet");
+    if (fc->transport_socket != NULL)
+        return mp_err_set(err, "transport_socket: TLS is not supported yet");
+    if (fc->n_filters != 1)
+        return mp_err_set(err,
+                          "filters: exactly one filter (" HCM_FILTER ") is supported, "
+                          "got %zu",
+                          fc->n_filters);
+    if (translate_hcm_filter(fc->filters[0], cfg, l, err) != 0)
+        return mp_err_prefix(err, "filters[0].");
+    return 0;
+}
+
+static int check_unsupported(const mp_pb_listener_t *pb, mp_err_t *err)
+{
+    if (pb->n_listener_filters > 0)
+        return mp_err_set(err, "listener_filters: not supported yet");
+    if (pb->default_filter_chain != NULL)
+        return mp_err_set(err, "default_filter_chain: not supported yet");
+    if (pb->n_additional_addresses > 0)
+        return mp_err_set(err, "additional_addresses: not supported yet");
+    if (pb->api_listener != NULL || pb->udp_listener_config != NULL ||
+        pb->listener_specifier_case !=
+            ENVOY__CONFIG__LISTENER__V3__LISTENER__LISTENER_SPECIFIER__NOT_SET)
+        return mp_err_set(err, "only TCP listeners are supported");
+    if (pb->n_filter_chains != 1)
+        return mp_err_set(err,
+                          "filter_chains: exactly one filter chain is supported, got %zu "
+                          "(filter chain matching is not supported yet)",
+                          pb->n_filter_chains);
+    return 0;
+}
+
+int mp_translate__listener(const mp_pb_listener_t *pb, const mp_config_t *cfg, mp_listener_t *l,
+                           mp_err_t *err)
+{
+    if (pb->name == NULL || pb->name[0] == '\0')
+        return mp_err_set(err, "name: required");
+    l->name = mp_xstrdup(pb->name);
+    if (pb->address == NULL)
+        return mp_err_set(err, "address: required");
+    if (mp_translate__address(pb->address, &l->addr, err) != 0)
+        return mp_err_prefix(err, "address.");
+    l->per_connection_buffer_limit_bytes =
+        mp_translate__u32(pb->per_connection_buffer_limit_bytes, DEFAULT_BUFFER_LIMIT);
+    if (check_unsupported(pb, err) != 0)
+        return MP_ERROR;
+    if (translate_chain(pb->filter_chains[0], cfg, l, err) != 0)
+        return mp_err_prefix(err, "filter_chains[0].");
+    register_stats(pb, l);
+    return 0;
+}
