@@ -249,6 +249,8 @@ static void uconn_dispatch_input(mp_uconn_t *u)
         if (u->dead)
             break;
         mp_buf_consume(&u->in, consumed);
+        if (rc == MP_AGAIN && !u->response_done)
+            break; /* paused by a callback (a 101): nothing more to parse here */
         if (rc == MP_ERROR) {
             mp_log_debug("upstream %s: bad response: %s", u->addr.text,
                          mp_h1_parser_error_reason(u->parser));
@@ -353,6 +355,7 @@ static void attach(mp_stream_t *s, mp_uconn_t *u)
     u->stream = s;
     u->reusable = false;
     u->response_done = false;
+    mp_h1_parser_resume(u->parser); /* it paused at the end of the previous response */
     mp_h1_parser_expect_head_response(u->parser, s->head_request);
 }
 
