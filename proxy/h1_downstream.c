@@ -190,6 +190,11 @@ static void process_input(mp_dconn_t *dc)
     dc->in_dispatch = false;
     if (dc->dead)
         return;
+    if (mp_buf_len(&dc->out) > 0) {
+        mp_dconn_flush(dc); /* local answers written during the parse */
+        if (dc->dead)
+            return;
+    }
     if (dc->peer_closed && dc->stream == NULL && !dc->parser_paused) {
         mp_dconn_close(dc, "client closed");
         return;

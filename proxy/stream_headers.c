@@ -82,6 +82,18 @@ static void append_xff(mp_headers_t *h, const char *peer)
     free(joined);
 }
 
+/* Envoy's notion of an internal peer (RFC 1918, loopback, unique-local v6): such a client's
+ * x-request-id is trusted even at the edge. */
+static bool peer_is_internal(const char *peer)
+{
+    static const char *const prefixes[] = {"127.", "10.", "192.168.", "[::1]", "[fc", "[fd"};
+    for (size_t i = 0; i < MP_ARRAY_SIZE(prefixes); i++)
+        if (strncmp(peer, prefixes[i], strlen(prefixes[i])) == 0)
+            return true;
+    unsigned a, b;
+    return sscanf(peer, "%u.%u.", &a, &b) == 2 && a == 172 && b >= 16 && b <= 31;
+}
+
 void mp_stream__prepare_request(mp_stream_t *s)
 {
     const mp_hcm_config_t *h = s->dc->hcm;
@@ -94,7 +106,8 @@ void mp_stream__prepare_request(mp_stream_t *s)
     if (h->use_remote_address || mp_headers_get(hd, "x-forwarded-proto") == NULL)
         mp_headers_set(hd, "x-forwarded-proto", "http", 4);
     mp_header_t *rid = mp_headers_get(hd, "x-request-id");
-    bool keep = rid != NULL && (!h->use_remote_address || h->preserve_external_request_id);
+    bool keep = rid != NULL && (!h->use_remote_address || h->preserve_external_request_id ||
+                                peer_is_internal(s->dc->peer));
     if (keep) {
         snprintf(s->request_id, sizeof(s->request_id), "%s", rid->value);
     } else if (h->generate_request_id) {
