@@ -263,8 +263,11 @@ static void arm_idle_timer(mp_dconn_t *dc)
     uint64_t ms = h->idle_timeout_ms;
     if (!mp_h1_parser_idle(dc->parser) || mp_buf_len(&dc->in) > 0) {
         /* Part of a head is here: the header timeout, else the stream idle timeout, applies. */
-        ms = h->request_headers_timeout_ms ? h->request_headers_timeout_ms
-                                           : h->stream_idle_timeout_ms;
+        ms = h->stream_idle_timeout_ms;
+        if (h->request_timeout_ms != 0 && (ms == 0 || h->request_timeout_ms < ms))
+            ms = h->request_timeout_ms;
+        if (h->request_headers_timeout_ms != 0 && (ms == 0 || h->request_headers_timeout_ms < ms))
+            ms = h->request_headers_timeout_ms;
     }
     ev_timer_stop(dc->w->loop, &dc->timer);
     if (ms == 0)

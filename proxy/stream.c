@@ -44,6 +44,8 @@ static void on_timeout(mp_stream_t *s, uint32_t flag, const char *details)
     else
         mp_stats_inc(h->stats.downstream_rq_timeout);
     int status = (flag == MP_RF_UPSTREAM_TIMEOUT || s->req_complete) ? 504 : 408;
+    if (!s->req_complete)
+        s->dc->close_after_write = true; /* a slow request body is not waited for any longer */
     mp_stream_local_reply(s, status, flag, flag == MP_RF_UPSTREAM_TIMEOUT ? "upstream request timeout"
                                                                         : "stream timeout",
                           details);
@@ -94,21 +96,75 @@ mp_stream_t *mp_stream_new(mp_dconn_t *dc, mp_http_msg_t *req)
     return s;
 }
 
-/* Rewrites req->path in place per normalize_path / merge_slashes; false when it is invalid. */
-static bool normalize_request_path(mp_stream_t *s)
+static bool escaped_slash_at(const char *p)
+{
+    return p[0] == '%' && ((p[1] == '2' && (p[2] == 'f' || p[2] == 'F')) ||
+                           (p[1] == '5' && (p[2] == 'c' || p[2] == 'C')));
+}
+
+/* True when the path part (before '?') holds an escaped '/' or '\\'. */
+static bool has_escaped_slash(const char *path)
+{
+    for (const char *p = path; *p != '\0' && *p != '?'; p++)
+        if (escaped_slash_at(p))
+            return true;
+    return false;
+}
+
+/* Replaces %2F/%5C (either case) in the path part by '/' and '\\'. */
+static void unescape_slashes(char *path)
+{
+    char *w = path;
+    const char *r = path;
+    bool in_query = false;
+    while (*r != '\0') {
+        if (*r == '?')
+            in_query = true;
+        if (!in_query && escaped_slash_at(r)) {
+            *w++ = r[1] == '2' ? '/' : '\\';
+            r += 3;
+            continue;
+        }
+        *w++ = *r++;
+    }
+    *w = '\0';
+}
+
+typedef enum path_verdict { PATH_OK, PATH_INVALID, PATH_REDIRECT } path_verdict_t;
+
+/* Applies path_with_escaped_slashes_action, normalize_path and merge_slashes to req->path. */
+static path_verdict_t normalize_request_path(mp_stream_t *s)
 {
     const mp_hcm_config_t *h = s->dc->hcm;
-    if (s->req->path == NULL || s->req->path[0] != '/')
-        return s->req->path != NULL && strcmp(s->req->path, "*") == 0;
+    char *path = s->req->path;
+    if (path == NULL || path[0] != '/')
+        return path != NULL && strcmp(path, "*") == 0 ? PATH_OK : PATH_INVALID;
+    path_verdict_t verdict = PATH_OK;
+    if (h->escaped_slashes != MP_ESCAPED_SLASHES_KEEP && has_escaped_slash(path)) {
+        if (h->escaped_slashes == MP_ESCAPED_SLASHES_REJECT)
+            return PATH_INVALID;
+        unescape_slashes(path);
+        if (h->escaped_slashes == MP_ESCAPED_SLASHES_UNESCAPE_REDIRECT)
+            verdict = PATH_REDIRECT;
+    }
     if (!h->normalize_path && !h->merge_slashes)
-        return true;
+        return verdict;
     const char *why = NULL;
-    char *norm = mp_path_normalize(s->req->path, h->normalize_path, h->merge_slashes, &why);
+    char *norm = mp_path_normalize(path, h->normalize_path, h->merge_slashes, &why);
     if (norm == NULL)
-        return false;
+        return PATH_INVALID;
     free(s->req->path);
     s->req->path = norm;
-    return true;
+    return verdict;
+}
+
+static void redirect_to_own_path(mp_stream_t *s)
+{
+    mp_http_msg_t *resp = mp_http_msg_new();
+    resp->status = 307;
+    resp->content_length = 0;
+    mp_headers_add_cstr(&resp->headers, "location", s->req->path);
+    mp_stream__send_local(s, resp, NULL, 0);
 }
 
 static void apply_request_mutations(mp_stream_t *s)
@@ -199,9 +255,14 @@ int mp_stream_on_request_head(mp_dconn_t *dc, mp_http_msg_t *req)
     mp_stream_t *s = mp_stream_new(dc, req);
     if (!req->keep_alive || dc->w->draining)
         dc->close_after_write = true;
-    if (!normalize_request_path(s)) {
+    path_verdict_t verdict = normalize_request_path(s);
+    if (verdict == PATH_INVALID) {
         mp_stream_local_reply(s, 400, MP_RF_DOWNSTREAM_PROTOCOL_ERROR, "Bad Request",
                               "invalid_path");
+        return 0;
+    }
+    if (verdict == PATH_REDIRECT) {
+        redirect_to_own_path(s);
         return 0;
     }
     mp_stream__prepare_request(s);

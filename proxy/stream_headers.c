@@ -100,6 +100,9 @@ void mp_stream__prepare_request(mp_stream_t *s)
     mp_headers_t *hd = &s->req->headers;
     strip_hop_by_hop(hd);
     mp_headers_remove(hd, "host");
+    /* No TLS yet, so no client certificate: a client's XFCC is forged (forward_client_cert_details
+     * SANITIZE, Envoy's default). */
+    mp_headers_remove(hd, "x-forwarded-client-cert");
     if (s->req->expect_continue)
         mp_headers_remove(hd, "expect");
     append_xff(hd, s->dc->peer);

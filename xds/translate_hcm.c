@@ -186,6 +186,14 @@ static void translate_flags(const mp_pb_hcm_t *pb, mp_hcm_config_t *h)
     h->preserve_external_request_id = pb->preserve_external_request_id;
     h->server_name = mp_xstrdup(pb->server_name && pb->server_name[0] ? pb->server_name : "magpie");
     h->proxy_100_continue = pb->proxy_100_continue;
+    /* Envoy leaves the default to the implementation; ours rejects, as a sidecar that authorises
+     * by path must not let "/a%2Fb" and "/a/b" mean different things to it and to the upstream. */
+    switch (pb->path_with_escaped_slashes_action) {
+    case 1: h->escaped_slashes = MP_ESCAPED_SLASHES_KEEP; break;
+    case 3: h->escaped_slashes = MP_ESCAPED_SLASHES_UNESCAPE_REDIRECT; break;
+    case 4: h->escaped_slashes = MP_ESCAPED_SLASHES_UNESCAPE_FORWARD; break;
+    default: h->escaped_slashes = MP_ESCAPED_SLASHES_REJECT; break;
+    }
 }
 
 static int translate_fields(const mp_pb_hcm_t *pb, const mp_config_t *cfg, mp_hcm_config_t *h,

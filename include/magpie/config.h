@@ -280,6 +280,13 @@ typedef struct mp_http_stats {
         downstream_rq_tx_reset, downstream_cx_drain_close;
 } mp_http_stats_t;
 
+typedef enum mp_escaped_slashes {
+    MP_ESCAPED_SLASHES_REJECT,           /* 400 (our default) */
+    MP_ESCAPED_SLASHES_KEEP,             /* forward %2F / %5C untouched */
+    MP_ESCAPED_SLASHES_UNESCAPE_REDIRECT, /* 307 to the unescaped path */
+    MP_ESCAPED_SLASHES_UNESCAPE_FORWARD, /* unescape, then normalise and route */
+} mp_escaped_slashes_t;
+
 typedef struct mp_hcm_config {
     char *stat_prefix;
     mp_codec_type_t codec_type;
@@ -295,6 +302,7 @@ typedef struct mp_hcm_config {
     uint64_t drain_timeout_ms;       /* default 5000 */
     bool normalize_path;             /* default false (Envoy's default without runtime) */
     bool merge_slashes;              /* default false */
+    mp_escaped_slashes_t escaped_slashes; /* path_with_escaped_slashes_action */
     bool use_remote_address;         /* default false */
     uint32_t xff_num_trusted_hops;
     bool generate_request_id;   /* default true */
