@@ -250,9 +250,8 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     /* A head that never completes (slowloris): 408 and close. */
     mp_stats_inc(dc->hcm->stats.downstream_rq_timeout);
     dc->close_after_write = true;
-    mp_buf_printf(&dc->out,
-                  "HTTP/1.1 408 Request Timeout\r\ncontent-length: 15\r\ncontent-type: "
-                  "text/plain\r\nconnection: close\r\n\r\nrequest timeout");
+    mp_buf_printf(&dc->out, "HTTP/1.1 408 Request Timeout\r\ncontent-length: 15\r\ncontent-type: "
+                            "text/plain\r\nconnection: close\r\n\r\nrequest timeout");
     ev_io_stop(dc->w->loop, &dc->rio);
     mp_dconn_flush(dc);
 }

@@ -56,8 +56,8 @@ struct mp_worker {
     ev_async wake;
     ev_check reaper;
     ev_timer drain_timer;
-    mp_config_t *config;                 /* the worker's current snapshot (one ref) */
-    _Atomic(mp_config_t *) next_config;  /* published, not yet picked up (one ref) */
+    mp_config_t *config;                /* the worker's current snapshot (one ref) */
+    _Atomic(mp_config_t *) next_config; /* published, not yet picked up (one ref) */
     mp_wlistener_t *listeners;
     uint32_t n_listeners;
     mp_pool_t *pools; /* indexed by mp_cluster_t.index of `config` */
@@ -68,7 +68,7 @@ struct mp_worker {
     bool draining;
     atomic_uint active_conns;
     atomic_bool exited; /* the loop has ended; join will not block */
-    mp_dconn_t *conns; /* all live downstream connections (doubly linked) */
+    mp_dconn_t *conns;  /* all live downstream connections (doubly linked) */
 };
 
 /* ---- downstream HTTP/1.1 connection (h1_downstream.c) ---- */
@@ -85,7 +85,7 @@ struct mp_dconn {
     const mp_hcm_config_t *hcm;
     mp_buf_t in, out;
     mp_h1_parser_t *parser;
-    mp_stream_t *stream; /* the request being answered; pipelined ones wait in `in` */
+    mp_stream_t *stream;    /* the request being answered; pipelined ones wait in `in` */
     mp_headers_t *trailers; /* request trailers between on_trailers and on_complete */
     char peer[64], local[64];
     uint32_t buffer_limit;
@@ -124,15 +124,15 @@ struct mp_stream {
     mp_hostset_t *hosts; /* ref while a host from it is in use */
     int host_idx;
     mp_uconn_t *up;
-    mp_buf_t req_pending; /* request body received before the upstream was ready */
-    ev_timer route_timer; /* route timeout, from the end of the request */
-    ev_timer idle_timer;  /* stream_idle_timeout */
+    mp_buf_t req_pending;   /* request body received before the upstream was ready */
+    ev_timer route_timer;   /* route timeout, from the end of the request */
+    ev_timer idle_timer;    /* stream_idle_timeout */
     ev_timer request_timer; /* request_timeout: until the request is complete */
     char upstream_host[64];
     char request_id[40];
     bool req_complete;
-    bool req_chunked_up;   /* request body goes upstream chunked */
-    bool resp_started;     /* response head written downstream */
+    bool req_chunked_up; /* request body goes upstream chunked */
+    bool resp_started;   /* response head written downstream */
     bool resp_complete;
     bool resp_chunked_down;
     bool resp_close_delimited;
@@ -157,7 +157,7 @@ void mp_stream_local_reply(mp_stream_t *s, int status, uint32_t flags, const cha
                            const char *details);
 
 /* Called by the upstream connection. */
-void mp_stream_on_upstream_ready(mp_stream_t *s);               /* connected (or reused) */
+void mp_stream_on_upstream_ready(mp_stream_t *s); /* connected (or reused) */
 void mp_stream_on_upstream_failure(mp_stream_t *s, uint32_t flag, const char *details);
 int mp_stream_on_response_head(mp_stream_t *s, mp_http_msg_t *resp);
 int mp_stream_on_response_body(mp_stream_t *s, const char *data, size_t len);

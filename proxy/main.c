@@ -33,8 +33,8 @@ static int parse_uint(const char *flag, const char *s, unsigned min, unsigned ma
     char *end;
     unsigned long v = strtoul(s, &end, 10);
     if (*s == '\0' || *end != '\0' || v < min || v > max) {
-        fprintf(stderr, "magpie: %s: expected an integer in [%u, %u], got \"%s\"\n", flag, min,
-                max, s);
+        fprintf(stderr, "magpie: %s: expected an integer in [%u, %u], got \"%s\"\n", flag, min, max,
+                s);
         return MP_ERROR;
     }
     *out = (unsigned)v;
@@ -61,8 +61,12 @@ static int parse_args(int argc, char **argv, mp_options_t *o)
     int c;
     while ((c = getopt_long(argc, argv, "c:l:h", longopts, NULL)) != -1) {
         switch (c) {
-        case 'c': o->config_path = optarg; break;
-        case OPT_YAML: o->config_yaml = optarg; break;
+        case 'c':
+            o->config_path = optarg;
+            break;
+        case OPT_YAML:
+            o->config_yaml = optarg;
+            break;
         case OPT_CONC:
             if (parse_uint("--concurrency", optarg, 1, 256, &o->concurrency) < 0)
                 return MP_ERROR;
@@ -77,16 +81,28 @@ static int parse_args(int argc, char **argv, mp_options_t *o)
                 return MP_ERROR;
             }
             break;
-        case 'l': o->log_level = optarg; break;
-        case OPT_NODE: o->service_node = optarg; break;
-        case OPT_CLUSTER: o->service_cluster = optarg; break;
+        case 'l':
+            o->log_level = optarg;
+            break;
+        case OPT_NODE:
+            o->service_node = optarg;
+            break;
+        case OPT_CLUSTER:
+            o->service_cluster = optarg;
+            break;
         case OPT_DRAIN:
             if (parse_uint("--drain-time-s", optarg, 0, 86400, &o->drain_time_s) < 0)
                 return MP_ERROR;
             break;
-        case OPT_VERSION: printf("magpie %s\n", MAGPIE_VERSION); exit(0);
-        case 'h': usage(stdout); exit(0);
-        default: usage(stderr); return MP_ERROR;
+        case OPT_VERSION:
+            printf("magpie %s\n", MAGPIE_VERSION);
+            exit(0);
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            return MP_ERROR;
         }
     }
     if (optind < argc) {

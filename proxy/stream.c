@@ -46,9 +46,9 @@ static void on_timeout(mp_stream_t *s, uint32_t flag, const char *details)
     int status = (flag == MP_RF_UPSTREAM_TIMEOUT || s->req_complete) ? 504 : 408;
     if (!s->req_complete)
         s->dc->close_after_write = true; /* a slow request body is not waited for any longer */
-    mp_stream_local_reply(s, status, flag, flag == MP_RF_UPSTREAM_TIMEOUT ? "upstream request timeout"
-                                                                        : "stream timeout",
-                          details);
+    mp_stream_local_reply(
+        s, status, flag,
+        flag == MP_RF_UPSTREAM_TIMEOUT ? "upstream request timeout" : "stream timeout", details);
 }
 
 static void on_route_timer(struct ev_loop *loop, ev_timer *t, int revents)
@@ -414,8 +414,8 @@ void mp_stream_on_upstream_failure(mp_stream_t *s, uint32_t flag, const char *de
         mp_dconn_close(s->dc, details);
         return;
     }
-    mp_stream_local_reply(s, 503, flag,
-                          "upstream connect error or disconnect/reset before headers", details);
+    mp_stream_local_reply(s, 503, flag, "upstream connect error or disconnect/reset before headers",
+                          details);
 }
 
 static void count_response(mp_stream_t *s, int status)
@@ -423,8 +423,8 @@ static void count_response(mp_stream_t *s, int status)
     if (s->cluster == NULL)
         return;
     const mp_cluster_stats_t *cs = &s->cluster->stats;
-    mp_stat_id_t by_class[] = {0, 0, cs->upstream_rq_2xx, cs->upstream_rq_3xx, cs->upstream_rq_4xx,
-                               cs->upstream_rq_5xx};
+    mp_stat_id_t by_class[] = {
+        0, 0, cs->upstream_rq_2xx, cs->upstream_rq_3xx, cs->upstream_rq_4xx, cs->upstream_rq_5xx};
     int cls = status / 100;
     if (cls >= 2 && cls <= 5)
         mp_stats_inc(by_class[cls]);
@@ -568,8 +568,12 @@ static void count_downstream(mp_stream_t *s)
     if (s->info.response_code == 0)
         return;
     mp_stats_inc(st->downstream_rq_completed);
-    mp_stat_id_t by_class[] = {0, st->downstream_rq_1xx, st->downstream_rq_2xx,
-                               st->downstream_rq_3xx, st->downstream_rq_4xx, st->downstream_rq_5xx};
+    mp_stat_id_t by_class[] = {0,
+                               st->downstream_rq_1xx,
+                               st->downstream_rq_2xx,
+                               st->downstream_rq_3xx,
+                               st->downstream_rq_4xx,
+                               st->downstream_rq_5xx};
     int cls = s->info.response_code / 100;
     if (cls >= 1 && cls <= 5)
         mp_stats_inc(by_class[cls]);

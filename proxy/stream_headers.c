@@ -13,8 +13,14 @@
 static bool is_protected(const char *name, size_t len)
 {
     static const char *const protected_names[] = {
-        "x-forwarded-for", "x-forwarded-proto", "x-request-id", "host", "authorization",
-        "content-length",  "x-envoy-expected-rq-timeout-ms", "cookie",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-request-id",
+        "host",
+        "authorization",
+        "content-length",
+        "x-envoy-expected-rq-timeout-ms",
+        "cookie",
     };
     for (size_t i = 0; i < MP_ARRAY_SIZE(protected_names); i++)
         if (mp_strieq(name, len, protected_names[i]))
@@ -40,9 +46,9 @@ static void strip_hop_by_hop(mp_headers_t *h)
         }
         free(list);
     }
-    static const char *const hop[] = {"keep-alive",        "proxy-connection", "transfer-encoding",
-                                      "upgrade",           "te",               "trailer",
-                                      "http2-settings",    "content-length"};
+    static const char *const hop[] = {
+        "keep-alive", "proxy-connection", "transfer-encoding", "upgrade",
+        "te",         "trailer",          "http2-settings",    "content-length"};
     for (size_t i = 0; i < MP_ARRAY_SIZE(hop); i++)
         mp_headers_remove(h, hop[i]);
 }
@@ -50,7 +56,7 @@ static void strip_hop_by_hop(mp_headers_t *h)
 void mp_stream__uuid4(char out[37])
 {
     uint64_t a = mp_random(), b = mp_random();
-    a = (a & ~0xf000ull) | 0x4000ull;                           /* version 4 */
+    a = (a & ~0xf000ull) | 0x4000ull;                        /* version 4 */
     b = (b & 0x3fffffffffffffffull) | 0x8000000000000000ull; /* RFC 4122 variant */
     snprintf(out, 37, "%08x-%04x-%04x-%04x-%012llx", (unsigned)(a >> 32),
              (unsigned)((a >> 16) & 0xffff), (unsigned)(a & 0xffff), (unsigned)(b >> 48),

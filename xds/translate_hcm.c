@@ -189,10 +189,18 @@ static void translate_flags(const mp_pb_hcm_t *pb, mp_hcm_config_t *h)
     /* Envoy leaves the default to the implementation; ours rejects, as a sidecar that authorises
      * by path must not let "/a%2Fb" and "/a/b" mean different things to it and to the upstream. */
     switch (pb->path_with_escaped_slashes_action) {
-    case 1: h->escaped_slashes = MP_ESCAPED_SLASHES_KEEP; break;
-    case 3: h->escaped_slashes = MP_ESCAPED_SLASHES_UNESCAPE_REDIRECT; break;
-    case 4: h->escaped_slashes = MP_ESCAPED_SLASHES_UNESCAPE_FORWARD; break;
-    default: h->escaped_slashes = MP_ESCAPED_SLASHES_REJECT; break;
+    case 1:
+        h->escaped_slashes = MP_ESCAPED_SLASHES_KEEP;
+        break;
+    case 3:
+        h->escaped_slashes = MP_ESCAPED_SLASHES_UNESCAPE_REDIRECT;
+        break;
+    case 4:
+        h->escaped_slashes = MP_ESCAPED_SLASHES_UNESCAPE_FORWARD;
+        break;
+    default:
+        h->escaped_slashes = MP_ESCAPED_SLASHES_REJECT;
+        break;
     }
 }
 

@@ -17,17 +17,18 @@ typedef enum mp_mode {
 } mp_mode_t;
 
 typedef struct mp_options {
-    const char *config_path;  /* -c */
-    const char *config_yaml;  /* --config-yaml, merged over the file as Envoy does */
-    unsigned concurrency;     /* --concurrency, default 2 */
+    const char *config_path; /* -c */
+    const char *config_yaml; /* --config-yaml, merged over the file as Envoy does */
+    unsigned concurrency;    /* --concurrency, default 2 */
     mp_mode_t mode;
     const char *log_level;
     const char *service_node;
     const char *service_cluster;
-    unsigned drain_time_s;    /* default 600 as Envoy; tests pass small values */
+    unsigned drain_time_s; /* default 600 as Envoy; tests pass small values */
 } mp_options_t;
 
-/* The embedded default: listener 127.0.0.1:15001 -> cluster 127.0.0.1:8080, admin 127.0.0.1:15000. */
+/* The embedded default: listener 127.0.0.1:15001 -> cluster 127.0.0.1:8080, admin 127.0.0.1:15000.
+ */
 extern const char mp_bootstrap_default_yaml[];
 
 /* Loads and translates.  *used_default is set when no config was given.  NULL with err set
@@ -36,7 +37,6 @@ mp_config_t *mp_bootstrap_load(const mp_options_t *opts, bool *used_default, mp_
 
 /* Translates a validated Bootstrap message (envoy.config.bootstrap.v3.Bootstrap) into a
  * snapshot; the snapshot takes ownership of msg.  NULL with err set; msg is freed either way. */
-mp_config_t *mp_translate_bootstrap(ProtobufCMessage *msg, const mp_options_t *opts,
-                                    mp_err_t *err);
+mp_config_t *mp_translate_bootstrap(ProtobufCMessage *msg, const mp_options_t *opts, mp_err_t *err);
 
 #endif

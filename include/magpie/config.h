@@ -112,10 +112,10 @@ typedef struct mp_weighted_cluster {
 } mp_weighted_cluster_t;
 
 typedef struct mp_redirect {
-    char *scheme;       /* NULL: keep; https_redirect sets "https" */
-    char *host;         /* NULL: keep */
-    uint32_t port;      /* 0: keep */
-    char *path;         /* path_redirect; NULL: keep */
+    char *scheme;  /* NULL: keep; https_redirect sets "https" */
+    char *host;    /* NULL: keep */
+    uint32_t port; /* 0: keep */
+    char *path;    /* path_redirect; NULL: keep */
     char *prefix_rewrite;
     int response_code; /* 301 (default), 302, 303, 307, 308 */
     bool strip_query;
@@ -145,7 +145,7 @@ typedef struct mp_route {
     char *host_rewrite_literal;
     bool auto_host_rewrite;
     bool has_timeout;
-    uint64_t timeout_ms;  /* route timeout; default 15000; 0 disables */
+    uint64_t timeout_ms;      /* route timeout; default 15000; 0 disables */
     uint64_t idle_timeout_ms; /* 0: none */
     mp_redirect_t redirect;
     int direct_status;
@@ -194,7 +194,7 @@ typedef enum mp_dns_family {
 
 typedef struct mp_host {
     mp_addr_t addr;
-    char *hostname; /* the DNS name it came from, or NULL */
+    char *hostname;  /* the DNS name it came from, or NULL */
     uint32_t weight; /* >= 1 */
 } mp_host_t;
 
@@ -221,8 +221,8 @@ typedef struct mp_cluster_stats {
         upstream_rq_5xx, upstream_rq_timeout, upstream_rq_active, upstream_cx_total,
         upstream_cx_active, upstream_cx_connect_fail, upstream_cx_connect_timeout,
         upstream_cx_destroy, upstream_cx_rx_bytes_total, upstream_cx_tx_bytes_total,
-        upstream_rq_pending_total, upstream_cx_idle_timeout, membership_total,
-        membership_healthy, update_success, update_failure, upstream_cx_none_healthy;
+        upstream_rq_pending_total, upstream_cx_idle_timeout, membership_total, membership_healthy,
+        update_success, update_failure, upstream_cx_none_healthy;
 } mp_cluster_stats_t;
 
 struct mp_cluster {
@@ -274,17 +274,17 @@ typedef struct mp_http_stats {
         downstream_rq_4xx, downstream_rq_5xx, downstream_cx_total, downstream_cx_active,
         downstream_cx_http1_total, downstream_cx_rx_bytes_total, downstream_cx_tx_bytes_total,
         downstream_rq_active, downstream_rq_timeout, downstream_rq_idle_timeout,
-        downstream_cx_idle_timeout, downstream_cx_protocol_error, downstream_rq_completed,
-        no_route, rq_direct_response, rq_redirect, downstream_rq_too_large,
-        downstream_cx_destroy_remote, downstream_cx_destroy_local, downstream_rq_rx_reset,
-        downstream_rq_tx_reset, downstream_cx_drain_close;
+        downstream_cx_idle_timeout, downstream_cx_protocol_error, downstream_rq_completed, no_route,
+        rq_direct_response, rq_redirect, downstream_rq_too_large, downstream_cx_destroy_remote,
+        downstream_cx_destroy_local, downstream_rq_rx_reset, downstream_rq_tx_reset,
+        downstream_cx_drain_close;
 } mp_http_stats_t;
 
 typedef enum mp_escaped_slashes {
-    MP_ESCAPED_SLASHES_REJECT,           /* 400 (our default) */
-    MP_ESCAPED_SLASHES_KEEP,             /* forward %2F / %5C untouched */
+    MP_ESCAPED_SLASHES_REJECT,            /* 400 (our default) */
+    MP_ESCAPED_SLASHES_KEEP,              /* forward %2F / %5C untouched */
     MP_ESCAPED_SLASHES_UNESCAPE_REDIRECT, /* 307 to the unescaped path */
-    MP_ESCAPED_SLASHES_UNESCAPE_FORWARD, /* unescape, then normalise and route */
+    MP_ESCAPED_SLASHES_UNESCAPE_FORWARD,  /* unescape, then normalise and route */
 } mp_escaped_slashes_t;
 
 typedef struct mp_hcm_config {
@@ -293,21 +293,21 @@ typedef struct mp_hcm_config {
     mp_route_table_t *routes; /* inline route_config */
     char **http_filters;      /* names, in order; the last is envoy.filters.http.router */
     uint32_t n_http_filters;
-    uint32_t max_request_headers_kb; /* default 60 */
-    uint32_t max_headers_count;      /* default 100 */
-    uint64_t stream_idle_timeout_ms; /* default 300000 (5 min); 0 disables */
-    uint64_t request_timeout_ms;     /* default 0 (disabled) */
-    uint64_t request_headers_timeout_ms; /* default 0 (disabled) */
-    uint64_t idle_timeout_ms;        /* connection idle; default 3600000 (1 h); 0 disables */
-    uint64_t drain_timeout_ms;       /* default 5000 */
-    bool normalize_path;             /* default false (Envoy's default without runtime) */
-    bool merge_slashes;              /* default false */
+    uint32_t max_request_headers_kb;      /* default 60 */
+    uint32_t max_headers_count;           /* default 100 */
+    uint64_t stream_idle_timeout_ms;      /* default 300000 (5 min); 0 disables */
+    uint64_t request_timeout_ms;          /* default 0 (disabled) */
+    uint64_t request_headers_timeout_ms;  /* default 0 (disabled) */
+    uint64_t idle_timeout_ms;             /* connection idle; default 3600000 (1 h); 0 disables */
+    uint64_t drain_timeout_ms;            /* default 5000 */
+    bool normalize_path;                  /* default false (Envoy's default without runtime) */
+    bool merge_slashes;                   /* default false */
     mp_escaped_slashes_t escaped_slashes; /* path_with_escaped_slashes_action */
-    bool use_remote_address;         /* default false */
+    bool use_remote_address;              /* default false */
     uint32_t xff_num_trusted_hops;
-    bool generate_request_id;   /* default true */
+    bool generate_request_id; /* default true */
     bool preserve_external_request_id;
-    char *server_name;          /* default "magpie" */
+    char *server_name; /* default "magpie" */
     bool proxy_100_continue;
     mp_access_log_t *access_logs;
     uint32_t n_access_logs;
@@ -323,8 +323,8 @@ typedef struct mp_listener {
     char *name;
     mp_addr_t addr;
     uint32_t per_connection_buffer_limit_bytes; /* default 1 MiB */
-    mp_hcm_config_t *hcm; /* the listener's single filter chain */
-    mp_listener_stats_t stats; /* listener.<addr>. */
+    mp_hcm_config_t *hcm;                       /* the listener's single filter chain */
+    mp_listener_stats_t stats;                  /* listener.<addr>. */
 } mp_listener_t;
 
 /* ---- the snapshot ---- */

@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 typedef struct mp_header {
-    char *name; /* lower-case, NUL-terminated, owned */
+    char *name;  /* lower-case, NUL-terminated, owned */
     char *value; /* NUL-terminated, owned */
     uint32_t name_len;
     uint32_t value_len;

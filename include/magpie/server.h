@@ -15,8 +15,8 @@ struct ev_loop;
 typedef struct mp_worker mp_worker_t;
 
 typedef struct mp_server_stats {
-    mp_stat_id_t live, uptime, concurrency, state, days_until_first_cert_expiring,
-        memory_allocated, total_connections, healthcheck_failed;
+    mp_stat_id_t live, uptime, concurrency, state, days_until_first_cert_expiring, memory_allocated,
+        total_connections, healthcheck_failed;
 } mp_server_stats_t;
 
 typedef struct mp_server {
