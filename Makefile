@@ -115,7 +115,7 @@ check-format:
 	@tests/check_format.sh
 
 format:
-	clang-format -i $(SRC) $(wildcard include/magpie/*.h proxy/*.h filters/*.h xds/*.h tests/fuzz/*.c) $(UNIT_SRC)
+	clang-format -i $$(find proxy filters xds include tests/unit tests/fuzz -name '*.[ch]' 2>/dev/null)
 
 fuzz: deps
 	@tests/fuzz/run.sh

@@ -32,7 +32,7 @@ static int unit_passed, unit_failed;
     do {                                                                                           \
         long long a_ = (long long)(a), b_ = (long long)(b);                                        \
         if (a_ != b_) {                                                                            \
-            fprintf(stderr, "%s:%d: CHECK_INT failed: %s == %s (%lld != %lld)\n", __FILE__,         \
+            fprintf(stderr, "%s:%d: CHECK_INT failed: %s == %s (%lld != %lld)\n", __FILE__,        \
                     __LINE__, #a, #b, a_, b_);                                                     \
             unit_failed_checks++;                                                                  \
         }                                                                                          \
