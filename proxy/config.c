@@ -6,6 +6,7 @@
 #include <protobuf-c/protobuf-c.h>
 
 #include "config_internal.h"
+#include "magpie/filter.h"
 #include "magpie/access_log.h"
 #include "magpie/config.h"
 #include "magpie/route.h"
@@ -35,8 +36,12 @@ void mp_config__hcm_free(mp_hcm_config_t *h)
         return;
     free(h->stat_prefix);
     mp_route_table_free(h->routes);
-    for (uint32_t i = 0; i < h->n_http_filters; i++)
-        free(h->http_filters[i]);
+    for (uint32_t i = 0; i < h->n_http_filters; i++) {
+        mp_http_filter_t *f = &h->http_filters[i];
+        if (f->ops != NULL && f->config != NULL)
+            f->ops->free_config(f->config);
+        free(f->name);
+    }
     free(h->http_filters);
     free(h->server_name);
     for (uint32_t i = 0; i < h->n_access_logs; i++)

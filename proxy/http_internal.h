@@ -120,6 +120,7 @@ struct mp_stream {
     const mp_vhost_t *vhost;
     const mp_route_t *route;
     const mp_weighted_cluster_t *wc;
+    const struct mp_router_config *router_config; /* set when the router takes the stream */
     mp_cluster_t *cluster;
     mp_hostset_t *hosts; /* ref while a host from it is in use */
     int host_idx;

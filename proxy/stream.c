@@ -6,8 +6,10 @@
 #include <sys/time.h>
 
 #include "magpie/access_log.h"
+#include "magpie/filter.h"
 #include "magpie/log.h"
 #include "magpie/route.h"
+#include "magpie/router.h"
 #include "magpie/stats.h"
 #include "stream_internal.h"
 
@@ -222,9 +224,15 @@ static bool choose_cluster(mp_stream_t *s)
     return true;
 }
 
-static void dispatch_route(mp_stream_t *s)
+void mp_stream_route(mp_stream_t *s, const mp_router_config_t *config)
 {
+    s->router_config = config;
     const mp_route_t *r = s->route;
+    if (r == NULL) {
+        mp_stats_inc(s->dc->hcm->stats.no_route);
+        mp_stream_local_reply(s, 404, MP_RF_NO_ROUTE, NULL, "route_not_found");
+        return;
+    }
     s->info.route_name = r->name;
     switch (r->action) {
     case MP_ACTION_DIRECT_RESPONSE: {
@@ -250,6 +258,32 @@ static void dispatch_route(mp_stream_t *s)
     start_upstream(s);
 }
 
+/* Runs the listener's filter chain over the request head until a filter stops it (the terminal
+ * router always does). */
+static void run_decode_headers(mp_stream_t *s)
+{
+    const mp_hcm_config_t *h = s->dc->hcm;
+    for (uint32_t i = 0; i < h->n_http_filters; i++) {
+        const mp_http_filter_t *f = &h->http_filters[i];
+        if (f->ops->decode_headers == NULL)
+            continue;
+        if (f->ops->decode_headers(f->config, s, s->req) == MP_FILTER_STOP)
+            return;
+    }
+}
+
+/* The response head passes the chain in reverse order; a filter may change it. */
+static void run_encode_headers(mp_stream_t *s, mp_http_msg_t *resp)
+{
+    const mp_hcm_config_t *h = s->dc->hcm;
+    for (uint32_t i = h->n_http_filters; i-- > 0;) {
+        const mp_http_filter_t *f = &h->http_filters[i];
+        if (f->ops->encode_headers != NULL &&
+            f->ops->encode_headers(f->config, s, resp) == MP_FILTER_STOP)
+            return;
+    }
+}
+
 int mp_stream_on_request_head(mp_dconn_t *dc, mp_http_msg_t *req)
 {
     mp_stream_t *s = mp_stream_new(dc, req);
@@ -266,13 +300,9 @@ int mp_stream_on_request_head(mp_dconn_t *dc, mp_http_msg_t *req)
         return 0;
     }
     mp_stream__prepare_request(s);
+    /* The route is found once, before the filters, so that each of them sees the same one. */
     s->route = mp_route_match(dc->hcm->routes, req, &s->vhost);
-    if (s->route == NULL) {
-        mp_stats_inc(dc->hcm->stats.no_route);
-        mp_stream_local_reply(s, 404, MP_RF_NO_ROUTE, NULL, "route_not_found");
-        return 0;
-    }
-    dispatch_route(s);
+    run_decode_headers(s);
     return 0;
 }
 
@@ -446,10 +476,13 @@ int mp_stream_on_response_head(mp_stream_t *s, mp_http_msg_t *resp)
     count_response(s, resp->status);
     mp_stream__prepare_response(s, resp);
     apply_response_mutations(s, &resp->headers);
-    uint64_t ms = (mp_now_ns() - s->info.start_ns) / 1000000;
-    char t[24];
-    snprintf(t, sizeof(t), "%llu", (unsigned long long)ms);
-    mp_headers_set(&resp->headers, "x-envoy-upstream-service-time", t, strlen(t));
+    if (s->router_config == NULL || !s->router_config->suppress_envoy_headers) {
+        uint64_t ms = (mp_now_ns() - s->info.start_ns) / 1000000;
+        char t[24];
+        snprintf(t, sizeof(t), "%llu", (unsigned long long)ms);
+        mp_headers_set(&resp->headers, "x-envoy-upstream-service-time", t, strlen(t));
+    }
+    run_encode_headers(s, resp);
     s->resp = resp;
     s->info.response = resp;
     s->info.response_code = resp->status;
@@ -501,6 +534,7 @@ int mp_stream_on_response_complete(mp_stream_t *s, mp_headers_t *trailers)
 void mp_stream__send_local(mp_stream_t *s, mp_http_msg_t *resp, const char *body, size_t len)
 {
     apply_response_mutations(s, &resp->headers);
+    run_encode_headers(s, resp);
     s->info.response_code = resp->status;
     /* A small rest of the request body is read and dropped so that the connection stays
      * usable; a large or unknown one is not worth reading: close after the response. */

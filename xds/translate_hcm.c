@@ -8,11 +8,12 @@
 #include "translate_internal.h"
 
 #include "../proxy/config_internal.h"
+#include "magpie/filter.h"
+#include "magpie/json_pb.h"
 #include "magpie/log.h"
 #include "magpie/stats.h"
 
 #define ROUTER_FILTER "envoy.filters.http.router"
-#define ROUTER_TYPE "envoy.extensions.filters.http.router.v3.Router"
 #define MAX_HEADERS_KB_LIMIT 8192
 
 typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpFilter pb_http_filter_t;
@@ -65,14 +66,40 @@ static void register_stats(mp_hcm_config_t *h)
     }
 }
 
-/* A filter is known by its name or by the type inside its typed_config, as in Envoy. */
-static bool is_router(const pb_http_filter_t *f)
+/* The type name inside a typed_config ("type.googleapis.com/x.y.Z" -> "x.y.Z"), or NULL. */
+static const char *typed_config_type(const pb_http_filter_t *f)
 {
-    if (strcmp(f->name, ROUTER_FILTER) == 0)
-        return true;
     const char *url = f->typed_config ? f->typed_config->type_url : NULL;
     const char *slash = url ? strrchr(url, '/') : NULL;
-    return slash != NULL && strcmp(slash + 1, ROUTER_TYPE) == 0;
+    return slash != NULL ? slash + 1 : NULL;
+}
+
+/* A filter is known by the type inside its typed_config or else by its name, as in Envoy. */
+static const mp_http_filter_ops_t *lookup_filter(const pb_http_filter_t *f)
+{
+    const char *type = typed_config_type(f);
+    const mp_http_filter_ops_t *ops = type ? mp_http_filter_lookup(NULL, type) : NULL;
+    return ops != NULL ? ops : mp_http_filter_lookup(f->name, NULL);
+}
+
+/* Builds one filter's config from its typed_config; 0 or MP_ERROR with err set. */
+static int create_filter(const pb_http_filter_t *f, const mp_http_filter_ops_t *ops,
+                         mp_http_filter_t *out, mp_err_t *err)
+{
+    ProtobufCMessage *msg = NULL;
+    if (f->typed_config != NULL) {
+        msg = mp_pb_any_unpack(&f->typed_config->base, mp_pb_find_type(ops->type_name), err);
+        if (msg == NULL)
+            return mp_err_prefix(err, "typed_config: ");
+    }
+    out->config = ops->create_config(msg, err);
+    if (msg != NULL)
+        protobuf_c_message_free_unpacked(msg, NULL);
+    if (out->config == NULL)
+        return mp_err_prefix(err, "typed_config.");
+    out->ops = ops;
+    out->name = mp_xstrdup(f->name);
+    return 0;
 }
 
 static int translate_filters(const mp_pb_hcm_t *pb, mp_hcm_config_t *h, mp_err_t *err)
@@ -85,17 +112,21 @@ static int translate_filters(const mp_pb_hcm_t *pb, mp_hcm_config_t *h, mp_err_t
         if (f->config_type_case ==
             ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_FILTER__CONFIG_TYPE_CONFIG_DISCOVERY)
             return mp_err_set(err, "http_filters[%zu].config_discovery: not supported yet", i);
-        if (!is_router(f) && !f->is_optional)
+        const mp_http_filter_ops_t *ops = lookup_filter(f);
+        if (ops == NULL && !f->is_optional)
             return mp_err_set(err, "http_filters[%zu]: unknown HTTP filter \"%s\"", i, f->name);
-        if (!is_router(f) || f->disabled) {
-            mp_log_debug("http filter %s skipped (optional and unknown, or disabled)", f->name);
+        if (ops == NULL || f->disabled) {
+            mp_log_warn("http filter %s skipped (%s)", f->name,
+                        ops == NULL ? "unknown and optional" : "disabled");
             continue;
         }
-        if (i + 1 != pb->n_http_filters)
-            return mp_err_set(err, "http_filters[%zu]: the router must be the last filter", i);
-        h->http_filters[h->n_http_filters++] = mp_xstrdup(ROUTER_FILTER);
+        if (ops->terminal && i + 1 != pb->n_http_filters)
+            return mp_err_set(err, "http_filters[%zu]: %s must be the last filter", i, ops->name);
+        if (create_filter(f, ops, &h->http_filters[h->n_http_filters], err) != 0)
+            return mp_err_prefix(err, "http_filters[%zu].", i);
+        h->n_http_filters++;
     }
-    if (h->n_http_filters == 0)
+    if (h->n_http_filters == 0 || !h->http_filters[h->n_http_filters - 1].ops->terminal)
         return mp_err_set(err, "http_filters: the last filter must be " ROUTER_FILTER);
     return 0;
 }

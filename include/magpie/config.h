@@ -15,7 +15,9 @@
 #include "magpie/common.h"
 #include "magpie/stats.h"
 
-typedef struct mp_regex mp_regex_t; /* proxy/regex.c: PCRE2 with JIT and match limits */
+typedef struct mp_regex mp_regex_t;
+typedef struct mp_http_filter mp_http_filter_t;
+/* include/magpie/filter.h */ /* proxy/regex.c: PCRE2 with JIT and match limits */
 
 typedef struct mp_addr {
     struct sockaddr_storage ss;
@@ -290,8 +292,8 @@ typedef enum mp_escaped_slashes {
 typedef struct mp_hcm_config {
     char *stat_prefix;
     mp_codec_type_t codec_type;
-    mp_route_table_t *routes; /* inline route_config */
-    char **http_filters;      /* names, in order; the last is envoy.filters.http.router */
+    mp_route_table_t *routes;       /* inline route_config */
+    mp_http_filter_t *http_filters; /* in order; the last is terminal (the router) */
     uint32_t n_http_filters;
     uint32_t max_request_headers_kb;      /* default 60 */
     uint32_t max_headers_count;           /* default 100 */

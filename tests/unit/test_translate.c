@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "magpie/filter.h"
 #include "magpie/bootstrap.h"
 #include "magpie/config.h"
 #include "magpie/stats.h"
@@ -261,7 +262,8 @@ static void check_hcm(const mp_hcm_config_t *h)
     CHECK_STR(h->stat_prefix, "ingress_http");
     CHECK_INT(h->codec_type, MP_CODEC_HTTP1);
     CHECK_INT(h->n_http_filters, 1);
-    CHECK_STR(h->http_filters[0], "envoy.filters.http.router");
+    CHECK_STR(h->http_filters[0].name, "envoy.filters.http.router");
+    CHECK(h->http_filters[0].ops == mp_http_filter_lookup("envoy.filters.http.router", NULL));
     CHECK_INT(h->max_request_headers_kb, 96);
     CHECK_INT(h->max_headers_count, 50);
     CHECK_INT(h->idle_timeout_ms, 30000);
@@ -511,7 +513,15 @@ static void test_errors(void)
     expect_error("          http_filters:\n          - name: example.optional",
                  "          http_filters:\n          - name: envoy.filters.http.router\n"
                  "          - name: example.optional",
-                 HCM "http_filters[0]: the router must be the last filter");
+                 HCM "http_filters[0]: envoy.filters.http.router must be the last filter");
+    /* The router's typed_config is read: what magpie cannot do is refused, not ignored. */
+    expect_error("          - name: envoy.filters.http.router\n",
+                 "          - name: envoy.filters.http.router\n"
+                 "            typed_config:\n"
+                 "              '@type': type.googleapis.com/"
+                 "envoy.extensions.filters.http.router.v3.Router\n"
+                 "              upstream_log: [{ name: x }]\n",
+                 HCM "http_filters[1].typed_config.upstream_log: not supported yet");
     expect_error("    - filters:\n      - name: envoy.filters.network.http_connection_manager\n"
                  "        typed_config:\n",
                  "    - filters: []\n    - filters:\n      - name: "

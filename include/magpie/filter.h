@@ -1,0 +1,51 @@
+/* HTTP filters (DESIGN.md, "Data path"; STYLE.md rule 9): an ops table plus a config factory,
+ * registered by Envoy extension name and typed_config type in filters/registry.c.
+ *
+ * The connection manager runs a listener's chain in order on each request head
+ * (decode_headers) and in reverse order on each response head (encode_headers).  A filter that
+ * returns MP_FILTER_STOP has answered the request itself (mp_stream_local_reply) or taken it
+ * over (the terminal router); the chain goes no further.  Absent callbacks are NULL.
+ * Body and trailer callbacks arrive with the first filter that needs them. */
+#ifndef MAGPIE_FILTER_H
+#define MAGPIE_FILTER_H
+
+#include <stdbool.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "magpie/common.h"
+#include "magpie/http.h"
+
+typedef struct mp_stream mp_stream_t;
+
+typedef enum mp_filter_status {
+    MP_FILTER_CONTINUE, /* on to the next filter */
+    MP_FILTER_STOP,     /* answered or taken over: no further filter runs */
+} mp_filter_status_t;
+
+typedef struct mp_http_filter_ops {
+    const char *name; /* Envoy extension name, "envoy.filters.http.router" */
+    const char
+        *type_name; /* typed_config message, "envoy.extensions.filters.http.router.v3.Router" */
+    bool terminal;  /* must be last in a chain (the router) */
+    /* Main thread, at translation: typed_config (an unpacked message of type_name, or NULL when
+     * absent) -> the filter's immutable config.  NULL with err set rejects the listener. */
+    void *(*create_config)(const ProtobufCMessage *typed_config, mp_err_t *err);
+    void (*free_config)(void *config);
+    /* Worker, per stream. */
+    mp_filter_status_t (*decode_headers)(const void *config, mp_stream_t *s, mp_http_msg_t *req);
+    mp_filter_status_t (*encode_headers)(const void *config, mp_stream_t *s, mp_http_msg_t *resp);
+} mp_http_filter_ops_t;
+
+/* One filter of a listener's chain, owned by its mp_hcm_config_t. */
+typedef struct mp_http_filter {
+    const mp_http_filter_ops_t *ops;
+    char *name; /* as configured */
+    void *config;
+} mp_http_filter_t;
+
+/* The built-in filter with this extension name or typed_config type name (either may be NULL);
+ * NULL when magpie has none. */
+const mp_http_filter_ops_t *mp_http_filter_lookup(const char *name, const char *type_name);
+
+#endif
