@@ -2,6 +2,8 @@
  * timers that bound idle and slow clients.  Requests are answered one at a time in order; a
  * pipelined request waits, unparsed, until the previous response is complete. */
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -317,6 +319,10 @@ void mp_dconn_accept(mp_worker_t *w, const mp_listener_t *l, int fd)
     mp_dconn_t *dc = mp_xcalloc(1, sizeof(*dc));
     dc->w = w;
     dc->fd = fd;
+    /* Responses leave in one writev per event loop pass; Nagle would only add a delayed-ACK
+     * stall when a head and a body go out in separate passes. */
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     dc->config = mp_config_ref(w->config);
     dc->listener = l;
     dc->hcm = l->hcm;

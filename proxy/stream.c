@@ -488,9 +488,9 @@ int mp_stream_on_response_head(mp_stream_t *s, mp_http_msg_t *resp)
     s->info.response_code = resp->status;
     s->resp_started = true;
     resp->version = MP_HTTP_11;
+    /* Written with the first body bytes, by the upstream read handler's flush. */
     mp_h1_encode_response_head(&s->dc->out, resp, s->resp_chunked_down);
-    mp_dconn_flush(s->dc);
-    return s->dc->dead ? MP_ERROR : 0;
+    return 0;
 }
 
 int mp_stream_on_response_body(mp_stream_t *s, const char *data, size_t len)
@@ -507,8 +507,7 @@ int mp_stream_on_response_body(mp_stream_t *s, const char *data, size_t len)
     touch(s);
     if (mp_buf_len(out) > s->dc->buffer_limit)
         mp_uconn_block_read(s->up, true);
-    mp_dconn_flush(s->dc);
-    return s->dc->dead ? MP_ERROR : 0;
+    return 0;
 }
 
 int mp_stream_on_response_complete(mp_stream_t *s, mp_headers_t *trailers)

@@ -241,6 +241,9 @@ static void settle_after_dispatch(mp_uconn_t *u)
 
 static void uconn_dispatch_input(mp_uconn_t *u)
 {
+    /* What this read produced for the client goes out in one write after the parse.  A closed
+     * client connection stays readable (dead) until the loop iteration ends. */
+    mp_dconn_t *dc = u->stream != NULL ? u->stream->dc : NULL;
     u->in_dispatch = true;
     while (!u->dead && !u->response_done && mp_buf_len(&u->in) > 0) {
         mp_buf_seg_t *seg = u->in.head;
@@ -262,6 +265,8 @@ static void uconn_dispatch_input(mp_uconn_t *u)
     u->in_dispatch = false;
     if (!u->dead && u->response_done && u->stream == NULL)
         settle_after_dispatch(u);
+    if (dc != NULL && !dc->dead && mp_buf_len(&dc->out) > 0)
+        mp_dconn_flush(dc);
 }
 
 static void on_upstream_eof(mp_uconn_t *u)
