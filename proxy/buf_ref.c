@@ -1,5 +1,5 @@
-/* Appending by reference: how a body crosses from one connection's input to another's output
- * without a copy. */
+/* Appends that the data path makes per request: by reference (how a body crosses from one
+ * connection's input to another's output without a copy) and numbers without printf. */
 #include "magpie/buf.h"
 #include "magpie/common.h"
 
@@ -27,4 +27,27 @@ void mp_buf_append_ref(mp_buf_t *b, mp_slice_t *s, const char *p, size_t len)
         b->head = seg;
     b->tail = seg;
     b->len += len;
+}
+
+void mp_buf_append_u64(mp_buf_t *b, uint64_t v)
+{
+    char tmp[20];
+    size_t i = sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    mp_buf_append(b, tmp + i, sizeof(tmp) - i);
+}
+
+void mp_buf_append_hex(mp_buf_t *b, uint64_t v)
+{
+    static const char digits[] = "0123456789abcdef";
+    char tmp[16];
+    size_t i = sizeof(tmp);
+    do {
+        tmp[--i] = digits[v & 15];
+        v >>= 4;
+    } while (v != 0);
+    mp_buf_append(b, tmp + i, sizeof(tmp) - i);
 }

@@ -36,8 +36,11 @@ static void put_framing(mp_buf_t *out, const mp_http_msg_t *m, bool body_chunked
 {
     if (body_chunked)
         mp_buf_append_str(out, "transfer-encoding: chunked\r\n");
-    else if (m->content_length >= 0)
-        mp_buf_printf(out, "content-length: %" PRId64 "\r\n", m->content_length);
+    else if (m->content_length >= 0) {
+        mp_buf_append(out, "content-length: ", 16);
+        mp_buf_append_u64(out, (uint64_t)m->content_length);
+        mp_buf_append(out, "\r\n", 2);
+    }
     mp_buf_append(out, "\r\n", 2);
 }
 
@@ -47,8 +50,10 @@ void mp_h1_encode_request_head(mp_buf_t *out, const mp_http_msg_t *req, bool bod
     bool connect = req->method != NULL && strcmp(req->method, "CONNECT") == 0;
     if ((connect || target == NULL || target[0] == '\0') && req->authority != NULL)
         target = req->authority;
-    mp_buf_printf(out, "%s %s HTTP/1.1\r\n", req->method ? req->method : "GET",
-                  target ? target : "/");
+    mp_buf_append_str(out, req->method ? req->method : "GET");
+    mp_buf_append(out, " ", 1);
+    mp_buf_append_str(out, target ? target : "/");
+    mp_buf_append(out, " HTTP/1.1\r\n", 11);
     /* A head from HTTP/2 carries :authority but no Host; HTTP/1.1 requires Host (RFC 9112 §3.2). */
     if (req->authority != NULL && mp_headers_get(&req->headers, "host") == NULL)
         put_field(out, "host", 4, req->authority, strlen(req->authority));
@@ -58,7 +63,11 @@ void mp_h1_encode_request_head(mp_buf_t *out, const mp_http_msg_t *req, bool bod
 
 void mp_h1_encode_response_head(mp_buf_t *out, const mp_http_msg_t *resp, bool body_chunked)
 {
-    mp_buf_printf(out, "HTTP/1.1 %d %s\r\n", resp->status, mp_http_reason(resp->status));
+    mp_buf_append(out, "HTTP/1.1 ", 9);
+    mp_buf_append_u64(out, (uint64_t)(resp->status > 0 ? resp->status : 0));
+    mp_buf_append(out, " ", 1);
+    mp_buf_append_str(out, mp_http_reason(resp->status));
+    mp_buf_append(out, "\r\n", 2);
     put_fields(out, &resp->headers);
     put_framing(out, resp, body_chunked);
 }
@@ -68,7 +77,8 @@ void mp_h1_encode_chunk(mp_buf_t *out, mp_buf_t *body, size_t len)
     len = MP_MIN(len, mp_buf_len(body));
     if (len == 0)
         return; /* a zero-size chunk would end the body */
-    mp_buf_printf(out, "%zx\r\n", len);
+    mp_buf_append_hex(out, len);
+    mp_buf_append(out, "\r\n", 2);
     mp_buf_move(out, body, len);
     mp_buf_append(out, "\r\n", 2);
 }

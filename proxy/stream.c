@@ -351,8 +351,10 @@ static void start_upstream(mp_stream_t *s)
 static void append_request_body(mp_stream_t *s, mp_buf_t *dst, const char *data, size_t len)
 {
     mp_slice_t *slice = s->dc->in.head->slice;
-    if (s->req_chunked_up)
-        mp_buf_printf(dst, "%zx\r\n", len);
+    if (s->req_chunked_up) {
+        mp_buf_append_hex(dst, len);
+        mp_buf_append(dst, "\r\n", 2);
+    }
     mp_buf_append_ref(dst, slice, data, len);
     if (s->req_chunked_up)
         mp_buf_append(dst, "\r\n", 2);
@@ -479,8 +481,8 @@ int mp_stream_on_response_head(mp_stream_t *s, mp_http_msg_t *resp)
     if (s->router_config == NULL || !s->router_config->suppress_envoy_headers) {
         uint64_t ms = (mp_now_ns() - s->info.start_ns) / 1000000;
         char t[24];
-        snprintf(t, sizeof(t), "%llu", (unsigned long long)ms);
-        mp_headers_set(&resp->headers, "x-envoy-upstream-service-time", t, strlen(t));
+        int n = snprintf(t, sizeof(t), "%llu", (unsigned long long)ms);
+        mp_headers_set(&resp->headers, "x-envoy-upstream-service-time", t, (size_t)n);
     }
     run_encode_headers(s, resp);
     s->resp = resp;
@@ -498,8 +500,10 @@ int mp_stream_on_response_body(mp_stream_t *s, const char *data, size_t len)
     if (s->head_request)
         return 0;
     mp_buf_t *out = &s->dc->out;
-    if (s->resp_chunked_down)
-        mp_buf_printf(out, "%zx\r\n", len);
+    if (s->resp_chunked_down) {
+        mp_buf_append_hex(out, len);
+        mp_buf_append(out, "\r\n", 2);
+    }
     mp_buf_append_ref(out, s->up->in.head->slice, data, len);
     if (s->resp_chunked_down)
         mp_buf_append(out, "\r\n", 2);

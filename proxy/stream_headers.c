@@ -58,9 +58,15 @@ void mp_stream__uuid4(char out[37])
     uint64_t a = mp_random(), b = mp_random();
     a = (a & ~0xf000ull) | 0x4000ull;                        /* version 4 */
     b = (b & 0x3fffffffffffffffull) | 0x8000000000000000ull; /* RFC 4122 variant */
-    snprintf(out, 37, "%08x-%04x-%04x-%04x-%012llx", (unsigned)(a >> 32),
-             (unsigned)((a >> 16) & 0xffff), (unsigned)(a & 0xffff), (unsigned)(b >> 48),
-             (unsigned long long)(b & 0xffffffffffffull));
+    static const char hex[] = "0123456789abcdef";
+    uint64_t words[2] = {a, b};
+    size_t o = 0;
+    for (int i = 0; i < 32; i++) {
+        if (i == 8 || i == 12 || i == 16 || i == 20)
+            out[o++] = '-';
+        out[o++] = hex[(words[i / 16] >> (60 - 4 * (i % 16))) & 15];
+    }
+    out[o] = '\0';
 }
 
 static void append_xff(mp_headers_t *h, const char *peer)
@@ -127,22 +133,11 @@ void mp_stream__prepare_request(mp_stream_t *s)
 
 void mp_stream__encode_request_head(mp_stream_t *s, mp_buf_t *out)
 {
-    mp_http_msg_t *r = s->req;
-    /* Host goes first, as clients write it; the head keeps the rest of the order. */
-    mp_headers_t saved = r->headers;
-    mp_headers_t with_host;
-    mp_headers_init(&with_host);
-    mp_headers_add_cstr(&with_host, "host", r->authority ? r->authority : "");
-    for (uint32_t i = 0; i < saved.n; i++)
-        mp_headers_add(&with_host, saved.v[i].name, saved.v[i].name_len, saved.v[i].value,
-                       saved.v[i].value_len);
-    r->headers = with_host;
-    mp_http_version_t v = r->version;
-    r->version = MP_HTTP_11;
-    mp_h1_encode_request_head(out, r, s->req_chunked_up);
-    r->version = v;
-    r->headers = saved;
-    mp_headers_free(&with_host);
+    /* The encoder writes Host from the authority, first, as clients do. */
+    mp_http_version_t v = s->req->version;
+    s->req->version = MP_HTTP_11;
+    mp_h1_encode_request_head(out, s->req, s->req_chunked_up);
+    s->req->version = v;
 }
 
 void mp_stream__prepare_response(mp_stream_t *s, mp_http_msg_t *resp)

@@ -48,6 +48,10 @@ void mp_buf_append(mp_buf_t *b, const void *data, size_t len);
 void mp_buf_append_str(mp_buf_t *b, const char *s);
 void mp_buf_printf(mp_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Decimal and lower-case hexadecimal numbers, without printf's cost on the hot path. */
+void mp_buf_append_u64(mp_buf_t *b, uint64_t v);
+void mp_buf_append_hex(mp_buf_t *b, uint64_t v);
+
 /* Moves the first n bytes (all if n > len) of src to the end of dst without copying bytes. */
 void mp_buf_move(mp_buf_t *dst, mp_buf_t *src, size_t n);
 
