@@ -12,10 +12,24 @@ void mp_headers_init(mp_headers_t *h)
     h->cap = 0;
 }
 
+/* A field's name and value share one allocation, name first: half the mallocs per header. */
 static void header_release(mp_header_t *f)
 {
     free(f->name);
-    free(f->value);
+}
+
+static void header_fill(mp_header_t *f, const char *name, size_t name_len, const char *value,
+                        size_t value_len)
+{
+    char *block = mp_xmalloc(name_len + value_len + 2);
+    memcpy(block, name, name_len);
+    block[name_len] = '\0';
+    memcpy(block + name_len + 1, value, value_len);
+    block[name_len + 1 + value_len] = '\0';
+    f->name = block;
+    f->value = block + name_len + 1;
+    f->name_len = (uint32_t)name_len;
+    f->value_len = (uint32_t)value_len;
 }
 
 void mp_headers_free(mp_headers_t *h)
@@ -40,13 +54,9 @@ void mp_headers_add(mp_headers_t *h, const char *name, size_t name_len, const ch
         h->v = mp_xrealloc(h->v, h->cap * sizeof(*h->v));
     }
     mp_header_t *f = &h->v[h->n++];
-    f->name = mp_xmalloc(name_len + 1);
+    header_fill(f, name, name_len, value, value_len);
     for (size_t i = 0; i < name_len; i++)
-        f->name[i] = ascii_lower(name[i]);
-    f->name[name_len] = '\0';
-    f->value = mp_xstrndup(value, value_len);
-    f->name_len = (uint32_t)name_len;
-    f->value_len = (uint32_t)value_len;
+        f->name[i] = ascii_lower(f->name[i]);
 }
 
 void mp_headers_add_cstr(mp_headers_t *h, const char *name, const char *value)
@@ -65,9 +75,16 @@ void mp_headers_set(mp_headers_t *h, const char *name, const char *value, size_t
     for (uint32_t i = 0; i < h->n; i++) {
         if (!name_is(&h->v[i], name, len))
             continue;
-        free(h->v[i].value);
-        h->v[i].value = mp_xstrndup(value, value_len);
-        h->v[i].value_len = (uint32_t)value_len;
+        mp_header_t *f = &h->v[i];
+        if (value_len <= f->value_len) {
+            memcpy(f->value, value, value_len); /* fits where the old value was */
+            f->value[value_len] = '\0';
+            f->value_len = (uint32_t)value_len;
+        } else {
+            char *old = f->name;
+            header_fill(f, old, f->name_len, value, value_len);
+            free(old);
+        }
         /* Any later duplicates go, so exactly one field remains. */
         for (uint32_t j = h->n; j-- > i + 1;) {
             if (name_is(&h->v[j], name, len)) {
