@@ -125,9 +125,10 @@ struct mp_stream {
     mp_hostset_t *hosts; /* ref while a host from it is in use */
     int host_idx;
     mp_uconn_t *up;
-    mp_buf_t req_pending;   /* request body received before the upstream was ready */
-    ev_timer route_timer;   /* route timeout, from the end of the request */
-    ev_timer idle_timer;    /* stream_idle_timeout */
+    mp_buf_t req_pending; /* request body received before the upstream was ready */
+    ev_timer route_timer; /* route timeout, from the end of the request */
+    ev_timer idle_timer;  /* stream_idle_timeout, measured from last_activity */
+    ev_tstamp last_activity;
     ev_timer request_timer; /* request_timeout: until the request is complete */
     char upstream_host[64];
     char request_id[40];

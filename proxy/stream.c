@@ -30,9 +30,11 @@ static void start_timer(mp_stream_t *s, ev_timer *t, uint64_t ms)
     ev_timer_start(loop_of(s), t);
 }
 
+/* Activity only stamps the time; the idle timer, armed once, re-arms itself for what is left
+ * when it fires early.  Re-arming on every read and write would cost a heap update each. */
 static void touch(mp_stream_t *s)
 {
-    start_timer(s, &s->idle_timer, s->dc->hcm->stream_idle_timeout_ms);
+    s->last_activity = ev_now(loop_of(s));
 }
 
 /* Route timeout, stream idle timeout and request timeout all end here. */
@@ -60,7 +62,15 @@ static void on_route_timer(struct ev_loop *loop, ev_timer *t, int revents)
 
 static void on_idle_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
-    on_timeout(t->data, MP_RF_STREAM_IDLE_TIMEOUT, "stream_idle_timeout");
+    mp_stream_t *s = t->data;
+    double timeout = (double)s->dc->hcm->stream_idle_timeout_ms / 1000.0;
+    double left = s->last_activity + timeout - ev_now(loop);
+    if (left > 0.001) {
+        ev_timer_set(t, left, 0.0);
+        ev_timer_start(loop, t);
+        return;
+    }
+    on_timeout(s, MP_RF_STREAM_IDLE_TIMEOUT, "stream_idle_timeout");
 }
 
 static void on_request_timer(struct ev_loop *loop, ev_timer *t, int revents)
@@ -94,6 +104,7 @@ mp_stream_t *mp_stream_new(mp_dconn_t *dc, mp_http_msg_t *req)
     mp_stats_inc(h->stats.downstream_rq_total);
     mp_stats_inc(h->stats.downstream_rq_active);
     touch(s);
+    start_timer(s, &s->idle_timer, h->stream_idle_timeout_ms);
     start_timer(s, &s->request_timer, h->request_timeout_ms);
     return s;
 }

@@ -60,6 +60,20 @@ def test_route_timeout_is_504_ut():
     mp.eq(mp.get(port, "/echo").status, 200, "next request served")
 
 
+def test_stream_idle_timeout_is_504_si():
+    # The upstream stays silent for 3 s; with stream_idle_timeout 0.5 s the stream must end after
+    # about half a second, with the idle-timeout flag (not the route's UT).
+    up = mp.TestUpstream()
+    m, port = start(up.port, hcm_extra="          stream_idle_timeout: 0.5s")
+    t0 = time.monotonic()
+    r = mp.get(port, "/delay/3000")
+    took = time.monotonic() - t0
+    mp.eq(r.status, 504, "status")
+    mp.check(0.4 < took < 2.0, "504 after %.2fs, stream idle timeout is 0.5s" % took)
+    mp.eq(last_flags(m, 1), ("504", "SI"), "access log: stream idle timeout")
+    mp.eq(mp.get(port, "/echo").status, 200, "next request served")
+
+
 def test_reset_mid_body_is_not_completed():
     up = mp.TestUpstream()
     m, port = start(up.port)
