@@ -117,6 +117,22 @@ unsigned mp_headers_count(const mp_headers_t *h, const char *name)
     return n;
 }
 
+unsigned mp_headers_remove_if(mp_headers_t *h, bool (*pred)(const mp_header_t *f))
+{
+    uint32_t out = 0;
+    unsigned gone = 0;
+    for (uint32_t i = 0; i < h->n; i++) {
+        if (pred(&h->v[i])) {
+            header_release(&h->v[i]);
+            gone++;
+            continue;
+        }
+        h->v[out++] = h->v[i];
+    }
+    h->n = out;
+    return gone;
+}
+
 unsigned mp_headers_remove(mp_headers_t *h, const char *name)
 {
     size_t len = strlen(name);

@@ -28,6 +28,15 @@ static bool is_protected(const char *name, size_t len)
     return false;
 }
 
+/* Fields that never cross the proxy: hop-by-hop ones, h2c's settings, and the length, which the
+ * encoder writes from the message's own framing. */
+static bool is_hop_field(const mp_header_t *f)
+{
+    return mp_http_is_hop_by_hop(f->name, f->name_len) ||
+           (f->name_len == 14 && memcmp(f->name, "http2-settings", 14) == 0) ||
+           (f->name_len == 14 && memcmp(f->name, "content-length", 14) == 0);
+}
+
 /* Removes the fields listed in every Connection header, then the hop-by-hop fields. */
 static void strip_hop_by_hop(mp_headers_t *h)
 {
@@ -46,11 +55,7 @@ static void strip_hop_by_hop(mp_headers_t *h)
         }
         free(list);
     }
-    static const char *const hop[] = {
-        "keep-alive", "proxy-connection", "transfer-encoding", "upgrade",
-        "te",         "trailer",          "http2-settings",    "content-length"};
-    for (size_t i = 0; i < MP_ARRAY_SIZE(hop); i++)
-        mp_headers_remove(h, hop[i]);
+    mp_headers_remove_if(h, is_hop_field);
 }
 
 void mp_stream__uuid4(char out[37])
