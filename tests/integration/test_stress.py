@@ -171,6 +171,36 @@ def test_keepalive_requests_are_not_delayed_by_nagle():
     clean_exit(m)
 
 
+
+def test_half_closed_client_gets_whole_response():
+    """A client that sends its request, shuts down its write side and reads slowly: the end of
+    the stream used to close the connection with the response's tail still queued."""
+    up = mp.TestUpstream()
+    m, port = start(up.port)
+    for n in (4000000, 8000000):
+        # A small receive window: the tail of the response waits in magpie, not in the kernel.
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", port))
+        s.sendall(mp.build_request("GET", "/bytes/%d" % n))
+        s.shutdown(socket.SHUT_WR)
+        time.sleep(0.3)  # a slow reader: the upstream side completes meanwhile
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        got = b""
+        while True:
+            d = s.recv(1 << 20)
+            if not d:
+                break
+            got += d
+        s.close()
+        head, _, body = got.partition(b"\r\n\r\n")
+        mp.eq(mp.status_of(head), 200, "status")
+        mp.eq(len(body), n, "body bytes before the close")
+    gauges_settle(m)
+    clean_exit(m)
+
+
 if __name__ == "__main__":
     import run
     run.main([__file__])
