@@ -197,7 +197,9 @@ static void process_input(mp_dconn_t *dc)
         if (dc->dead)
             return;
     }
-    if (dc->peer_closed && dc->stream == NULL && !dc->parser_paused) {
+    /* A half-closed client still reads: with a response still queued, the flush closes once
+     * it is out. */
+    if (dc->peer_closed && dc->stream == NULL && !dc->parser_paused && mp_buf_len(&dc->out) == 0) {
         mp_dconn_close(dc, "client closed");
         return;
     }

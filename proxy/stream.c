@@ -347,10 +347,12 @@ static void start_upstream(mp_stream_t *s)
     }
     /* We answer 100-continue ourselves so that the body starts flowing while we connect. */
     if (s->req->expect_continue && !s->req_complete) {
-        mp_buf_append_str(&s->dc->out, "HTTP/1.1 100 Continue\r\n\r\n");
+        /* A failed flush closes the connection, which frees s; dc itself is freed later. */
+        mp_dconn_t *dc = s->dc;
+        mp_buf_append_str(&dc->out, "HTTP/1.1 100 Continue\r\n\r\n");
         s->sent_100 = true;
-        mp_dconn_flush(s->dc);
-        if (s->dc->dead)
+        mp_dconn_flush(dc);
+        if (dc->dead)
             return;
     }
     s->req_chunked_up = s->req->content_length < 0 && s->req->chunked;
@@ -475,15 +477,18 @@ static void count_response(mp_stream_t *s, int status)
 
 int mp_stream_on_response_head(mp_stream_t *s, mp_http_msg_t *resp)
 {
+    /* Every flush below may close dc, which frees s at once; dc itself is freed after the loop
+     * iteration, so only dc is looked at afterwards. */
+    mp_dconn_t *dc = s->dc;
     if (resp->status < 200) {
         /* 100 answers an Expect we already answered; other 1xx go to HTTP/1.1 clients. */
         if (resp->status != 100 && resp->status != 101 && s->req->version == MP_HTTP_11) {
             resp->content_length = -1;
-            mp_h1_encode_response_head(&s->dc->out, resp, false);
-            mp_dconn_flush(s->dc);
+            mp_h1_encode_response_head(&dc->out, resp, false);
+            mp_dconn_flush(dc);
         }
         mp_http_msg_free(resp);
-        return 0;
+        return dc->dead ? MP_ERROR : 0;
     }
     touch(s);
     count_response(s, resp->status);
@@ -502,7 +507,7 @@ int mp_stream_on_response_head(mp_stream_t *s, mp_http_msg_t *resp)
     s->resp_started = true;
     resp->version = MP_HTTP_11;
     /* Written with the first body bytes, by the upstream read handler's flush. */
-    mp_h1_encode_response_head(&s->dc->out, resp, s->resp_chunked_down);
+    mp_h1_encode_response_head(&dc->out, resp, s->resp_chunked_down);
     return 0;
 }
 

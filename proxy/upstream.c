@@ -181,25 +181,35 @@ void mp_uconn_block_read(mp_uconn_t *u, bool block)
         ev_io_start(u->w->loop, &u->rio);
 }
 
-void mp_uconn_write(mp_uconn_t *u)
+/* Writes what the socket takes; -1 on a hard error (the bytes stay queued). */
+static int write_out(mp_uconn_t *u)
 {
     while (mp_buf_len(&u->out) > 0) {
         ssize_t n = mp_buf_write_fd(&u->out, u->fd);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 break;
-            fail_stream(u, MP_RF_UPSTREAM_CONN_TERM, "upstream_write_error");
-            return;
+            return -1;
         }
         mp_stats_add(u->cluster->stats.upstream_cx_tx_bytes_total, n);
     }
     if (mp_buf_len(&u->out) > 0) {
         ev_io_start(u->w->loop, &u->wio);
-        return;
+        return 0;
     }
     ev_io_stop(u->w->loop, &u->wio);
     if (u->stream != NULL)
         mp_stream_upstream_drained(u->stream);
+    return 0;
+}
+
+void mp_uconn_write(mp_uconn_t *u)
+{
+    /* The caller is the stream, which may not be freed under its own feet (failing it answers
+     * 503 and can finish it): the failure is raised from the loop, where on_writable's write
+     * meets the same error.  Closing the connection first cancels the fed event. */
+    if (write_out(u) < 0)
+        ev_feed_event(u->w->loop, &u->wio, EV_WRITE);
 }
 
 static void on_connected(mp_uconn_t *u)
@@ -228,7 +238,8 @@ static void on_writable(struct ev_loop *loop, ev_io *io, int revents)
         on_connected(u);
         return;
     }
-    mp_uconn_write(u);
+    if (write_out(u) < 0)
+        fail_stream(u, MP_RF_UPSTREAM_CONN_TERM, "upstream_write_error");
 }
 
 /* After the parser loop: hand the connection back, or close it, as the stream left it. */
