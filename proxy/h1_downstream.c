@@ -107,6 +107,37 @@ void mp_dconn_close(mp_dconn_t *dc, const char *why)
     mp_worker_bury(w, &dc->grave, free_dconn);
 }
 
+/* Closing with unread client bytes in the kernel (a body we refused, pipelined requests) makes
+ * the kernel send a reset that can destroy the response still in flight.  So: half-close, then
+ * read and drop what the client still sends, until its FIN, LINGER_MAX_BYTES or LINGER_MS. */
+#define LINGER_MS 2000
+#define LINGER_MAX_BYTES (1u << 20)
+
+static void begin_linger(mp_dconn_t *dc)
+{
+    shutdown(dc->fd, SHUT_WR);
+    dc->lingering = true;
+    mp_buf_clear(&dc->in);
+    ev_timer_stop(dc->w->loop, &dc->timer);
+    ev_timer_set(&dc->timer, LINGER_MS / 1000.0, 0.0);
+    ev_timer_start(dc->w->loop, &dc->timer);
+    ev_io_start(dc->w->loop, &dc->rio);
+}
+
+static void linger_read(mp_dconn_t *dc)
+{
+    char sink[16384];
+    for (int i = 0; i < 4; i++) {
+        ssize_t n = read(dc->fd, sink, sizeof(sink));
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (n <= 0 || (dc->linger_bytes += (size_t)n) > LINGER_MAX_BYTES) {
+            mp_dconn_close(dc, "response written, closing");
+            return;
+        }
+    }
+}
+
 void mp_dconn_flush(mp_dconn_t *dc)
 {
     while (mp_buf_len(&dc->out) > 0) {
@@ -128,11 +159,10 @@ void mp_dconn_flush(mp_dconn_t *dc)
         mp_stream_downstream_drained(dc->stream);
         return;
     }
-    if (dc->close_after_write || dc->peer_closed) {
-        /* Half-close first so the client reads the whole response before our FIN. */
-        shutdown(dc->fd, SHUT_WR);
-        mp_dconn_close(dc, "response written, closing");
-    }
+    if (dc->peer_closed)
+        mp_dconn_close(dc, "response written, client gone");
+    else if (dc->close_after_write)
+        begin_linger(dc);
 }
 
 static void on_writable(struct ev_loop *loop, ev_io *io, int revents)
@@ -224,6 +254,10 @@ static void on_peer_eof(mp_dconn_t *dc)
 static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
 {
     mp_dconn_t *dc = io->data;
+    if (dc->lingering) {
+        linger_read(dc);
+        return;
+    }
     ssize_t n = mp_buf_read_fd(&dc->in, dc->fd, READ_CHUNK);
     if (n < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK)
@@ -244,6 +278,10 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
 static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
     mp_dconn_t *dc = t->data;
+    if (dc->lingering) {
+        mp_dconn_close(dc, "response written, closing (linger timeout)");
+        return;
+    }
     if (dc->stream != NULL)
         return;
     if (mp_h1_parser_idle(dc->parser) && mp_buf_len(&dc->in) == 0) {

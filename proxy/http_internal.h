@@ -95,6 +95,8 @@ struct mp_dconn {
     bool read_blocked;      /* backpressure: upstream write buffer over the limit */
     bool parser_paused;     /* a complete request is being answered */
     bool in_dispatch;       /* inside the parser loop: no recursive processing */
+    bool lingering;         /* response sent, write side shut: draining what the client sends */
+    size_t linger_bytes;
 };
 
 void mp_dconn_accept(mp_worker_t *w, const mp_listener_t *l, int fd);

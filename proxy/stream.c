@@ -15,6 +15,7 @@
 
 static void stream_finish(mp_stream_t *s, bool downstream_alive);
 static void start_upstream(mp_stream_t *s);
+static void discard_rest_of_request(mp_stream_t *s);
 
 static inline struct ev_loop *loop_of(const mp_stream_t *s)
 {
@@ -539,15 +540,34 @@ int mp_stream_on_response_complete(mp_stream_t *s, mp_headers_t *trailers)
         free(trailers);
     }
     s->resp_complete = true;
-    if (!s->req_complete) {
-        /* The upstream answered before the request ended: we cannot find the next request's
-         * start safely, so this connection ends with this response. */
-        s->dc->close_after_write = true;
-        if (s->up != NULL)
-            s->up->reusable = false;
+    if (!s->req_complete && s->up != NULL) {
+        /* The upstream answered before the request ended (nginx's `return`, an auth refusal):
+         * the rest of the body is not for it, so its connection cannot be reused. */
+        mp_uconn_t *u = s->up;
+        s->up = NULL;
+        u->stream = NULL;
+        u->reusable = false;
+        mp_uconn_release(u);
     }
+    if (!s->req_complete)
+        discard_rest_of_request(s);
     stream_finish(s, true);
     return 0;
+}
+
+/* The response is complete before the request: a small known rest of the body is read and
+ * dropped so that the connection stays usable for the next request; a large or unknown one, or
+ * one the client waits to send until it sees a 100 that will never come, is not worth waiting
+ * for: the connection closes after the response. */
+static void discard_rest_of_request(mp_stream_t *s)
+{
+    const mp_http_msg_t *r = s->req;
+    int64_t rest = r->content_length - (int64_t)s->info.bytes_received;
+    bool waits_for_100 = r->expect_continue && !s->sent_100;
+    if (r->chunked || rest > 65536 || waits_for_100)
+        s->dc->close_after_write = true;
+    else if (s->dc->read_blocked)
+        mp_dconn_block_read(s->dc, false); /* the rest is dropped, not queued: read it */
 }
 
 void mp_stream__send_local(mp_stream_t *s, mp_http_msg_t *resp, const char *body, size_t len)
@@ -555,10 +575,8 @@ void mp_stream__send_local(mp_stream_t *s, mp_http_msg_t *resp, const char *body
     apply_response_mutations(s, &resp->headers);
     run_encode_headers(s, resp);
     s->info.response_code = resp->status;
-    /* A small rest of the request body is read and dropped so that the connection stays
-     * usable; a large or unknown one is not worth reading: close after the response. */
-    if (!s->req_complete && (s->req->chunked || s->req->content_length > 65536))
-        s->dc->close_after_write = true;
+    if (!s->req_complete)
+        discard_rest_of_request(s);
     mp_stream__prepare_response(s, resp);
     resp->version = MP_HTTP_11;
     if (!s->head_request && resp->content_length < 0)

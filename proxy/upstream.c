@@ -274,7 +274,8 @@ static void uconn_dispatch_input(mp_uconn_t *u)
         }
     }
     u->in_dispatch = false;
-    if (!u->dead && u->response_done && u->stream == NULL)
+    /* A stream that let go during the parse left the connection to us: pool it or close it. */
+    if (!u->dead && u->stream == NULL)
         settle_after_dispatch(u);
     if (dc != NULL && !dc->dead && mp_buf_len(&dc->out) > 0)
         mp_dconn_flush(dc);

@@ -373,3 +373,60 @@ test_wrk_load_then_sigterm_under_load.timeout = 60
 if __name__ == "__main__":
     import run
     run.main([__file__])
+
+
+def test_early_upstream_answer_keeps_client_connection():
+    # nginx's `return 200` answers a POST without reading its body.  magpie must drop the rest of
+    # a small body and keep serving the same client connection (pipelined requests included);
+    # the upstream connection, left mid-body, must not be reused.
+    ng = mp.Nginx()
+    m, port = start(ng.port)
+    body = b"b" * 20000
+    with mp.Conn(port) as c:
+        c.send(b"".join(mp.build_request("POST", "/small", body=body) for _ in range(5)))
+        for i in range(5):
+            r = c.read_response()
+            mp.eq((r.status, r.body), (200, b"hello from nginx\n"), "pipelined POST %d" % i)
+        mp.eq(c.request("GET", "/small").status, 200, "same connection still serves")
+    gauges_settle(m)
+    clean_exit(m)
+
+
+def test_refused_large_body_response_arrives_intact():
+    # A 404 for a 4 MiB upload that is still arriving: magpie closes after the response, but
+    # lingers reading what the client sends, so the client reads the whole 404 rather than a
+    # reset caused by unread bytes.
+    up = mp.TestUpstream()
+    routes = ('              - match: {prefix: "/only"}\n'
+              '                route: {cluster: c1}\n')
+    m, port = start(up.port, routes=routes)
+    with mp.Conn(port, timeout=10) as c:
+        c.send(b"POST /nope HTTP/1.1\r\nHost: t\r\nContent-Length: 4194304\r\n\r\n")
+        c.send(b"x" * 65536)
+        r = c.read_response()
+        mp.eq(r.status, 404, "status")
+        try:
+            for _ in range(16):
+                c.send(b"x" * 65536)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+    mp.eq(up.requests, 0, "nothing reached the upstream")
+    clean_exit(m)
+
+
+def test_local_reply_to_expect_does_not_wait_for_body():
+    # A client that sent Expect: 100-continue waits for a 100 before its body; a local 404
+    # never sends one, so magpie must answer and close rather than wait for that body.
+    up = mp.TestUpstream()
+    routes = ('              - match: {prefix: "/only"}\n'
+              '                route: {cluster: c1}\n')
+    m, port = start(up.port, routes=routes)
+    with mp.Conn(port, timeout=5) as c:
+        t0 = time.monotonic()
+        c.send(b"POST /nope HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n"
+               b"Expect: 100-continue\r\n\r\n")
+        r = c.read_response()
+        mp.eq((r.status, r.interim), (404, []), "404 without a 100 first")
+        mp.check(c.closed_by_peer(timeout=3), "closed instead of waiting for the body")
+        mp.check(time.monotonic() - t0 < 2.5, "answered and closed promptly")
+    clean_exit(m)
