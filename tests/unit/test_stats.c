@@ -64,7 +64,7 @@ static void test_threads_sum(void)
     CHECK_INT(mp_stats_value(shared_gauge), (int64_t)THREADS * BUMPS / 2);
     for (long i = 0; i < THREADS; i++) {
         char name[64];
-        mp_stat_id_t id;
+        mp_stat_id_t id = 0;
         snprintf(name, sizeof(name), "thread.%ld.bumps", i);
         CHECK(mp_stats_find(name, &id));
         CHECK_INT(mp_stats_value(id), BUMPS);
