@@ -368,7 +368,7 @@ int mp_jpb__read_value(mp_jpb_ctx_t *c, const ProtobufCFieldDescriptor *f, const
 
 /* ---- repeated fields and maps ---- */
 
-static size_t element_size(ProtobufCType t)
+size_t mp_jpb__element_size(ProtobufCType t)
 {
     switch (t) {
     case PROTOBUF_C_TYPE_INT64:
@@ -400,7 +400,7 @@ static int read_repeated(mp_jpb_ctx_t *c, const ProtobufCFieldDescriptor *f, con
 {
     if (!cJSON_IsArray(json))
         return expect(c, json, "array");
-    size_t count = (size_t)cJSON_GetArraySize(json), esz = element_size(f->type);
+    size_t count = (size_t)cJSON_GetArraySize(json), esz = mp_jpb__element_size(f->type);
     size_t *n = (size_t *)((char *)msg + f->quantifier_offset);
     char *arr = mp_xcalloc(count ? count : 1, esz);
     *(void **)((char *)msg + f->offset) = arr;

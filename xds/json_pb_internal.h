@@ -26,6 +26,9 @@ typedef struct mp_jpb_ctx {
 } mp_jpb_ctx_t;
 
 /* Sets the error as "<path>: <message>".  Returns MP_ERROR. */
+/* Bytes one element of a repeated field of type t takes in protobuf-c's array. */
+size_t mp_jpb__element_size(ProtobufCType t);
+
 int mp_jpb__fail(mp_jpb_ctx_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Path bookkeeping: push returns the length to restore with pop. */

@@ -142,31 +142,6 @@ static bool field_present(const ProtobufCFieldDescriptor *f, const ProtobufCMess
 
 /* ---- repeated and maps ---- */
 
-static size_t element_size(ProtobufCType t)
-{
-    switch (t) {
-    case PROTOBUF_C_TYPE_INT64:
-    case PROTOBUF_C_TYPE_SINT64:
-    case PROTOBUF_C_TYPE_SFIXED64:
-    case PROTOBUF_C_TYPE_UINT64:
-    case PROTOBUF_C_TYPE_FIXED64:
-    case PROTOBUF_C_TYPE_DOUBLE:
-        return 8;
-    case PROTOBUF_C_TYPE_BOOL:
-        return sizeof(protobuf_c_boolean);
-    case PROTOBUF_C_TYPE_ENUM:
-        return sizeof(int);
-    case PROTOBUF_C_TYPE_STRING:
-        return sizeof(char *);
-    case PROTOBUF_C_TYPE_BYTES:
-        return sizeof(ProtobufCBinaryData);
-    case PROTOBUF_C_TYPE_MESSAGE:
-        return sizeof(ProtobufCMessage *);
-    default:
-        return 4;
-    }
-}
-
 static char *map_key_text(const ProtobufCFieldDescriptor *kf, const void *p)
 {
     if (kf->type == PROTOBUF_C_TYPE_STRING)
@@ -211,7 +186,7 @@ static cJSON *write_field(mp_jpb_ctx_t *c, const ProtobufCFieldDescriptor *f,
         return write_map(c, f, n, (ProtobufCMessage *const *)arr);
     cJSON *list = cJSON_CreateArray();
     for (size_t i = 0; i < n; i++) {
-        cJSON *v = write_value(c, f, arr + i * element_size(f->type));
+        cJSON *v = write_value(c, f, arr + i * mp_jpb__element_size(f->type));
         if (v == NULL) {
             cJSON_Delete(list);
             return NULL;
