@@ -152,6 +152,9 @@ void mp_dconn_flush(mp_dconn_t *dc)
     }
     if (mp_buf_len(&dc->out) > 0) {
         ev_io_start(dc->w->loop, &dc->wio);
+        /* Below the low mark the upstream may fill the buffer again while the rest drains. */
+        if (dc->stream != NULL && mp_buf_len(&dc->out) <= dc->buffer_limit / 2)
+            mp_stream_downstream_drained(dc->stream);
         return;
     }
     ev_io_stop(dc->w->loop, &dc->wio);

@@ -447,8 +447,6 @@ void mp_stream_downstream_drained(mp_stream_t *s)
 {
     if (s->up != NULL && s->up->read_blocked && mp_buf_len(&s->dc->out) <= s->dc->buffer_limit / 2)
         mp_uconn_block_read(s->up, false);
-    if (s->resp_complete && mp_buf_len(&s->dc->out) == 0 && s->req_complete)
-        return;
 }
 
 void mp_stream_on_upstream_failure(mp_stream_t *s, uint32_t flag, const char *details)
