@@ -162,6 +162,11 @@ void mp_stream__prepare_response(mp_stream_t *s, mp_http_msg_t *resp)
     }
     if (s->resp_close_delimited || s->dc->w->draining)
         s->dc->close_after_write = true;
+    const mp_hcm_config_t *h = s->dc->hcm;
+    if (h->server_header == MP_SERVER_HEADER_OVERWRITE ||
+        (h->server_header == MP_SERVER_HEADER_APPEND_IF_ABSENT &&
+         mp_headers_get(&resp->headers, "server") == NULL))
+        mp_headers_set(&resp->headers, "server", h->server_name, strlen(h->server_name));
     if (s->dc->close_after_write)
         mp_headers_set(&resp->headers, "connection", "close", 5);
     else if (s->req->version == MP_HTTP_10)

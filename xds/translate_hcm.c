@@ -156,11 +156,11 @@ static int translate_codec(const mp_pb_hcm_t *pb, mp_hcm_config_t *h, mp_err_t *
     case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__HTTP1:
         h->codec_type = MP_CODEC_HTTP1;
         return 0;
-    case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__HTTP2:
-        h->codec_type = MP_CODEC_HTTP2;
-        return 0;
     default:
-        return mp_err_set(err, "codec_type: only AUTO, HTTP1 and HTTP2 are supported");
+        /* Refused rather than served as HTTP/1.1: a listener told to speak HTTP/2 that does not
+         * would fail every client in a way that is hard to trace back here. */
+        return mp_err_set(err, "codec_type: only AUTO and HTTP1 are supported yet (HTTP/2 is "
+                               "not implemented; AUTO serves HTTP/1.1)");
     }
 }
 
@@ -217,6 +217,7 @@ static void translate_flags(const mp_pb_hcm_t *pb, mp_hcm_config_t *h)
     h->preserve_external_request_id = pb->preserve_external_request_id;
     h->server_name = mp_xstrdup(pb->server_name && pb->server_name[0] ? pb->server_name : "magpie");
     h->proxy_100_continue = pb->proxy_100_continue;
+    h->server_header = (mp_server_header_t)pb->server_header_transformation;
     /* Envoy leaves the default to the implementation; ours rejects, as a sidecar that authorises
      * by path must not let "/a%2Fb" and "/a/b" mean different things to it and to the upstream. */
     switch (pb->path_with_escaped_slashes_action) {

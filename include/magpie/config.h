@@ -289,6 +289,12 @@ typedef enum mp_escaped_slashes {
     MP_ESCAPED_SLASHES_UNESCAPE_FORWARD,  /* unescape, then normalise and route */
 } mp_escaped_slashes_t;
 
+typedef enum mp_server_header {
+    MP_SERVER_HEADER_OVERWRITE,        /* server: <server_name> on every response (default) */
+    MP_SERVER_HEADER_APPEND_IF_ABSENT, /* only when the upstream sent none */
+    MP_SERVER_HEADER_PASS_THROUGH,     /* untouched */
+} mp_server_header_t;
+
 typedef struct mp_hcm_config {
     char *stat_prefix;
     mp_codec_type_t codec_type;
@@ -309,7 +315,8 @@ typedef struct mp_hcm_config {
     uint32_t xff_num_trusted_hops;
     bool generate_request_id; /* default true */
     bool preserve_external_request_id;
-    char *server_name; /* default "magpie" */
+    char *server_name;                /* default "magpie" */
+    mp_server_header_t server_header; /* server_header_transformation */
     bool proxy_100_continue;
     mp_access_log_t *access_logs;
     uint32_t n_access_logs;

@@ -185,6 +185,22 @@ def test_nginx_upstream_through_magpie():
     mp.eq((code, body), (200, b"hello from nginx\n"), "via magpie to nginx " + err)
 
 
+def test_server_header_transformation():
+    # Envoy's default (OVERWRITE) puts server_name on every response; PASS_THROUGH keeps the
+    # upstream's own; APPEND_IF_ABSENT keeps it too, since nginx always sends one.
+    ng = mp.Nginx()
+    cases = (("", "magpie"),
+             ("          server_name: edge-1", "edge-1"),
+             ("          server_header_transformation: PASS_THROUGH", "nginx/"),
+             ("          server_header_transformation: APPEND_IF_ABSENT", "nginx/"))
+    for extra, want in cases:
+        m, port = start(ng.port, hcm_extra=extra)
+        r = mp.get(port, "/small")
+        mp.check((r.header("server") or "").startswith(want),
+                 "%r: server header %r, want %r" % (extra, r.header("server"), want))
+        m.stop()
+
+
 def test_idle_timeout_closes_connection():
     up = mp.TestUpstream()
     m, port = start(up.port, hcm_extra="          common_http_protocol_options: "
