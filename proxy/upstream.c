@@ -22,6 +22,11 @@ static int on_resp_head(void *ctx, mp_http_msg_t *msg)
         mp_http_msg_free(msg);
         return MP_ERROR;
     }
+    if (msg->status == 101) {
+        /* magpie never forwards Upgrade, so nobody asked to switch (hostile-inputs 69). */
+        mp_http_msg_free(msg);
+        return MP_ERROR;
+    }
     if (msg->status >= 200)
         u->reusable = msg->keep_alive;
     return mp_stream_on_response_head(u->stream, msg);

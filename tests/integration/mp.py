@@ -587,6 +587,7 @@ class TestUpstream:
 
       /echo... (and anything unknown)  200 JSON {method, path, headers, body_len, conn}
       /delay/<ms>                       sleep, then echo
+      /unsolicited_101                  101 Switching Protocols without an Upgrade request
       /close                            close the connection without a response
       /reset                            RST before any response
       /reset_mid_body                   headers with Content-Length 1 MB, 1000 bytes, then RST
@@ -699,6 +700,12 @@ class TestUpstream:
         conn_hdr = b"" if keep else b"Connection: close\r\n"
         if p.startswith("/delay/"):
             time.sleep(int(p.split("/")[2]) / 1000.0)
+        if p == "/unsolicited_101":
+            # A switch nobody asked for, then bytes that are not HTTP (hostile-inputs 69).
+            c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n"
+                      b"Connection: upgrade\r\n\r\nnot http at all")
+            time.sleep(0.2)
+            return False
         if p == "/reset_mid_body":
             c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000)
             time.sleep(0.05)

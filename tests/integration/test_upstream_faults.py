@@ -74,6 +74,19 @@ def test_stream_idle_timeout_is_504_si():
     mp.eq(mp.get(port, "/echo").status, 200, "next request served")
 
 
+def test_unsolicited_101_is_a_protocol_error():
+    # magpie never forwards Upgrade, so a 101 is one nobody asked for: no tunnel, an immediate
+    # 503 with the upstream-protocol-error flag, and the connection is not reused.
+    up = mp.TestUpstream()
+    m, port = start(up.port)
+    t0 = time.monotonic()
+    r = mp.get(port, "/unsolicited_101")
+    mp.eq(r.status, 503, "status")
+    mp.check(time.monotonic() - t0 < 1.0, "answered at once, not after a timeout")
+    mp.eq(last_flags(m, 1), ("503", "UPE"), "access log: upstream protocol error")
+    mp.eq(mp.get(port, "/echo").status, 200, "next request served")
+
+
 def test_reset_mid_body_is_not_completed():
     up = mp.TestUpstream()
     m, port = start(up.port)
