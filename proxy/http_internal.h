@@ -181,6 +181,7 @@ struct mp_uconn {
     mp_grave_t grave;
     mp_worker_t *w;
     mp_pool_t *pool;
+    mp_config_t *config; /* ref: the snapshot `cluster` belongs to */
     mp_cluster_t *cluster;
     mp_uconn_t *next_idle;
     int fd;

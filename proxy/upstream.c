@@ -78,6 +78,7 @@ static void free_uconn(mp_grave_t *g)
     mp_buf_clear(&u->in);
     mp_buf_clear(&u->out);
     mp_h1_parser_free(u->parser);
+    mp_config_unref(u->config);
     if (u->trailers != NULL) {
         mp_headers_free(u->trailers);
         free(u->trailers);
@@ -332,11 +333,15 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
     uconn_dispatch_input(u);
 }
 
-static mp_uconn_t *uconn_new(mp_worker_t *w, mp_pool_t *pool, mp_cluster_t *c,
-                             const mp_addr_t *addr, int fd)
+static mp_uconn_t *uconn_new(mp_worker_t *w, mp_pool_t *pool, mp_stream_t *s, const mp_addr_t *addr,
+                             int fd)
 {
+    mp_cluster_t *c = s->cluster;
     mp_uconn_t *u = mp_xcalloc(1, sizeof(*u));
     u->w = w;
+    /* The cluster (its stats, its limits) lives in a snapshot: keep that one alive for as long
+     * as the connection, which may outlive the stream that opened it. */
+    u->config = mp_config_ref(s->config);
     u->pool = pool;
     u->cluster = c;
     u->fd = fd;
@@ -401,7 +406,7 @@ void mp_upstream_attach(mp_stream_t *s, const mp_host_t *host)
         mp_stream_on_upstream_failure(s, MP_RF_UPSTREAM_CONNECT_FAIL, "upstream_connect_failure");
         return;
     }
-    u = uconn_new(w, pool, c, &host->addr, fd);
+    u = uconn_new(w, pool, s, &host->addr, fd);
     u->state = MP_UCONN_CONNECTING;
     attach(s, u);
     ev_timer_set(&u->timer, (double)c->connect_timeout_ms / 1000.0, 0.0);
