@@ -16,7 +16,7 @@
 
 typedef struct anchor {
     char *name;
-    cJSON *node; /* inside the tree being built; complete when registered */
+    cJSON *node; /* a copy owned by this table (see add_anchor) */
     size_t count;
 } anchor_t;
 
@@ -148,8 +148,10 @@ static void add_anchor(yctx_t *y, const yaml_char_t *name, cJSON *node)
     if (name == NULL)
         return;
     y->anchors = mp_xrealloc(y->anchors, (y->n_anchors + 1) * sizeof(*y->anchors));
+    /* A copy, not the node itself: the node may be freed before the document ends (a "<<"
+     * merge source is, once merged), while aliases to it may still follow. */
     y->anchors[y->n_anchors++] =
-        (anchor_t){mp_xstrdup((const char *)name), node, count_nodes(node)};
+        (anchor_t){mp_xstrdup((const char *)name), cJSON_Duplicate(node, 1), count_nodes(node)};
 }
 
 static cJSON *resolve_alias(yctx_t *y, const yaml_event_t *ev)
@@ -322,8 +324,10 @@ cJSON *mp_yaml_to_json(const char *text, size_t len, mp_err_t *err)
     }
     yaml_parser_set_input_string(&y.parser, (const unsigned char *)text, len);
     cJSON *root = parse_stream(&y);
-    for (size_t i = 0; i < y.n_anchors; i++)
+    for (size_t i = 0; i < y.n_anchors; i++) {
         free(y.anchors[i].name);
+        cJSON_Delete(y.anchors[i].node);
+    }
     free(y.anchors);
     yaml_parser_delete(&y.parser);
     return root;

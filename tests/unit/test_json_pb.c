@@ -558,6 +558,22 @@ static void test_alias_bomb(void)
     CHECK(strstr(err.msg, "too") != NULL);
 }
 
+/* An anchor defined on a "<<" merge source outlives that source (found by fuzz_config). */
+static void test_anchor_on_merge_source(void)
+{
+    const char *text = "a:\n  - <<: &b {s: 1}\n    t: 2\nc: *b\n";
+    mp_err_t err = {{0}};
+    cJSON *j = mp_yaml_to_json(text, strlen(text), &err);
+    CHECK(j != NULL);
+    if (j == NULL)
+        return;
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(j, "c");
+    CHECK(cJSON_IsObject(c) && cJSON_GetObjectItemCaseSensitive(c, "s") != NULL);
+    const cJSON *a0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "a"), 0);
+    CHECK(cJSON_GetObjectItemCaseSensitive(a0, "s") != NULL);
+    cJSON_Delete(j);
+}
+
 static void test_find_type(void)
 {
     CHECK(mp_pb_find_type("envoy.config.cluster.v3.Cluster") == CLUSTER_DESC);
@@ -580,6 +596,7 @@ int main(void)
     RUN(test_any_wkt_payload_and_bytes);
     RUN(test_yaml_scalars_and_anchors);
     RUN(test_alias_bomb);
+    RUN(test_anchor_on_merge_source);
     RUN(test_find_type);
     UNIT_DONE();
 }
