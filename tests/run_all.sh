@@ -56,7 +56,7 @@ if [ "${MP_SKIP_FUZZ:-0}" = 1 ]; then
     echo "SKIP fuzz (MP_SKIP_FUZZ=1)" | tee -a "$MP_RESULTS"
 else
     echo "== fuzz"
-    FUZZ_TIME=${FUZZ_TIME:-15} tests/fuzz/run.sh
+    FUZZ_TIME=${FUZZ_TIME:-15} FUZZ_SEED=${FUZZ_SEED:-1} tests/fuzz/run.sh
 fi
 
 # ---- (b) ASan + UBSan ----

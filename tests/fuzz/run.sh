@@ -3,12 +3,16 @@
 # binary with ASan+UBSan against the library sources, then runs each for FUZZ_TIME seconds on a
 # scratch copy of tests/fuzz/corpus/<name>/ (the repo corpus is never modified).  Appends
 # "PASS fuzz/<name>" / "FAIL fuzz/<name>" to $MP_RESULTS when set.  Crash inputs are kept under
-# build/fuzz/artifacts/.  Knobs: FUZZ_TIME (default 20), FUZZ_JOBS (parallel compiles, default 2).
+# build/fuzz/artifacts/.  Knobs: FUZZ_TIME (default 20), FUZZ_SEED (default 0: random),
+# FUZZ_JOBS (parallel compiles, default 2).
 set -u
 cd "$(dirname "$0")/../.."
 root=$PWD
 out=$root/build/fuzz
 time=${FUZZ_TIME:-20}
+# 0: a random seed (exploration, `make fuzz`).  `make test` passes a fixed one so that its short
+# run replays a sequence already explored here rather than a new one every time.
+seed=${FUZZ_SEED:-0}
 jobs=${FUZZ_JOBS:-2}
 fail=0
 
@@ -77,7 +81,7 @@ for t in "${targets[@]}"; do
     fi
     scratch=$(mktemp -d "${TMPDIR:-/tmp}/mp-fuzz-$short.XXXXXX")
     [ -d "tests/fuzz/corpus/$short" ] && cp -r "tests/fuzz/corpus/$short/." "$scratch/"
-    if "$bin" -max_total_time="$time" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+    if "$bin" -seed="$seed" -max_total_time="$time" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="$out/artifacts/$name-" "$scratch" >"$out/$name.run.log" 2>&1; then
         record PASS "fuzz/$name"
     else
