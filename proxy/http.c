@@ -117,12 +117,13 @@ unsigned mp_headers_count(const mp_headers_t *h, const char *name)
     return n;
 }
 
-unsigned mp_headers_remove_if(mp_headers_t *h, bool (*pred)(const mp_header_t *f))
+unsigned mp_headers_remove_if(mp_headers_t *h, bool (*pred)(const mp_header_t *f, const void *ctx),
+                              const void *ctx)
 {
     uint32_t out = 0;
     unsigned gone = 0;
     for (uint32_t i = 0; i < h->n; i++) {
-        if (pred(&h->v[i])) {
+        if (pred(&h->v[i], ctx)) {
             header_release(&h->v[i]);
             gone++;
             continue;
@@ -133,21 +134,21 @@ unsigned mp_headers_remove_if(mp_headers_t *h, bool (*pred)(const mp_header_t *f
     return gone;
 }
 
+typedef struct name_ref {
+    const char *name;
+    size_t len;
+} name_ref_t;
+
+static bool has_name(const mp_header_t *f, const void *ctx)
+{
+    const name_ref_t *n = ctx;
+    return name_is(f, n->name, n->len);
+}
+
 unsigned mp_headers_remove(mp_headers_t *h, const char *name)
 {
-    size_t len = strlen(name);
-    uint32_t out = 0;
-    unsigned gone = 0;
-    for (uint32_t i = 0; i < h->n; i++) {
-        if (name_is(&h->v[i], name, len)) {
-            header_release(&h->v[i]);
-            gone++;
-            continue;
-        }
-        h->v[out++] = h->v[i];
-    }
-    h->n = out;
-    return gone;
+    name_ref_t n = {name, strlen(name)};
+    return mp_headers_remove_if(h, has_name, &n);
 }
 
 void mp_headers_copy(mp_headers_t *dst, const mp_headers_t *src)

@@ -30,7 +30,7 @@ static bool is_protected(const char *name, size_t len)
 
 /* Fields that never cross the proxy: hop-by-hop ones, h2c's settings, and the length, which the
  * encoder writes from the message's own framing. */
-static bool is_hop_field(const mp_header_t *f)
+static bool is_hop_field(const mp_header_t *f, const void *unused)
 {
     return mp_http_is_hop_by_hop(f->name, f->name_len) ||
            (f->name_len == 14 && memcmp(f->name, "http2-settings", 14) == 0) ||
@@ -55,7 +55,7 @@ static void strip_hop_by_hop(mp_headers_t *h)
         }
         free(list);
     }
-    mp_headers_remove_if(h, is_hop_field);
+    mp_headers_remove_if(h, is_hop_field, NULL);
 }
 
 void mp_stream__uuid4(char out[37])

@@ -36,8 +36,9 @@ mp_header_t *mp_headers_get(const mp_headers_t *h, const char *name);
 unsigned mp_headers_count(const mp_headers_t *h, const char *name);
 /* Removes every field named name; returns how many went. */
 unsigned mp_headers_remove(mp_headers_t *h, const char *name);
-/* Removes, in one pass, every field for which pred holds; returns how many went. */
-unsigned mp_headers_remove_if(mp_headers_t *h, bool (*pred)(const mp_header_t *f));
+/* Removes, in one pass, every field for which pred(field, ctx) holds; returns how many went. */
+unsigned mp_headers_remove_if(mp_headers_t *h, bool (*pred)(const mp_header_t *f, const void *ctx),
+                              const void *ctx);
 void mp_headers_copy(mp_headers_t *dst, const mp_headers_t *src);
 
 typedef enum mp_http_version {
