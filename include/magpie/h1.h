@@ -20,6 +20,7 @@
 #include <llhttp.h>
 
 #include "magpie/buf.h"
+#include "magpie/common.h"
 #include "magpie/http.h"
 
 typedef enum mp_h1_kind {
