@@ -55,6 +55,7 @@ struct mp_h1_parser {
 
     bool pending_head;     /* internal pause: the head awaits checks and on_head */
     bool pending_complete; /* internal pause: trailers and on_complete are owed */
+    bool pending_trailers; /* internal pause: the last-chunk line ended, trailers start */
     bool user_pause;       /* a callback returned MP_AGAIN */
     bool paused;           /* feed returned MP_AGAIN; resume clears */
     bool chunked;          /* current message */
@@ -454,14 +455,24 @@ static int on_chunk_ext(llhttp_t *ll, const char *at, size_t n)
     return 0;
 }
 
+/* The last-chunk line belongs to the body, not to the trailer section: its bytes must not count
+ * against max_headers_bytes.  The callback has no position, and how much of the line the scan
+ * has already seen depends on where feeds were split, so pause here: the pause position is the
+ * end of the line, and the phase changes only once the scan has reached it (run_pending). */
 static int on_chunk_header(llhttp_t *ll)
 {
     mp_h1_parser_t *p = parser_of(ll);
-    if (ll->content_length == 0) {
-        section_reset(p);
-        p->phase = PH_TRAILERS;
-    }
-    return 0;
+    if (ll->content_length != 0)
+        return 0;
+    p->pending_trailers = true;
+    return HPE_PAUSED;
+}
+
+static void start_trailers(mp_h1_parser_t *p)
+{
+    p->pending_trailers = false;
+    section_reset(p);
+    p->phase = PH_TRAILERS;
 }
 
 static int deliver_complete(mp_h1_parser_t *p)
@@ -488,11 +499,16 @@ static int on_message_complete(llhttp_t *ll)
     return user_ret(p, deliver_complete(p));
 }
 
-/* Hands over what an internal pause held back: the head, or trailers and completion.  Returns 0,
+/* Hands over what an internal pause held back: the head, or trailers and completion (or starts
+ * the trailer section).  Returns 0,
  * MP_AGAIN when the callee paused, MP_ERROR. */
 static int run_pending(mp_h1_parser_t *p)
 {
     int r = 0;
+    if (p->pending_trailers) {
+        start_trailers(p);
+        return 0;
+    }
     if (p->pending_head) {
         r = deliver_head(p);
         if (r < 0 && !p->failed)
