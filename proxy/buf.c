@@ -373,3 +373,42 @@ size_t mp_slice_live_count(void)
 {
     return atomic_load_explicit(&live_slices, memory_order_relaxed);
 }
+
+void mp_buf_append_ref(mp_buf_t *b, mp_slice_t *s, const char *p, size_t len)
+{
+    if (len == 0)
+        return;
+    mp_buf_seg_t *tail = b->tail;
+    uint32_t off = (uint32_t)(p - s->data);
+    /* Contiguous with the tail window onto the same slice: widen it instead of a new segment. */
+    if (tail != NULL && tail->slice == s && tail->off + tail->len == off) {
+        tail->len += (uint32_t)len;
+        b->len += len;
+        return;
+    }
+    s->refs++;
+    push_seg(b, seg_new(s, off, (uint32_t)len));
+}
+
+void mp_buf_append_u64(mp_buf_t *b, uint64_t v)
+{
+    char tmp[20];
+    size_t i = sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    mp_buf_append(b, tmp + i, sizeof(tmp) - i);
+}
+
+void mp_buf_append_hex(mp_buf_t *b, uint64_t v)
+{
+    static const char digits[] = "0123456789abcdef";
+    char tmp[16];
+    size_t i = sizeof(tmp);
+    do {
+        tmp[--i] = digits[v & 15];
+        v >>= 4;
+    } while (v != 0);
+    mp_buf_append(b, tmp + i, sizeof(tmp) - i);
+}

@@ -64,8 +64,8 @@ def run_clients(fn, n, parallel=20, timeout=30.0):
     mp.check(time.monotonic() < deadline, "clients did not finish in %.0fs" % timeout)
 
 
-class ResetAfterHead:
-    """An upstream that reads a request head and resets the connection without answering."""
+class RawUpstream:
+    """A loopback server that hands each accepted connection to self._serve on its own thread."""
 
     def __init__(self):
         self.sock = socket.socket()
@@ -83,6 +83,10 @@ class ResetAfterHead:
             except OSError:
                 return
             threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+
+class ResetAfterHead(RawUpstream):
+    """An upstream that reads a request head and resets the connection without answering."""
 
     def _serve(self, c):
         try:
@@ -202,26 +206,9 @@ def test_half_closed_client_gets_whole_response():
 
 
 
-class Misbehaving:
+class Misbehaving(RawUpstream):
     """An upstream whose answer depends on the path: early answers, stray bytes after a response,
     close-delimited bodies, chunked with trailers, 204/304, 1xx, resets, truncated bodies."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(256)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-        mp.on_cleanup(self.sock.close)
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     def _serve(self, c):
         rd = mp._Reader(c)
