@@ -19,22 +19,45 @@
 
 static void process_input(mp_dconn_t *dc);
 static void arm_idle_timer(mp_dconn_t *dc);
+static const mp_down_ops_t h1_ops;
+
+/* A request that asks to continue as h2c (RFC 7540 3.2): Upgrade naming h2c, one
+ * HTTP2-Settings, no body.  Only codec AUTO switches; HTTP1 answers over HTTP/1.1. */
+static bool wants_h2c(const mp_dconn_t *dc, const mp_http_msg_t *m)
+{
+    if (dc->c.hcm->codec_type != MP_CODEC_AUTO || !m->upgrade || m->chunked ||
+        m->content_length > 0 || mp_headers_count(&m->headers, "http2-settings") != 1)
+        return false;
+    const mp_header_t *up = mp_headers_get(&m->headers, "upgrade");
+    return up != NULL && strcasestr(up->value, "h2c") != NULL;
+}
 
 static int on_head(void *ctx, mp_http_msg_t *msg)
 {
     mp_dconn_t *dc = ctx;
-    if (dc->dead) {
+    if (dc->c.dead) {
         mp_http_msg_free(msg);
         return MP_ERROR;
     }
-    ev_timer_stop(dc->w->loop, &dc->timer);
-    return mp_stream_on_request_head(dc, msg);
+    ev_timer_stop(dc->c.w->loop, &dc->timer);
+    if (wants_h2c(dc, msg)) {
+        dc->h2c_req = msg; /* switched after on_complete, outside the parser */
+        return 0;
+    }
+    if (!msg->keep_alive || dc->c.w->draining)
+        dc->close_after_write = true;
+    mp_stream_t *s = mp_stream_new(&dc->c, msg);
+    dc->stream = s;
+    mp_stream_on_request_head(s);
+    return 0;
 }
 
 static int on_body(void *ctx, const char *data, size_t len)
 {
     mp_dconn_t *dc = ctx;
-    return dc->stream != NULL ? mp_stream_on_request_body(dc->stream, data, len) : 0;
+    if (dc->stream == NULL)
+        return 0;
+    return mp_stream_on_request_body(dc->stream, dc->in.head->slice, data, len);
 }
 
 static int on_trailers(void *ctx, mp_headers_t *trailers)
@@ -59,7 +82,7 @@ static int on_complete(void *ctx)
         mp_headers_free(trailers);
         free(trailers);
     }
-    if (rc < 0 || dc->dead)
+    if (rc < 0 || dc->c.dead)
         return MP_ERROR;
     return dc->parser_paused ? MP_AGAIN : 0;
 }
@@ -77,34 +100,27 @@ static void free_dconn(mp_grave_t *g)
     mp_buf_clear(&dc->in);
     mp_buf_clear(&dc->out);
     mp_h1_parser_free(dc->parser);
-    mp_config_unref(dc->config);
+    if (dc->c.config != NULL)
+        mp_config_unref(dc->c.config);
+    if (dc->h2c_req != NULL)
+        mp_http_msg_free(dc->h2c_req);
     free(dc);
 }
 
 void mp_dconn_close(mp_dconn_t *dc, const char *why)
 {
-    if (dc->dead)
+    if (dc->c.dead)
         return;
-    mp_log_debug("downstream %s: closing: %s", dc->peer, why);
+    mp_log_debug("downstream %s: closing: %s", dc->c.peer, why);
+    dc->c.dead = true; /* before the abort: the stream's detach must not resume the parser */
     if (dc->stream != NULL)
         mp_stream_abort(dc->stream, MP_RF_DOWNSTREAM_CONN_TERM);
-    dc->dead = true;
-    mp_worker_t *w = dc->w;
+    mp_worker_t *w = dc->c.w;
     ev_io_stop(w->loop, &dc->rio);
     ev_io_stop(w->loop, &dc->wio);
     ev_timer_stop(w->loop, &dc->timer);
-    close(dc->fd);
-    if (dc->prev != NULL)
-        dc->prev->next = dc->next;
-    else
-        w->conns = dc->next;
-    if (dc->next != NULL)
-        dc->next->prev = dc->prev;
-    atomic_fetch_sub(&w->active_conns, 1);
-    mp_stats_dec(dc->hcm->stats.downstream_cx_active);
-    mp_stats_dec(dc->listener->stats.downstream_cx_active);
-    mp_stats_inc(dc->listener->stats.downstream_cx_destroy);
-    mp_worker_bury(w, &dc->grave, free_dconn);
+    mp_hconn_fini(&dc->c);
+    mp_worker_bury(w, &dc->c.grave, free_dconn);
 }
 
 /* Closing with unread client bytes in the kernel (a body we refused, pipelined requests) makes
@@ -115,20 +131,20 @@ void mp_dconn_close(mp_dconn_t *dc, const char *why)
 
 static void begin_linger(mp_dconn_t *dc)
 {
-    shutdown(dc->fd, SHUT_WR);
+    shutdown(dc->c.fd, SHUT_WR);
     dc->lingering = true;
     mp_buf_clear(&dc->in);
-    ev_timer_stop(dc->w->loop, &dc->timer);
+    ev_timer_stop(dc->c.w->loop, &dc->timer);
     ev_timer_set(&dc->timer, LINGER_MS / 1000.0, 0.0);
-    ev_timer_start(dc->w->loop, &dc->timer);
-    ev_io_start(dc->w->loop, &dc->rio);
+    ev_timer_start(dc->c.w->loop, &dc->timer);
+    ev_io_start(dc->c.w->loop, &dc->rio);
 }
 
 static void linger_read(mp_dconn_t *dc)
 {
     char sink[16384];
     for (int i = 0; i < 4; i++) {
-        ssize_t n = read(dc->fd, sink, sizeof(sink));
+        ssize_t n = read(dc->c.fd, sink, sizeof(sink));
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return;
         if (n <= 0 || (dc->linger_bytes += (size_t)n) > LINGER_MAX_BYTES) {
@@ -141,23 +157,23 @@ static void linger_read(mp_dconn_t *dc)
 void mp_dconn_flush(mp_dconn_t *dc)
 {
     while (mp_buf_len(&dc->out) > 0) {
-        ssize_t n = mp_buf_write_fd(&dc->out, dc->fd);
+        ssize_t n = mp_buf_write_fd(&dc->out, dc->c.fd);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 break;
             mp_dconn_close(dc, strerror(errno));
             return;
         }
-        mp_stats_add(dc->hcm->stats.downstream_cx_tx_bytes_total, n);
+        mp_stats_add(dc->c.hcm->stats.downstream_cx_tx_bytes_total, n);
     }
     if (mp_buf_len(&dc->out) > 0) {
-        ev_io_start(dc->w->loop, &dc->wio);
+        ev_io_start(dc->c.w->loop, &dc->wio);
         /* Below the low mark the upstream may fill the buffer again while the rest drains. */
-        if (dc->stream != NULL && mp_buf_len(&dc->out) <= dc->buffer_limit / 2)
+        if (dc->stream != NULL && mp_buf_len(&dc->out) <= dc->c.buffer_limit / 2)
             mp_stream_downstream_drained(dc->stream);
         return;
     }
-    ev_io_stop(dc->w->loop, &dc->wio);
+    ev_io_stop(dc->c.w->loop, &dc->wio);
     if (dc->stream != NULL) {
         mp_stream_downstream_drained(dc->stream);
         return;
@@ -173,23 +189,23 @@ static void on_writable(struct ev_loop *loop, ev_io *io, int revents)
     mp_dconn_flush(io->data);
 }
 
-void mp_dconn_block_read(mp_dconn_t *dc, bool block)
+static void dconn_block_read(mp_dconn_t *dc, bool block)
 {
     dc->read_blocked = block;
     if (block || dc->peer_closed)
-        ev_io_stop(dc->w->loop, &dc->rio);
+        ev_io_stop(dc->c.w->loop, &dc->rio);
     else
-        ev_io_start(dc->w->loop, &dc->rio);
+        ev_io_start(dc->c.w->loop, &dc->rio);
 }
 
 static void answer_parse_error(mp_dconn_t *dc)
 {
     int status = mp_h1_parser_error_status(dc->parser);
     const char *reason = mp_h1_parser_error_reason(dc->parser);
-    mp_stats_inc(dc->hcm->stats.downstream_cx_protocol_error);
-    mp_log_debug("downstream %s: protocol error: %d %s", dc->peer, status, reason);
+    mp_stats_inc(dc->c.hcm->stats.downstream_cx_protocol_error);
+    mp_log_debug("downstream %s: protocol error: %d %s", dc->c.peer, status, reason);
     dc->close_after_write = true;
-    ev_io_stop(dc->w->loop, &dc->rio);
+    ev_io_stop(dc->c.w->loop, &dc->rio);
     mp_buf_clear(&dc->in);
     if (dc->stream != NULL) {
         mp_stream_local_reply(dc->stream, status, MP_RF_DOWNSTREAM_PROTOCOL_ERROR, NULL, reason);
@@ -201,20 +217,56 @@ static void answer_parse_error(mp_dconn_t *dc)
     none->path = mp_xstrdup("-");
     none->version = MP_HTTP_11;
     none->content_length = -1;
-    mp_stream_local_reply(mp_stream_new(dc, none), status, MP_RF_DOWNSTREAM_PROTOCOL_ERROR, NULL,
-                          reason);
+    dc->stream = mp_stream_new(&dc->c, none);
+    mp_stream_local_reply(dc->stream, status, MP_RF_DOWNSTREAM_PROTOCOL_ERROR, NULL, reason);
+}
+
+/* Hands the socket to the HTTP/2 codec (the preface arrived, or an h2c upgrade completed). */
+static void switch_to_h2(mp_dconn_t *dc)
+{
+    mp_worker_t *w = dc->c.w;
+    ev_io_stop(w->loop, &dc->rio);
+    ev_io_stop(w->loop, &dc->wio);
+    ev_timer_stop(w->loop, &dc->timer);
+    mp_http_msg_t *req = dc->h2c_req;
+    dc->h2c_req = NULL;
+    char *settings = NULL;
+    if (req != NULL)
+        settings = mp_xstrdup(mp_headers_get(&req->headers, "http2-settings")->value);
+    mp_h2_takeover(&dc->c, &dc->in, req, settings);
+    free(settings);
+    mp_worker_bury(w, &dc->c.grave, free_dconn);
+}
+
+static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/* Codec AUTO: true when the connection turned out to be HTTP/2 (or may still be). */
+static bool sniff_preface(mp_dconn_t *dc)
+{
+    char head[24];
+    size_t n = mp_buf_copy_out(&dc->in, head, sizeof(head));
+    if (memcmp(head, h2_preface, n) != 0) {
+        dc->sniffing = false;
+        mp_stats_inc(dc->c.hcm->stats.downstream_cx_http1_total);
+        return false;
+    }
+    if (n == sizeof(head))
+        switch_to_h2(dc);
+    return true;
 }
 
 static void process_input(mp_dconn_t *dc)
 {
+    if (dc->sniffing && sniff_preface(dc))
+        return;
     if (dc->in_dispatch)
         return;
     dc->in_dispatch = true;
-    while (!dc->dead && !dc->parser_paused && mp_buf_len(&dc->in) > 0) {
+    while (!dc->c.dead && !dc->parser_paused && mp_buf_len(&dc->in) > 0) {
         mp_buf_seg_t *seg = dc->in.head;
         size_t consumed = 0;
         int rc = mp_h1_parser_feed(dc->parser, seg->slice->data + seg->off, seg->len, &consumed);
-        if (dc->dead)
+        if (dc->c.dead)
             break;
         mp_buf_consume(&dc->in, consumed);
         if (rc == MP_ERROR) {
@@ -223,11 +275,15 @@ static void process_input(mp_dconn_t *dc)
         }
     }
     dc->in_dispatch = false;
-    if (dc->dead)
+    if (dc->c.dead)
         return;
+    if (dc->h2c_req != NULL && dc->parser_paused) {
+        switch_to_h2(dc);
+        return;
+    }
     if (mp_buf_len(&dc->out) > 0) {
         mp_dconn_flush(dc); /* local answers written during the parse */
-        if (dc->dead)
+        if (dc->c.dead)
             return;
     }
     /* A half-closed client still reads: with a response still queued, the flush closes once
@@ -243,13 +299,13 @@ static void process_input(mp_dconn_t *dc)
 static void on_peer_eof(mp_dconn_t *dc)
 {
     dc->peer_closed = true;
-    ev_io_stop(dc->w->loop, &dc->rio);
+    ev_io_stop(dc->c.w->loop, &dc->rio);
     /* A request still arriving can never complete; one already complete is still answered. */
     if (dc->stream != NULL && !dc->stream->req_complete) {
-        mp_stats_inc(dc->hcm->stats.downstream_cx_destroy_remote);
+        mp_stats_inc(dc->c.hcm->stats.downstream_cx_destroy_remote);
         mp_dconn_close(dc, "client closed mid-request");
     } else if (dc->stream == NULL && mp_buf_len(&dc->out) == 0) {
-        mp_stats_inc(dc->hcm->stats.downstream_cx_destroy_remote);
+        mp_stats_inc(dc->c.hcm->stats.downstream_cx_destroy_remote);
         mp_dconn_close(dc, "client closed");
     }
 }
@@ -261,7 +317,7 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
         linger_read(dc);
         return;
     }
-    ssize_t n = mp_buf_read_fd(&dc->in, dc->fd, READ_CHUNK);
+    ssize_t n = mp_buf_read_fd(&dc->in, dc->c.fd, READ_CHUNK);
     if (n < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             mp_dconn_close(dc, strerror(errno));
@@ -271,11 +327,11 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
         on_peer_eof(dc);
         return;
     }
-    mp_stats_add(dc->hcm->stats.downstream_cx_rx_bytes_total, n);
+    mp_stats_add(dc->c.hcm->stats.downstream_cx_rx_bytes_total, n);
     process_input(dc);
     /* Pipelined bytes wait while a response is in progress; do not let them pile up. */
-    if (!dc->dead && dc->parser_paused && mp_buf_len(&dc->in) > dc->buffer_limit)
-        ev_io_stop(dc->w->loop, &dc->rio);
+    if (!dc->c.dead && dc->parser_paused && mp_buf_len(&dc->in) > dc->c.buffer_limit)
+        ev_io_stop(dc->c.w->loop, &dc->rio);
 }
 
 static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
@@ -288,22 +344,22 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     if (dc->stream != NULL)
         return;
     if (mp_h1_parser_idle(dc->parser) && mp_buf_len(&dc->in) == 0) {
-        mp_stats_inc(dc->hcm->stats.downstream_cx_idle_timeout);
+        mp_stats_inc(dc->c.hcm->stats.downstream_cx_idle_timeout);
         mp_dconn_close(dc, "idle timeout");
         return;
     }
     /* A head that never completes (slowloris): 408 and close. */
-    mp_stats_inc(dc->hcm->stats.downstream_rq_timeout);
+    mp_stats_inc(dc->c.hcm->stats.downstream_rq_timeout);
     dc->close_after_write = true;
     mp_buf_printf(&dc->out, "HTTP/1.1 408 Request Timeout\r\ncontent-length: 15\r\ncontent-type: "
                             "text/plain\r\nconnection: close\r\n\r\nrequest timeout");
-    ev_io_stop(dc->w->loop, &dc->rio);
+    ev_io_stop(dc->c.w->loop, &dc->rio);
     mp_dconn_flush(dc);
 }
 
 static void arm_idle_timer(mp_dconn_t *dc)
 {
-    const mp_hcm_config_t *h = dc->hcm;
+    const mp_hcm_config_t *h = dc->c.hcm;
     uint64_t ms = h->idle_timeout_ms;
     if (!mp_h1_parser_idle(dc->parser) || mp_buf_len(&dc->in) > 0) {
         /* Part of a head is here: the header timeout, else the stream idle timeout, applies. */
@@ -313,17 +369,16 @@ static void arm_idle_timer(mp_dconn_t *dc)
         if (h->request_headers_timeout_ms != 0 && (ms == 0 || h->request_headers_timeout_ms < ms))
             ms = h->request_headers_timeout_ms;
     }
-    ev_timer_stop(dc->w->loop, &dc->timer);
+    ev_timer_stop(dc->c.w->loop, &dc->timer);
     if (ms == 0)
         return;
     ev_timer_set(&dc->timer, (double)ms / 1000.0, 0.0);
-    ev_timer_start(dc->w->loop, &dc->timer);
+    ev_timer_start(dc->c.w->loop, &dc->timer);
 }
 
-void mp_dconn_stream_done(mp_dconn_t *dc)
+static void stream_done(mp_dconn_t *dc)
 {
-    dc->stream = NULL;
-    if (dc->close_after_write || dc->w->draining) {
+    if (dc->close_after_write || dc->c.w->draining) {
         dc->close_after_write = true;
         mp_dconn_flush(dc);
         return;
@@ -333,20 +388,162 @@ void mp_dconn_stream_done(mp_dconn_t *dc)
         return; /* finished inside a parser callback: the dispatch loop goes on by itself */
     mp_h1_parser_resume(dc->parser);
     if (!dc->peer_closed && !dc->read_blocked)
-        ev_io_start(dc->w->loop, &dc->rio);
+        ev_io_start(dc->c.w->loop, &dc->rio);
     process_input(dc);
-    if (!dc->dead && dc->stream == NULL)
+    if (!dc->c.dead && dc->stream == NULL)
         mp_dconn_flush(dc);
 }
 
-void mp_dconn_drain(mp_dconn_t *dc)
+static void dconn_drain(mp_dconn_t *dc)
 {
     dc->close_after_write = true;
     if (dc->stream == NULL && mp_buf_len(&dc->out) == 0) {
-        mp_stats_inc(dc->hcm->stats.downstream_cx_drain_close);
+        mp_stats_inc(dc->c.hcm->stats.downstream_cx_drain_close);
         mp_dconn_close(dc, "draining");
     }
 }
+
+/* ---- what streams ask of an HTTP/1.1 connection ---- */
+
+static inline mp_dconn_t *dconn_of(const mp_stream_t *s)
+{
+    return (mp_dconn_t *)s->conn;
+}
+
+static void h1_send_informational(mp_stream_t *s, const mp_http_msg_t *resp)
+{
+    mp_dconn_t *dc = dconn_of(s);
+    if (s->req->version != MP_HTTP_11)
+        return; /* HTTP/1.0 clients do not expect interim responses */
+    if (resp->status == 100) {
+        mp_buf_append_str(&dc->out, "HTTP/1.1 100 Continue\r\n\r\n");
+        dc->sent_100 = true;
+    } else {
+        mp_http_msg_t *copy = mp_http_msg_new();
+        copy->status = resp->status;
+        copy->version = MP_HTTP_11;
+        mp_headers_copy(&copy->headers, &resp->headers);
+        mp_h1_encode_response_head(&dc->out, copy, false);
+        mp_http_msg_free(copy);
+    }
+    mp_dconn_flush(dc);
+}
+
+/* Framing: Content-Length when known, else chunked for HTTP/1.1 and close-delimited for 1.0. */
+static void h1_send_head(mp_stream_t *s, mp_http_msg_t *resp, bool end_stream)
+{
+    mp_dconn_t *dc = dconn_of(s);
+    bool bodiless_status = resp->status == 204 || resp->status == 304;
+    dc->resp_chunked = false;
+    if (end_stream && !s->head_request && !bodiless_status && resp->content_length < 0)
+        resp->content_length = 0;
+    if (!end_stream && !bodiless_status && resp->content_length < 0) {
+        if (s->req->version == MP_HTTP_11)
+            dc->resp_chunked = true;
+        else
+            dc->close_after_write = true;
+    }
+    if (dc->c.w->draining)
+        dc->close_after_write = true;
+    if (dc->close_after_write)
+        mp_headers_set(&resp->headers, "connection", "close", 5);
+    else if (s->req->version == MP_HTTP_10)
+        mp_headers_set(&resp->headers, "connection", "keep-alive", 10);
+    resp->version = MP_HTTP_11;
+    /* Written with the first body bytes, by whoever flushes next. */
+    mp_h1_encode_response_head(&dc->out, resp, dc->resp_chunked);
+}
+
+static void h1_send_data(mp_stream_t *s, mp_slice_t *slice, const char *data, size_t len)
+{
+    mp_dconn_t *dc = dconn_of(s);
+    if (dc->resp_chunked) {
+        mp_buf_append_hex(&dc->out, len);
+        mp_buf_append(&dc->out, "\r\n", 2);
+    }
+    mp_buf_append_ref(&dc->out, slice, data, len);
+    if (dc->resp_chunked)
+        mp_buf_append(&dc->out, "\r\n", 2);
+}
+
+static void h1_send_end(mp_stream_t *s, const mp_headers_t *trailers)
+{
+    mp_dconn_t *dc = dconn_of(s);
+    if (dc->resp_chunked)
+        mp_h1_encode_last_chunk(&dc->out, trailers);
+}
+
+static size_t h1_queued(const mp_stream_t *s)
+{
+    return mp_buf_len(&dconn_of(s)->out);
+}
+
+static void h1_block_read(mp_stream_t *s, bool block)
+{
+    mp_dconn_t *dc = dconn_of(s);
+    if (block || dc->read_blocked)
+        dconn_block_read(dc, block);
+}
+
+/* A small known rest of the body is read and dropped so that the connection stays usable; a
+ * large or unknown one, one the client waits to send until it sees a 100 that will never come,
+ * or one that timed out is not worth waiting for: the connection closes after the response. */
+static bool h1_abandon_request(mp_stream_t *s)
+{
+    mp_dconn_t *dc = dconn_of(s);
+    const mp_http_msg_t *r = s->req;
+    int64_t rest = r->content_length - (int64_t)s->info.bytes_received;
+    bool waits_for_100 = r->expect_continue && !dc->sent_100;
+    if (dc->close_after_write || s->req_timed_out || r->chunked || rest > 65536 || waits_for_100) {
+        dc->close_after_write = true;
+        return false;
+    }
+    if (dc->read_blocked)
+        dconn_block_read(dc, false); /* the rest is dropped, not queued: read it */
+    return true;
+}
+
+static void h1_detach(mp_hconn_t *c, void *codec, bool reset)
+{
+    mp_dconn_t *dc = (mp_dconn_t *)c;
+    dc->stream = NULL;
+    dc->sent_100 = false;
+    if (c->dead)
+        return;
+    if (reset)
+        mp_dconn_close(dc, "response reset");
+    else
+        stream_done(dc);
+}
+
+static void h1_flush(mp_hconn_t *c)
+{
+    mp_dconn_flush((mp_dconn_t *)c);
+}
+
+static void h1_drain(mp_hconn_t *c)
+{
+    dconn_drain((mp_dconn_t *)c);
+}
+
+static void h1_close(mp_hconn_t *c, const char *why)
+{
+    mp_dconn_close((mp_dconn_t *)c, why);
+}
+
+static const mp_down_ops_t h1_ops = {
+    .send_informational = h1_send_informational,
+    .send_head = h1_send_head,
+    .send_data = h1_send_data,
+    .send_end = h1_send_end,
+    .queued = h1_queued,
+    .block_read = h1_block_read,
+    .abandon_request = h1_abandon_request,
+    .detach = h1_detach,
+    .flush = h1_flush,
+    .drain = h1_drain,
+    .close = h1_close,
+};
 
 static mp_h1_limits_t limits_for(const mp_hcm_config_t *h)
 {
@@ -360,38 +557,21 @@ static mp_h1_limits_t limits_for(const mp_hcm_config_t *h)
 void mp_dconn_accept(mp_worker_t *w, const mp_listener_t *l, int fd)
 {
     mp_dconn_t *dc = mp_xcalloc(1, sizeof(*dc));
-    dc->w = w;
-    dc->fd = fd;
-    /* Responses leave in one writev per event loop pass; Nagle would only add a delayed-ACK
-     * stall when a head and a body go out in separate passes. */
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    dc->config = mp_config_ref(w->config);
-    dc->listener = l;
-    dc->hcm = l->hcm;
-    dc->buffer_limit = l->per_connection_buffer_limit_bytes;
+    mp_hconn_init(&dc->c, &h1_ops, w, l, fd);
     mp_buf_init(&dc->in);
     mp_buf_init(&dc->out);
-    mp_h1_limits_t lim = limits_for(dc->hcm);
+    mp_h1_limits_t lim = limits_for(dc->c.hcm);
     dc->parser = mp_h1_parser_new(MP_H1_REQUEST, &lim, &parser_callbacks, dc);
-    mp_net_peer_text(fd, dc->peer, sizeof(dc->peer));
-    mp_net_local_text(fd, dc->local, sizeof(dc->local));
     ev_io_init(&dc->rio, on_readable, fd, EV_READ);
     dc->rio.data = dc;
     ev_io_init(&dc->wio, on_writable, fd, EV_WRITE);
     dc->wio.data = dc;
     ev_init(&dc->timer, on_timer);
     dc->timer.data = dc;
-    dc->next = w->conns;
-    if (w->conns != NULL)
-        w->conns->prev = dc;
-    w->conns = dc;
-    atomic_fetch_add(&w->active_conns, 1);
-    mp_stats_inc(l->stats.downstream_cx_total);
-    mp_stats_inc(l->stats.downstream_cx_active);
-    mp_stats_inc(dc->hcm->stats.downstream_cx_total);
-    mp_stats_inc(dc->hcm->stats.downstream_cx_active);
-    mp_stats_inc(dc->hcm->stats.downstream_cx_http1_total);
+    if (l->hcm->codec_type == MP_CODEC_AUTO)
+        dc->sniffing = true;
+    else
+        mp_stats_inc(dc->c.hcm->stats.downstream_cx_http1_total);
     ev_io_start(w->loop, &dc->rio);
     arm_idle_timer(dc);
 }

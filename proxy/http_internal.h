@@ -27,6 +27,9 @@ typedef struct mp_dconn mp_dconn_t;
 typedef struct mp_stream mp_stream_t;
 typedef struct mp_uconn mp_uconn_t;
 typedef struct mp_pool mp_pool_t;
+typedef struct mp_h2_uconn mp_h2_uconn_t;
+typedef struct mp_hconn mp_hconn_t;
+typedef struct mp_ustream mp_ustream_t;
 
 /* Something to free after the current loop iteration. */
 typedef struct mp_grave {
@@ -47,6 +50,7 @@ struct mp_pool {
     mp_lb_t *lb;
     mp_uconn_t *idle; /* singly linked through mp_uconn_t.next_idle */
     unsigned n_idle;
+    mp_h2_uconn_t *h2; /* HTTP/2 connections (doubly linked), multiplexed */
 };
 
 struct mp_worker {
@@ -68,53 +72,112 @@ struct mp_worker {
     bool draining;
     atomic_uint active_conns;
     atomic_bool exited; /* the loop has ended; join will not block */
-    mp_dconn_t *conns;  /* all live downstream connections (doubly linked) */
+    mp_hconn_t *conns;  /* all live downstream connections (doubly linked) */
 };
+
+/* ---- downstream connections, any codec ---- */
+
+/* What a stream asks of its downstream connection.  The codec frames (HTTP/1.1 chunks and
+ * Connection headers, HTTP/2 frames and flow control); the stream decides what to say. */
+typedef struct mp_down_ops {
+    /* A 1xx response (100 Continue for an Expect the proxy answers itself, or one forwarded). */
+    void (*send_informational)(mp_stream_t *s, const mp_http_msg_t *resp);
+    /* The final response head, header policy applied.  end_stream: no body or trailers follow. */
+    void (*send_head)(mp_stream_t *s, mp_http_msg_t *resp, bool end_stream);
+    /* Body bytes that live in slice, by reference. */
+    void (*send_data)(mp_stream_t *s, mp_slice_t *slice, const char *data, size_t len);
+    /* The end of the body, with trailers (borrowed) or NULL. */
+    void (*send_end)(mp_stream_t *s, const mp_headers_t *trailers);
+    /* Response bytes queued for the client on this stream (the watermark's measure). */
+    size_t (*queued)(const mp_stream_t *s);
+    /* Request-body backpressure: stop (or resume) taking request bytes for this stream. */
+    void (*block_read)(mp_stream_t *s, bool block);
+    /* The response is complete before the request: true when the codec will read and drop the
+     * rest of the request (mp_stream_on_request_complete follows), false to end the stream now. */
+    bool (*abandon_request)(mp_stream_t *s);
+    /* The stream has been logged and freed; the codec lets go of its state (codec is the
+     * stream's `codec` pointer).  reset: the response did not complete after its head went out,
+     * so the client's stream is reset (HTTP/1.1: the connection closes). */
+    void (*detach)(mp_hconn_t *c, void *codec, bool reset);
+    /* Writes what the sends above queued (called once after a burst of them). */
+    void (*flush)(mp_hconn_t *c);
+    /* Graceful drain (close when idle, Connection: close or GOAWAY) and immediate close. */
+    void (*drain)(mp_hconn_t *c);
+    void (*close)(mp_hconn_t *c, const char *why);
+} mp_down_ops_t;
+
+/* The codec-independent part of a downstream HTTP connection; each codec's connection begins
+ * with one.  Linked into the worker's list of live connections for drain and shutdown. */
+struct mp_hconn {
+    mp_grave_t grave;
+    const mp_down_ops_t *ops;
+    mp_worker_t *w;
+    mp_hconn_t *prev, *next;
+    int fd;
+    mp_config_t *config; /* ref for the connection's life */
+    const mp_listener_t *listener;
+    const mp_hcm_config_t *hcm;
+    char peer[64], local[64];
+    uint32_t buffer_limit;
+    bool dead;
+};
+
+/* Fills the common part for an accepted socket and links it into the worker's list. */
+void mp_hconn_init(mp_hconn_t *c, const mp_down_ops_t *ops, mp_worker_t *w, const mp_listener_t *l,
+                   int fd);
+/* Unlinks, closes the socket and counts; the codec buries its object afterwards. */
+void mp_hconn_fini(mp_hconn_t *c);
+/* Hands a connection to another codec: `to` takes from's place (socket, snapshot ref, list
+ * entry, counts); from is left dead, to be buried without closing anything. */
+void mp_hconn_move(mp_hconn_t *to, mp_hconn_t *from, const mp_down_ops_t *ops);
 
 /* ---- downstream HTTP/1.1 connection (h1_downstream.c) ---- */
 
 struct mp_dconn {
-    mp_grave_t grave;
-    mp_worker_t *w;
-    mp_dconn_t *prev, *next;
-    int fd;
+    mp_hconn_t c;
     ev_io rio, wio;
     ev_timer timer; /* connection idle, or request-headers timeout */
-    mp_config_t *config;
-    const mp_listener_t *listener;
-    const mp_hcm_config_t *hcm;
     mp_buf_t in, out;
     mp_h1_parser_t *parser;
     mp_stream_t *stream;    /* the request being answered; pipelined ones wait in `in` */
     mp_headers_t *trailers; /* request trailers between on_trailers and on_complete */
-    char peer[64], local[64];
-    uint32_t buffer_limit;
-    bool dead;
     bool peer_closed;       /* read EOF */
     bool close_after_write; /* Connection: close, protocol error, drain */
     bool read_blocked;      /* backpressure: upstream write buffer over the limit */
     bool parser_paused;     /* a complete request is being answered */
     bool in_dispatch;       /* inside the parser loop: no recursive processing */
     bool lingering;         /* response sent, write side shut: draining what the client sends */
+    bool resp_chunked;      /* the response body goes chunked */
+    bool sent_100;          /* we answered Expect: 100-continue */
+    bool sniffing;          /* codec AUTO: the first bytes may still be the HTTP/2 preface */
+    mp_http_msg_t *h2c_req; /* a request asking for Upgrade: h2c, switched once complete */
     size_t linger_bytes;
 };
 
+/* Accepts a connection for an HTTP connection manager listener: HTTP/1.1, or HTTP/2 when the
+ * codec says so or (AUTO) the client's first bytes are the HTTP/2 preface. */
+void mp_http_accept(mp_worker_t *w, const mp_listener_t *l, int fd);
 void mp_dconn_accept(mp_worker_t *w, const mp_listener_t *l, int fd);
 /* Writes what is buffered; closes when close_after_write and everything went out. */
 void mp_dconn_flush(mp_dconn_t *dc);
 /* Closes now (abortive for an active stream). */
 void mp_dconn_close(mp_dconn_t *dc, const char *why);
-/* The active stream finished: resume parsing pipelined input or close. */
-void mp_dconn_stream_done(mp_dconn_t *dc);
-/* Backpressure from the upstream side: stop or resume reading the client. */
-void mp_dconn_block_read(mp_dconn_t *dc, bool block);
-/* Drain: close idle connections now, ask busy ones to close after their response. */
-void mp_dconn_drain(mp_dconn_t *dc);
+
+/* ---- downstream HTTP/2 connection (h2_downstream.c) ---- */
+
+/* A connection that speaks HTTP/2 from its first byte (codec_type HTTP2). */
+void mp_h2_accept(mp_worker_t *w, const mp_listener_t *l, int fd);
+/* Takes over an HTTP/1.1 connection: `in` holds the bytes read and not parsed (the start of
+ * the preface), moved out.  upgrade_req (owned) is a request that asked for h2c with the
+ * HTTP2-Settings value settings: it becomes stream 1, answered over HTTP/2 after a 101. */
+void mp_h2_takeover(mp_hconn_t *from, mp_buf_t *in, mp_http_msg_t *upgrade_req,
+                    const char *settings);
 
 /* ---- one request/response exchange (stream.c) ---- */
 
 struct mp_stream {
-    mp_dconn_t *dc;
+    mp_hconn_t *conn;
+    void *codec;         /* the codec's per-stream state (HTTP/2), or NULL */
     mp_config_t *config; /* ref for the stream's life */
     mp_http_msg_t *req;
     mp_http_msg_t *resp;
@@ -126,48 +189,71 @@ struct mp_stream {
     mp_cluster_t *cluster;
     mp_hostset_t *hosts; /* ref while a host from it is in use */
     int host_idx;
-    mp_uconn_t *up;
-    mp_buf_t req_pending; /* request body received before the upstream was ready */
-    ev_timer route_timer; /* route timeout, from the end of the request */
-    ev_timer idle_timer;  /* stream_idle_timeout, measured from last_activity */
+    mp_ustream_t *up;
+    mp_buf_t req_pending;       /* request body received before the upstream was ready */
+    mp_headers_t *req_trailers; /* request trailers received before the upstream was ready */
+    ev_timer route_timer;       /* route timeout, from the end of the request */
+    ev_timer idle_timer;        /* stream_idle_timeout, measured from last_activity */
     ev_tstamp last_activity;
     ev_timer request_timer; /* request_timeout: until the request is complete */
     char upstream_host[64];
     char request_id[40];
     bool req_complete;
-    bool req_chunked_up; /* request body goes upstream chunked */
-    bool resp_started;   /* response head written downstream */
+    bool resp_started; /* response head sent downstream */
     bool resp_complete;
-    bool resp_chunked_down;
-    bool resp_close_delimited;
     bool head_request;
-    bool sent_100;
+    bool grpc; /* content-type application/grpc*: local answers speak gRPC */
     bool lb_started;
+    bool resp_end_sent; /* the response head went out with end_stream */
+    bool req_timed_out; /* a timeout answered before the request was complete */
 };
 
-/* Creates the connection's active stream for req (taking ownership) without routing it. */
-mp_stream_t *mp_stream_new(mp_dconn_t *dc, mp_http_msg_t *req);
-/* Called by the downstream parser callbacks. */
-int mp_stream_on_request_head(mp_dconn_t *dc, mp_http_msg_t *req);
-int mp_stream_on_request_body(mp_stream_t *s, const char *data, size_t len);
+/* Creates a stream for req (taking ownership) without routing it; the codec records it (and
+ * sets `codec`) before anything else happens to it. */
+mp_stream_t *mp_stream_new(mp_hconn_t *c, mp_http_msg_t *req);
+/* Called by the downstream codecs.  on_request_head normalises, routes and starts the stream;
+ * it may answer and free it at once (the codec learns through its detach op). */
+void mp_stream_on_request_head(mp_stream_t *s);
+int mp_stream_on_request_body(mp_stream_t *s, mp_slice_t *slice, const char *data, size_t len);
 int mp_stream_on_request_complete(mp_stream_t *s, mp_headers_t *trailers);
 /* The downstream went away or broke: abort the upstream side, log with `flag`, free. */
 void mp_stream_abort(mp_stream_t *s, uint32_t flag);
-/* Downstream write buffer drained below the low mark: resume reading the upstream. */
+/* Downstream queue drained below the low mark: resume reading the upstream. */
 void mp_stream_downstream_drained(mp_stream_t *s);
-/* Answers locally (no upstream): status, flags, body text.  After the response head is out this
- * resets instead (closes the downstream connection). */
+/* Answers locally (no upstream): status, flags, body text (gRPC requests get a gRPC status).
+ * After the response head is out this resets the client's stream instead. */
 void mp_stream_local_reply(mp_stream_t *s, int status, uint32_t flags, const char *body,
                            const char *details);
 
-/* Called by the upstream connection. */
+/* Called by the upstream side. */
 void mp_stream_on_upstream_ready(mp_stream_t *s); /* connected (or reused) */
 void mp_stream_on_upstream_failure(mp_stream_t *s, uint32_t flag, const char *details);
-int mp_stream_on_response_head(mp_stream_t *s, mp_http_msg_t *resp);
-int mp_stream_on_response_body(mp_stream_t *s, const char *data, size_t len);
+/* end_stream: no body follows (on_response_complete is still called). */
+int mp_stream_on_response_head(mp_stream_t *s, mp_http_msg_t *resp, bool end_stream);
+int mp_stream_on_response_body(mp_stream_t *s, mp_slice_t *slice, const char *data, size_t len);
 int mp_stream_on_response_complete(mp_stream_t *s, mp_headers_t *trailers);
-/* Upstream write buffer drained: resume reading the client. */
+/* Upstream write queue drained: resume reading the client. */
 void mp_stream_upstream_drained(mp_stream_t *s);
+
+/* ---- a stream's upstream request, any protocol ---- */
+
+typedef struct mp_up_ops {
+    /* The request head (header policy applied).  end_stream: no body or trailers follow. */
+    void (*send_head)(mp_ustream_t *u, mp_http_msg_t *req, bool end_stream);
+    void (*send_data)(mp_ustream_t *u, mp_slice_t *slice, const char *data, size_t len);
+    void (*send_end)(mp_ustream_t *u, const mp_headers_t *trailers);
+    size_t (*queued)(const mp_ustream_t *u);
+    void (*block_read)(mp_ustream_t *u, bool block);
+    /* The stream lets go.  abort: the exchange did not finish cleanly (reset it; an HTTP/1.1
+     * connection closes); otherwise the connection may be reused. */
+    void (*detach)(mp_ustream_t *u, bool abort);
+} mp_up_ops_t;
+
+struct mp_ustream {
+    const mp_up_ops_t *ops;
+    mp_stream_t *stream; /* NULL once detached */
+    bool ready;          /* connected: sends go out */
+};
 
 /* ---- upstream HTTP/1.1 connections and pools (upstream.c) ---- */
 
@@ -179,6 +265,7 @@ typedef enum mp_uconn_state {
 
 struct mp_uconn {
     mp_grave_t grave;
+    mp_ustream_t us; /* the one request this connection carries at a time */
     mp_worker_t *w;
     mp_pool_t *pool;
     mp_config_t *config; /* ref: the snapshot `cluster` belongs to */
@@ -191,7 +278,6 @@ struct mp_uconn {
     mp_uconn_state_t state;
     mp_buf_t in, out;
     mp_h1_parser_t *parser;
-    mp_stream_t *stream;
     mp_headers_t *trailers; /* response trailers between on_trailers and on_complete */
     uint32_t requests;
     bool dead;
@@ -199,19 +285,24 @@ struct mp_uconn {
     bool read_blocked; /* backpressure: downstream write buffer over the limit */
     bool in_dispatch;
     bool response_done;
+    bool req_chunked; /* the request body goes chunked */
 };
 
 void mp_pools_init(mp_worker_t *w);
 void mp_pools_free(mp_worker_t *w);
-/* Attaches an upstream connection for host (reused or new) to s; calls back
- * mp_stream_on_upstream_ready or _failure, possibly before returning. */
+/* Attaches an upstream request for host to s (s->up), over a reused or new connection of the
+ * cluster's protocol; calls back mp_stream_on_upstream_ready or _failure, possibly before
+ * returning. */
 void mp_upstream_attach(mp_stream_t *s, const mp_host_t *host);
-/* Queues bytes of the request (head or body) and writes. */
-void mp_uconn_write(mp_uconn_t *u);
-/* The stream is done with the connection: back to the pool when reusable, else closed. */
-void mp_uconn_release(mp_uconn_t *u);
+void mp_h1_upstream_attach(mp_stream_t *s, mp_pool_t *pool, const mp_host_t *host);
 void mp_uconn_close(mp_uconn_t *u);
-void mp_uconn_block_read(mp_uconn_t *u, bool block);
+
+/* ---- upstream HTTP/2 connections (h2_upstream.c) ---- */
+
+void mp_h2_upstream_attach(mp_stream_t *s, mp_pool_t *pool, const mp_host_t *host);
+/* Pool teardown (a new snapshot): idle HTTP/2 connections close; busy ones leave the pool,
+ * finish their streams and then close. */
+void mp_h2_pool_release(mp_pool_t *pool);
 
 /* ---- worker helpers ---- */
 void mp_worker_bury(mp_worker_t *w, mp_grave_t *g, void (*free_fn)(mp_grave_t *));

@@ -13,13 +13,19 @@
 #include "magpie/stats.h"
 #include "stream_internal.h"
 
-static void stream_finish(mp_stream_t *s, bool downstream_alive);
+typedef enum finish_mode {
+    FINISH_DONE,    /* the exchange ended normally */
+    FINISH_RESET,   /* we reset the client's stream: the response cannot complete */
+    FINISH_ABORTED, /* the client went away */
+} finish_mode_t;
+
+static void stream_finish(mp_stream_t *s, finish_mode_t mode);
 static void start_upstream(mp_stream_t *s);
-static void discard_rest_of_request(mp_stream_t *s);
+static void end_after_response(mp_stream_t *s);
 
 static inline struct ev_loop *loop_of(const mp_stream_t *s)
 {
-    return s->dc->w->loop;
+    return s->conn->w->loop;
 }
 
 static void start_timer(mp_stream_t *s, ev_timer *t, uint64_t ms)
@@ -41,7 +47,7 @@ static void touch(mp_stream_t *s)
 /* Route timeout, stream idle timeout and request timeout all end here. */
 static void on_timeout(mp_stream_t *s, uint32_t flag, const char *details)
 {
-    const mp_hcm_config_t *h = s->dc->hcm;
+    const mp_hcm_config_t *h = s->conn->hcm;
     if (flag == MP_RF_UPSTREAM_TIMEOUT && s->cluster != NULL)
         mp_stats_inc(s->cluster->stats.upstream_rq_timeout);
     else if (flag == MP_RF_STREAM_IDLE_TIMEOUT)
@@ -49,8 +55,7 @@ static void on_timeout(mp_stream_t *s, uint32_t flag, const char *details)
     else
         mp_stats_inc(h->stats.downstream_rq_timeout);
     int status = (flag == MP_RF_UPSTREAM_TIMEOUT || s->req_complete) ? 504 : 408;
-    if (!s->req_complete)
-        s->dc->close_after_write = true; /* a slow request body is not waited for any longer */
+    s->req_timed_out = !s->req_complete; /* a slow request body is not waited for any longer */
     mp_stream_local_reply(
         s, status, flag,
         flag == MP_RF_UPSTREAM_TIMEOUT ? "upstream request timeout" : "stream timeout", details);
@@ -64,7 +69,7 @@ static void on_route_timer(struct ev_loop *loop, ev_timer *t, int revents)
 static void on_idle_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
     mp_stream_t *s = t->data;
-    double timeout = (double)s->dc->hcm->stream_idle_timeout_ms / 1000.0;
+    double timeout = (double)s->conn->hcm->stream_idle_timeout_ms / 1000.0;
     double left = s->last_activity + timeout - ev_now(loop);
     if (left > 0.001) {
         ev_timer_set(t, left, 0.0);
@@ -79,11 +84,18 @@ static void on_request_timer(struct ev_loop *loop, ev_timer *t, int revents)
     on_timeout(t->data, MP_RF_DURATION_TIMEOUT, "request_overall_timeout");
 }
 
-mp_stream_t *mp_stream_new(mp_dconn_t *dc, mp_http_msg_t *req)
+static bool is_grpc_request(const mp_http_msg_t *req)
+{
+    const mp_header_t *ct = mp_headers_get(&req->headers, "content-type");
+    return ct != NULL && strncmp(ct->value, "application/grpc", 16) == 0 &&
+           (ct->value[16] == '\0' || ct->value[16] == '+' || ct->value[16] == ';');
+}
+
+mp_stream_t *mp_stream_new(mp_hconn_t *c, mp_http_msg_t *req)
 {
     mp_stream_t *s = mp_xcalloc(1, sizeof(*s));
-    s->dc = dc;
-    s->config = mp_config_ref(dc->config);
+    s->conn = c;
+    s->config = mp_config_ref(c->config);
     s->req = req;
     s->host_idx = -1;
     s->head_request = req->method != NULL && strcmp(req->method, "HEAD") == 0;
@@ -92,16 +104,16 @@ mp_stream_t *mp_stream_new(mp_dconn_t *dc, mp_http_msg_t *req)
     s->info.start_ns = mp_now_ns();
     s->info.request = req;
     s->info.protocol = req->version;
-    s->info.downstream_remote_address = dc->peer;
-    s->info.downstream_local_address = dc->local;
+    s->info.downstream_remote_address = c->peer;
+    s->info.downstream_local_address = c->local;
+    s->grpc = is_grpc_request(req);
     ev_init(&s->route_timer, on_route_timer);
     s->route_timer.data = s;
     ev_init(&s->idle_timer, on_idle_timer);
     s->idle_timer.data = s;
     ev_init(&s->request_timer, on_request_timer);
     s->request_timer.data = s;
-    dc->stream = s;
-    const mp_hcm_config_t *h = dc->hcm;
+    const mp_hcm_config_t *h = c->hcm;
     mp_stats_inc(h->stats.downstream_rq_total);
     mp_stats_inc(h->stats.downstream_rq_active);
     touch(s);
@@ -149,7 +161,7 @@ typedef enum path_verdict { PATH_OK, PATH_INVALID, PATH_REDIRECT } path_verdict_
 /* Applies path_with_escaped_slashes_action, normalize_path and merge_slashes to req->path. */
 static path_verdict_t normalize_request_path(mp_stream_t *s)
 {
-    const mp_hcm_config_t *h = s->dc->hcm;
+    const mp_hcm_config_t *h = s->conn->hcm;
     char *path = s->req->path;
     if (path == NULL || path[0] != '/')
         return path != NULL && strcmp(path, "*") == 0 ? PATH_OK : PATH_INVALID;
@@ -188,7 +200,7 @@ static void apply_request_mutations(mp_stream_t *s)
         mp_header_mutation_apply(&s->wc->request_headers, hd);
     mp_header_mutation_apply(&s->route->request_headers, hd);
     mp_header_mutation_apply(&s->vhost->request_headers, hd);
-    mp_header_mutation_apply(&s->dc->hcm->routes->request_headers, hd);
+    mp_header_mutation_apply(&s->conn->hcm->routes->request_headers, hd);
 }
 
 static void apply_response_mutations(mp_stream_t *s, mp_headers_t *hd)
@@ -199,13 +211,13 @@ static void apply_response_mutations(mp_stream_t *s, mp_headers_t *hd)
         mp_header_mutation_apply(&s->wc->response_headers, hd);
     mp_header_mutation_apply(&s->route->response_headers, hd);
     mp_header_mutation_apply(&s->vhost->response_headers, hd);
-    mp_header_mutation_apply(&s->dc->hcm->routes->response_headers, hd);
+    mp_header_mutation_apply(&s->conn->hcm->routes->response_headers, hd);
 }
 
 static void answer_redirect(mp_stream_t *s)
 {
     char *location = mp_route_redirect_location(s->route, s->req);
-    mp_stats_inc(s->dc->hcm->stats.rq_redirect);
+    mp_stats_inc(s->conn->hcm->stats.rq_redirect);
     int code = s->route->redirect.response_code ? s->route->redirect.response_code : 301;
     mp_http_msg_t *resp = mp_http_msg_new();
     resp->status = code;
@@ -241,14 +253,14 @@ void mp_stream_route(mp_stream_t *s, const mp_router_config_t *config)
     s->router_config = config;
     const mp_route_t *r = s->route;
     if (r == NULL) {
-        mp_stats_inc(s->dc->hcm->stats.no_route);
+        mp_stats_inc(s->conn->hcm->stats.no_route);
         mp_stream_local_reply(s, 404, MP_RF_NO_ROUTE, NULL, "route_not_found");
         return;
     }
     s->info.route_name = r->name;
     switch (r->action) {
     case MP_ACTION_DIRECT_RESPONSE: {
-        mp_stats_inc(s->dc->hcm->stats.rq_direct_response);
+        mp_stats_inc(s->conn->hcm->stats.rq_direct_response);
         mp_http_msg_t *resp = mp_http_msg_new();
         resp->status = r->direct_status;
         resp->content_length = r->direct_body_len;
@@ -274,7 +286,7 @@ void mp_stream_route(mp_stream_t *s, const mp_router_config_t *config)
  * router always does). */
 static void run_decode_headers(mp_stream_t *s)
 {
-    const mp_hcm_config_t *h = s->dc->hcm;
+    const mp_hcm_config_t *h = s->conn->hcm;
     for (uint32_t i = 0; i < h->n_http_filters; i++) {
         const mp_http_filter_t *f = &h->http_filters[i];
         if (f->ops->decode_headers == NULL)
@@ -287,7 +299,7 @@ static void run_decode_headers(mp_stream_t *s)
 /* The response head passes the chain in reverse order; a filter may change it. */
 static void run_encode_headers(mp_stream_t *s, mp_http_msg_t *resp)
 {
-    const mp_hcm_config_t *h = s->dc->hcm;
+    const mp_hcm_config_t *h = s->conn->hcm;
     for (uint32_t i = h->n_http_filters; i-- > 0;) {
         const mp_http_filter_t *f = &h->http_filters[i];
         if (f->ops->encode_headers != NULL &&
@@ -296,26 +308,36 @@ static void run_encode_headers(mp_stream_t *s, mp_http_msg_t *resp)
     }
 }
 
-int mp_stream_on_request_head(mp_dconn_t *dc, mp_http_msg_t *req)
+void mp_stream_on_request_head(mp_stream_t *s)
 {
-    mp_stream_t *s = mp_stream_new(dc, req);
-    if (!req->keep_alive || dc->w->draining)
-        dc->close_after_write = true;
     path_verdict_t verdict = normalize_request_path(s);
     if (verdict == PATH_INVALID) {
         mp_stream_local_reply(s, 400, MP_RF_DOWNSTREAM_PROTOCOL_ERROR, "Bad Request",
                               "invalid_path");
-        return 0;
+        return;
     }
     if (verdict == PATH_REDIRECT) {
         redirect_to_own_path(s);
-        return 0;
+        return;
     }
     mp_stream__prepare_request(s);
     /* The route is found once, before the filters, so that each of them sees the same one. */
-    s->route = mp_route_match(dc->hcm->routes, req, &s->vhost);
+    s->route = mp_route_match(s->conn->hcm->routes, s->req, &s->vhost);
     run_decode_headers(s);
-    return 0;
+}
+
+/* We answer 100-continue ourselves so that the body starts flowing while we connect.  False
+ * when writing it closed the client connection (which freed s). */
+static bool answer_expect_continue(mp_stream_t *s)
+{
+    if (!s->req->expect_continue || s->req_complete)
+        return true;
+    mp_hconn_t *c = s->conn;
+    mp_http_msg_t *cont = mp_http_msg_new();
+    cont->status = 100;
+    c->ops->send_informational(s, cont);
+    mp_http_msg_free(cont);
+    return !c->dead;
 }
 
 static void start_upstream(mp_stream_t *s)
@@ -324,7 +346,7 @@ static void start_upstream(mp_stream_t *s)
     mp_stats_inc(c->stats.upstream_rq_total);
     mp_stats_inc(c->stats.upstream_rq_active);
     s->hosts = mp_cluster_hosts_acquire(c);
-    mp_pool_t *pool = mp_worker_pool(s->dc->w, c);
+    mp_pool_t *pool = mp_worker_pool(s->conn->w, c);
     int idx = -1;
     if (s->hosts->n > 0)
         idx = pool != NULL ? mp_lb_pick(pool->lb, s->hosts, -1) : (int)(mp_random() % s->hosts->n);
@@ -346,59 +368,44 @@ static void start_upstream(mp_stream_t *s)
         free(s->req->authority);
         s->req->authority = mp_xstrdup(host->hostname);
     }
-    /* We answer 100-continue ourselves so that the body starts flowing while we connect. */
-    if (s->req->expect_continue && !s->req_complete) {
-        /* A failed flush closes the connection, which frees s; dc itself is freed later. */
-        mp_dconn_t *dc = s->dc;
-        mp_buf_append_str(&dc->out, "HTTP/1.1 100 Continue\r\n\r\n");
-        s->sent_100 = true;
-        mp_dconn_flush(dc);
-        if (dc->dead)
-            return;
-    }
-    s->req_chunked_up = s->req->content_length < 0 && s->req->chunked;
+    if (!answer_expect_continue(s))
+        return;
     mp_upstream_attach(s, host);
-}
-
-/* Appends body bytes for the upstream, chunk-framed when the request goes chunked.  data lives
- * in the downstream's current input slice, referenced rather than copied. */
-static void append_request_body(mp_stream_t *s, mp_buf_t *dst, const char *data, size_t len)
-{
-    mp_slice_t *slice = s->dc->in.head->slice;
-    if (s->req_chunked_up) {
-        mp_buf_append_hex(dst, len);
-        mp_buf_append(dst, "\r\n", 2);
-    }
-    mp_buf_append_ref(dst, slice, data, len);
-    if (s->req_chunked_up)
-        mp_buf_append(dst, "\r\n", 2);
 }
 
 static bool upstream_ready(const mp_stream_t *s)
 {
-    return s->up != NULL && s->up->state == MP_UCONN_ACTIVE;
+    return s->up != NULL && s->up->ready;
 }
 
-int mp_stream_on_request_body(mp_stream_t *s, const char *data, size_t len)
+static void free_headers(mp_headers_t *h)
+{
+    if (h != NULL) {
+        mp_headers_free(h);
+        free(h);
+    }
+}
+
+/* Whether request bytes (queued here or at the upstream) passed the connection's limit. */
+static void check_request_watermark(mp_stream_t *s)
+{
+    size_t queued = mp_buf_len(&s->req_pending) + (s->up ? s->up->ops->queued(s->up) : 0);
+    if (queued > s->conn->buffer_limit)
+        s->conn->ops->block_read(s, true);
+}
+
+int mp_stream_on_request_body(mp_stream_t *s, mp_slice_t *slice, const char *data, size_t len)
 {
     s->info.bytes_received += len;
     if (s->resp_complete || (s->info.response_flags != 0 && s->up == NULL))
         return 0; /* answered already: the rest of the body is read and dropped */
     touch(s);
-    mp_buf_t *dst = upstream_ready(s) ? &s->up->out : &s->req_pending;
-    append_request_body(s, dst, data, len);
     if (upstream_ready(s))
-        mp_uconn_write(s->up);
-    size_t queued = mp_buf_len(&s->req_pending) + (s->up ? mp_buf_len(&s->up->out) : 0);
-    if (queued > s->dc->buffer_limit)
-        mp_dconn_block_read(s->dc, true);
+        s->up->ops->send_data(s->up, slice, data, len);
+    else
+        mp_buf_append_ref(&s->req_pending, slice, data, len);
+    check_request_watermark(s);
     return 0;
-}
-
-static void append_request_end(mp_stream_t *s, mp_buf_t *dst, mp_headers_t *trailers)
-{
-    if (s->req_chunked_up)
-        mp_h1_encode_last_chunk(dst, trailers);
 }
 
 int mp_stream_on_request_complete(mp_stream_t *s, mp_headers_t *trailers)
@@ -406,22 +413,16 @@ int mp_stream_on_request_complete(mp_stream_t *s, mp_headers_t *trailers)
     s->req_complete = true;
     ev_timer_stop(loop_of(s), &s->request_timer);
     if (s->resp_complete) {
-        if (trailers != NULL) {
-            mp_headers_free(trailers);
-            free(trailers);
-        }
-        stream_finish(s, true);
+        free_headers(trailers);
+        stream_finish(s, FINISH_DONE);
         return 0;
     }
     if (upstream_ready(s)) {
-        append_request_end(s, &s->up->out, trailers);
-        mp_uconn_write(s->up);
-    } else {
-        append_request_end(s, &s->req_pending, trailers);
-    }
-    if (trailers != NULL) {
-        mp_headers_free(trailers);
-        free(trailers);
+        s->up->ops->send_end(s->up, trailers);
+        free_headers(trailers);
+    } else if (trailers != NULL) {
+        free_headers(s->req_trailers);
+        s->req_trailers = trailers;
     }
     if (s->route != NULL && s->route->action == MP_ACTION_ROUTE && s->cluster != NULL)
         start_timer(s, &s->route_timer, s->route->has_timeout ? s->route->timeout_ms : 15000);
@@ -430,32 +431,40 @@ int mp_stream_on_request_complete(mp_stream_t *s, mp_headers_t *trailers)
 
 void mp_stream_on_upstream_ready(mp_stream_t *s)
 {
-    mp_uconn_t *u = s->up;
-    mp_stream__encode_request_head(s, &u->out);
-    mp_buf_move(&u->out, &s->req_pending, mp_buf_len(&s->req_pending));
-    mp_uconn_write(u);
+    mp_ustream_t *u = s->up;
+    u->ready = true;
+    bool end = s->req_complete && mp_buf_len(&s->req_pending) == 0 && s->req_trailers == NULL;
+    u->ops->send_head(u, s->req, end);
+    for (mp_buf_seg_t *seg = s->req_pending.head; seg != NULL; seg = seg->next)
+        u->ops->send_data(u, seg->slice, seg->slice->data + seg->off, seg->len);
+    mp_buf_clear(&s->req_pending);
+    if (s->req_complete && !end) {
+        u->ops->send_end(u, s->req_trailers);
+        free_headers(s->req_trailers);
+        s->req_trailers = NULL;
+    }
     touch(s);
 }
 
 void mp_stream_upstream_drained(mp_stream_t *s)
 {
-    if (s->dc->read_blocked)
-        mp_dconn_block_read(s->dc, false);
+    s->conn->ops->block_read(s, false);
 }
 
 void mp_stream_downstream_drained(mp_stream_t *s)
 {
-    if (s->up != NULL && s->up->read_blocked && mp_buf_len(&s->dc->out) <= s->dc->buffer_limit / 2)
-        mp_uconn_block_read(s->up, false);
+    if (s->up != NULL && s->conn->ops->queued(s) <= s->conn->buffer_limit / 2)
+        s->up->ops->block_read(s->up, false);
 }
 
 void mp_stream_on_upstream_failure(mp_stream_t *s, uint32_t flag, const char *details)
 {
-    s->up = NULL; /* the connection is closing itself */
+    s->up = NULL; /* the upstream side has let go already */
     if (s->resp_started) {
-        /* Never complete a truncated response: close the client without the final chunk. */
+        /* Never complete a truncated response: reset the client's stream instead. */
         s->info.response_flags |= flag;
-        mp_dconn_close(s->dc, details);
+        s->info.response_code_details = details;
+        stream_finish(s, FINISH_RESET);
         return;
     }
     mp_stream_local_reply(s, 503, flag, "upstream connect error or disconnect/reset before headers",
@@ -474,98 +483,90 @@ static void count_response(mp_stream_t *s, int status)
         mp_stats_inc(by_class[cls]);
 }
 
-int mp_stream_on_response_head(mp_stream_t *s, mp_http_msg_t *resp)
+static void set_service_time(mp_stream_t *s, mp_http_msg_t *resp)
 {
-    /* Every flush below may close dc, which frees s at once; dc itself is freed after the loop
-     * iteration, so only dc is looked at afterwards. */
-    mp_dconn_t *dc = s->dc;
+    if (s->router_config != NULL && s->router_config->suppress_envoy_headers)
+        return;
+    uint64_t ms = (mp_now_ns() - s->info.start_ns) / 1000000;
+    char t[24];
+    int n = snprintf(t, sizeof(t), "%llu", (unsigned long long)ms);
+    mp_headers_set(&resp->headers, "x-envoy-upstream-service-time", t, (size_t)n);
+}
+
+int mp_stream_on_response_head(mp_stream_t *s, mp_http_msg_t *resp, bool end_stream)
+{
+    /* Any send below may close an HTTP/1.1 client connection, which frees s at once; the
+     * connection itself is freed after the loop iteration, so only it is looked at afterwards. */
+    mp_hconn_t *c = s->conn;
     if (resp->status < 200) {
-        /* 100 answers an Expect we already answered; other 1xx go to HTTP/1.1 clients. */
-        if (resp->status != 100 && resp->status != 101 && s->req->version == MP_HTTP_11) {
-            resp->content_length = -1;
-            mp_h1_encode_response_head(&dc->out, resp, false);
-            mp_dconn_flush(dc);
-        }
+        /* 100 answers an Expect we already answered; 101 is never asked for here. */
+        if (resp->status != 100 && resp->status != 101)
+            c->ops->send_informational(s, resp);
         mp_http_msg_free(resp);
-        return dc->dead ? MP_ERROR : 0;
+        return c->dead ? MP_ERROR : 0;
     }
     touch(s);
     count_response(s, resp->status);
     mp_stream__prepare_response(s, resp);
     apply_response_mutations(s, &resp->headers);
-    if (s->router_config == NULL || !s->router_config->suppress_envoy_headers) {
-        uint64_t ms = (mp_now_ns() - s->info.start_ns) / 1000000;
-        char t[24];
-        int n = snprintf(t, sizeof(t), "%llu", (unsigned long long)ms);
-        mp_headers_set(&resp->headers, "x-envoy-upstream-service-time", t, (size_t)n);
-    }
+    set_service_time(s, resp);
     run_encode_headers(s, resp);
     s->resp = resp;
     s->info.response = resp;
     s->info.response_code = resp->status;
     s->resp_started = true;
-    resp->version = MP_HTTP_11;
-    /* Written with the first body bytes, by the upstream read handler's flush. */
-    mp_h1_encode_response_head(&dc->out, resp, s->resp_chunked_down);
-    return 0;
+    s->resp_end_sent = end_stream || s->head_request;
+    c->ops->send_head(s, resp, s->resp_end_sent);
+    return c->dead ? MP_ERROR : 0;
 }
 
-int mp_stream_on_response_body(mp_stream_t *s, const char *data, size_t len)
+int mp_stream_on_response_body(mp_stream_t *s, mp_slice_t *slice, const char *data, size_t len)
 {
-    if (s->head_request)
-        return 0;
-    mp_buf_t *out = &s->dc->out;
-    if (s->resp_chunked_down) {
-        mp_buf_append_hex(out, len);
-        mp_buf_append(out, "\r\n", 2);
-    }
-    mp_buf_append_ref(out, s->up->in.head->slice, data, len);
-    if (s->resp_chunked_down)
-        mp_buf_append(out, "\r\n", 2);
+    if (s->resp_end_sent)
+        return 0; /* HEAD: the upstream's body (if it sent one) is not for the client */
+    s->conn->ops->send_data(s, slice, data, len);
     s->info.bytes_sent += len;
     touch(s);
-    if (mp_buf_len(out) > s->dc->buffer_limit)
-        mp_uconn_block_read(s->up, true);
+    if (s->up != NULL && s->conn->ops->queued(s) > s->conn->buffer_limit)
+        s->up->ops->block_read(s->up, true);
     return 0;
 }
 
 int mp_stream_on_response_complete(mp_stream_t *s, mp_headers_t *trailers)
 {
-    if (s->resp_chunked_down)
-        mp_h1_encode_last_chunk(&s->dc->out, trailers);
-    if (trailers != NULL) {
-        mp_headers_free(trailers);
-        free(trailers);
-    }
+    if (!s->resp_end_sent)
+        s->conn->ops->send_end(s, trailers);
+    free_headers(trailers);
     s->resp_complete = true;
     if (!s->req_complete && s->up != NULL) {
         /* The upstream answered before the request ended (nginx's `return`, an auth refusal):
          * the rest of the body is not for it, so its connection cannot be reused. */
-        mp_uconn_t *u = s->up;
+        mp_ustream_t *u = s->up;
         s->up = NULL;
-        u->stream = NULL;
-        u->reusable = false;
-        mp_uconn_release(u);
+        u->ops->detach(u, true);
     }
-    if (!s->req_complete)
-        discard_rest_of_request(s);
-    stream_finish(s, true);
+    end_after_response(s);
     return 0;
 }
 
-/* The response is complete before the request: a small known rest of the body is read and
- * dropped so that the connection stays usable for the next request; a large or unknown one, or
- * one the client waits to send until it sees a 100 that will never come, is not worth waiting
- * for: the connection closes after the response. */
-static void discard_rest_of_request(mp_stream_t *s)
+/* The response is complete: end the stream, or, when the request is not, let the codec read
+ * and drop the rest of it first (an HTTP/1.1 connection stays usable that way). */
+static void end_after_response(mp_stream_t *s)
 {
-    const mp_http_msg_t *r = s->req;
-    int64_t rest = r->content_length - (int64_t)s->info.bytes_received;
-    bool waits_for_100 = r->expect_continue && !s->sent_100;
-    if (r->chunked || rest > 65536 || waits_for_100)
-        s->dc->close_after_write = true;
-    else if (s->dc->read_blocked)
-        mp_dconn_block_read(s->dc, false); /* the rest is dropped, not queued: read it */
+    if (!s->req_complete && s->conn->ops->abandon_request(s))
+        return; /* mp_stream_on_request_complete finishes it */
+    stream_finish(s, FINISH_DONE);
+}
+
+/* Copies body into a buffer and sends it downstream by reference. */
+static void send_local_body(mp_stream_t *s, const char *body, size_t len)
+{
+    mp_buf_t b;
+    mp_buf_init(&b);
+    mp_buf_append(&b, body, len);
+    for (mp_buf_seg_t *seg = b.head; seg != NULL; seg = seg->next)
+        s->conn->ops->send_data(s, seg->slice, seg->slice->data + seg->off, seg->len);
+    mp_buf_clear(&b);
 }
 
 void mp_stream__send_local(mp_stream_t *s, mp_http_msg_t *resp, const char *body, size_t len)
@@ -573,21 +574,66 @@ void mp_stream__send_local(mp_stream_t *s, mp_http_msg_t *resp, const char *body
     apply_response_mutations(s, &resp->headers);
     run_encode_headers(s, resp);
     s->info.response_code = resp->status;
-    if (!s->req_complete)
-        discard_rest_of_request(s);
     mp_stream__prepare_response(s, resp);
-    resp->version = MP_HTTP_11;
-    if (!s->head_request && resp->content_length < 0)
+    if (!s->head_request && resp->content_length < 0 && !s->grpc)
         resp->content_length = (int64_t)len;
-    mp_h1_encode_response_head(&s->dc->out, resp, false);
-    if (!s->head_request && len > 0)
-        mp_buf_append(&s->dc->out, body, len);
-    s->info.bytes_sent += s->head_request ? 0 : len;
     s->resp = resp;
     s->info.response = resp;
     s->resp_started = true;
     s->resp_complete = true;
-    stream_finish(s, true);
+    /* The codec decides about the rest of the request before the head goes out: an HTTP/1.1
+     * connection that will close says so in the head. */
+    bool wait = !s->req_complete && s->conn->ops->abandon_request(s);
+    mp_hconn_t *c = s->conn;
+    bool body_follows = !s->head_request && len > 0;
+    s->resp_end_sent = !body_follows;
+    c->ops->send_head(s, resp, !body_follows);
+    if (body_follows && !c->dead) {
+        send_local_body(s, body, len);
+        s->info.bytes_sent += len;
+        if (!c->dead)
+            c->ops->send_end(s, NULL);
+    }
+    if (c->dead || wait)
+        return; /* freed by the close, or finished when the request completes */
+    stream_finish(s, FINISH_DONE);
+}
+
+/* gRPC clients read a failure from grpc-status, not from the HTTP status (which is 200). */
+static int grpc_status_for(int http_status, uint32_t flags)
+{
+    if (flags & (MP_RF_UPSTREAM_TIMEOUT | MP_RF_DURATION_TIMEOUT | MP_RF_STREAM_IDLE_TIMEOUT))
+        return 4; /* DEADLINE_EXCEEDED */
+    switch (http_status) {
+    case 400:
+        return 13; /* INTERNAL */
+    case 401:
+        return 16; /* UNAUTHENTICATED */
+    case 403:
+        return 7; /* PERMISSION_DENIED */
+    case 404:
+        return 12; /* UNIMPLEMENTED */
+    case 429:
+    case 502:
+    case 503:
+    case 504:
+        return 14; /* UNAVAILABLE */
+    default:
+        return 2; /* UNKNOWN */
+    }
+}
+
+static void send_grpc_local(mp_stream_t *s, int status, uint32_t flags, const char *message)
+{
+    mp_http_msg_t *resp = mp_http_msg_new();
+    resp->status = 200;
+    resp->content_length = -1;
+    char code[12];
+    snprintf(code, sizeof(code), "%d", grpc_status_for(status, flags));
+    mp_headers_add_cstr(&resp->headers, "content-type", "application/grpc");
+    mp_headers_add_cstr(&resp->headers, "grpc-status", code);
+    mp_headers_add_cstr(&resp->headers, "grpc-message", message);
+    mp_stream__send_local(s, resp, NULL, 0);
 }
 
 void mp_stream_local_reply(mp_stream_t *s, int status, uint32_t flags, const char *body,
@@ -596,17 +642,20 @@ void mp_stream_local_reply(mp_stream_t *s, int status, uint32_t flags, const cha
     s->info.response_flags |= flags;
     s->info.response_code_details = details;
     if (s->up != NULL) {
-        s->up->stream = NULL;
-        s->up->reusable = false;
-        mp_uconn_release(s->up);
+        mp_ustream_t *u = s->up;
         s->up = NULL;
+        u->ops->detach(u, true);
     }
     if (s->resp_started) {
-        mp_dconn_close(s->dc, details);
+        stream_finish(s, FINISH_RESET);
         return;
     }
     if (body == NULL)
         body = mp_http_reason(status);
+    if (s->grpc) {
+        send_grpc_local(s, status, flags, body);
+        return;
+    }
     mp_http_msg_t *resp = mp_http_msg_new();
     resp->status = status;
     mp_headers_add_cstr(&resp->headers, "content-type", "text/plain");
@@ -618,19 +667,13 @@ void mp_stream_local_reply(mp_stream_t *s, int status, uint32_t flags, const cha
 void mp_stream_abort(mp_stream_t *s, uint32_t flag)
 {
     s->info.response_flags |= flag;
-    if (s->up != NULL) {
-        s->up->stream = NULL;
-        s->up->reusable = false;
-        mp_uconn_release(s->up);
-        s->up = NULL;
-    }
-    mp_stats_inc(s->dc->hcm->stats.downstream_rq_rx_reset);
-    stream_finish(s, false);
+    mp_stats_inc(s->conn->hcm->stats.downstream_rq_rx_reset);
+    stream_finish(s, FINISH_ABORTED);
 }
 
 static void count_downstream(mp_stream_t *s)
 {
-    const mp_http_stats_t *st = &s->dc->hcm->stats;
+    const mp_http_stats_t *st = &s->conn->hcm->stats;
     mp_stats_dec(st->downstream_rq_active);
     if (s->cluster != NULL)
         mp_stats_dec(s->cluster->stats.upstream_rq_active);
@@ -650,7 +693,7 @@ static void count_downstream(mp_stream_t *s)
 
 static void write_access_logs(mp_stream_t *s)
 {
-    const mp_hcm_config_t *h = s->dc->hcm;
+    const mp_hcm_config_t *h = s->conn->hcm;
     s->info.end_ns = mp_now_ns();
     for (uint32_t i = 0; i < h->n_access_logs; i++)
         mp_access_log_write(&h->access_logs[i], &s->info);
@@ -663,12 +706,13 @@ static void stream_free(mp_stream_t *s)
     ev_timer_stop(loop, &s->idle_timer);
     ev_timer_stop(loop, &s->request_timer);
     if (s->hosts != NULL) {
-        mp_pool_t *pool = s->cluster ? mp_worker_pool(s->dc->w, s->cluster) : NULL;
+        mp_pool_t *pool = s->cluster ? mp_worker_pool(s->conn->w, s->cluster) : NULL;
         if (pool != NULL && s->lb_started)
             mp_lb_request_end(pool->lb, s->hosts, s->host_idx);
         mp_hostset_release(s->hosts);
     }
     mp_buf_clear(&s->req_pending);
+    free_headers(s->req_trailers);
     mp_http_msg_free(s->req);
     if (s->resp != NULL)
         mp_http_msg_free(s->resp);
@@ -676,23 +720,21 @@ static void stream_free(mp_stream_t *s)
     free(s);
 }
 
-/* Ends the exchange: logs, counts, returns the upstream connection, frees the stream and lets
- * the downstream connection go on (downstream_alive) or not. */
-static void stream_finish(mp_stream_t *s, bool downstream_alive)
+/* Ends the exchange: returns the upstream request, logs, counts, frees the stream and tells
+ * the downstream codec, which goes on with its connection (or resets the client's stream). */
+static void stream_finish(mp_stream_t *s, finish_mode_t mode)
 {
-    mp_dconn_t *dc = s->dc;
-    if (downstream_alive && !s->req_complete && !dc->close_after_write)
-        return; /* wait for the rest of the request */
     if (s->up != NULL) {
-        mp_uconn_t *u = s->up;
+        mp_ustream_t *u = s->up;
         s->up = NULL;
-        u->stream = NULL;
-        mp_uconn_release(u);
+        u->ops->detach(u, !(s->resp_complete && s->req_complete));
     }
+    if (mode == FINISH_RESET)
+        mp_stats_inc(s->conn->hcm->stats.downstream_rq_tx_reset);
     write_access_logs(s);
     count_downstream(s);
-    dc->stream = NULL;
+    mp_hconn_t *c = s->conn;
+    void *codec = s->codec;
     stream_free(s);
-    if (downstream_alive)
-        mp_dconn_stream_done(dc);
+    c->ops->detach(c, codec, mode == FINISH_RESET);
 }

@@ -37,9 +37,18 @@ static bool is_hop_field(const mp_header_t *f, const void *unused)
            (f->name_len == 14 && memcmp(f->name, "content-length", 14) == 0);
 }
 
-/* Removes the fields listed in every Connection header, then the hop-by-hop fields. */
+static bool te_is_trailers(const mp_headers_t *h)
+{
+    const mp_header_t *te = mp_headers_get(h, "te");
+    return te != NULL && mp_headers_count(h, "te") == 1 &&
+           mp_strieq(te->value, te->value_len, "trailers");
+}
+
+/* Removes the fields listed in every Connection header, then the hop-by-hop fields; `te:
+ * trailers` is kept (RFC 9113 8.2.2 allows it, and gRPC servers insist on it). */
 static void strip_hop_by_hop(mp_headers_t *h)
 {
+    bool keep_te = te_is_trailers(h);
     mp_header_t *c;
     while ((c = mp_headers_get(h, "connection")) != NULL) {
         char *list = mp_xstrdup(c->value);
@@ -56,6 +65,8 @@ static void strip_hop_by_hop(mp_headers_t *h)
         free(list);
     }
     mp_headers_remove_if(h, is_hop_field, NULL);
+    if (keep_te)
+        mp_headers_add_cstr(h, "te", "trailers");
 }
 
 void mp_stream__uuid4(char out[37])
@@ -113,7 +124,7 @@ static bool peer_is_internal(const char *peer)
 
 void mp_stream__prepare_request(mp_stream_t *s)
 {
-    const mp_hcm_config_t *h = s->dc->hcm;
+    const mp_hcm_config_t *h = s->conn->hcm;
     mp_headers_t *hd = &s->req->headers;
     strip_hop_by_hop(hd);
     mp_headers_remove(hd, "host");
@@ -122,12 +133,12 @@ void mp_stream__prepare_request(mp_stream_t *s)
     mp_headers_remove(hd, "x-forwarded-client-cert");
     if (s->req->expect_continue)
         mp_headers_remove(hd, "expect");
-    append_xff(hd, s->dc->peer);
+    append_xff(hd, s->conn->peer);
     if (h->use_remote_address || mp_headers_get(hd, "x-forwarded-proto") == NULL)
         mp_headers_set(hd, "x-forwarded-proto", "http", 4);
     mp_header_t *rid = mp_headers_get(hd, "x-request-id");
     bool keep = rid != NULL && (!h->use_remote_address || h->preserve_external_request_id ||
-                                peer_is_internal(s->dc->peer));
+                                peer_is_internal(s->conn->peer));
     if (keep) {
         snprintf(s->request_id, sizeof(s->request_id), "%s", rid->value);
     } else if (h->generate_request_id) {
@@ -136,39 +147,14 @@ void mp_stream__prepare_request(mp_stream_t *s)
     }
 }
 
-void mp_stream__encode_request_head(mp_stream_t *s, mp_buf_t *out)
-{
-    /* The encoder writes Host from the authority, first, as clients do. */
-    mp_http_version_t v = s->req->version;
-    s->req->version = MP_HTTP_11;
-    mp_h1_encode_request_head(out, s->req, s->req_chunked_up);
-    s->req->version = v;
-}
-
 void mp_stream__prepare_response(mp_stream_t *s, mp_http_msg_t *resp)
 {
     strip_hop_by_hop(&resp->headers);
-    bool no_body = s->head_request || resp->status == 204 || resp->status == 304;
-    s->resp_chunked_down = false;
-    s->resp_close_delimited = false;
-    if (no_body) {
-        if (resp->status == 204 || resp->status == 304)
-            resp->content_length = -1;
-    } else if (resp->content_length < 0) {
-        if (s->req->version == MP_HTTP_11)
-            s->resp_chunked_down = true;
-        else
-            s->resp_close_delimited = true;
-    }
-    if (s->resp_close_delimited || s->dc->w->draining)
-        s->dc->close_after_write = true;
-    const mp_hcm_config_t *h = s->dc->hcm;
+    if (resp->status == 204 || resp->status == 304)
+        resp->content_length = -1;
+    const mp_hcm_config_t *h = s->conn->hcm;
     if (h->server_header == MP_SERVER_HEADER_OVERWRITE ||
         (h->server_header == MP_SERVER_HEADER_APPEND_IF_ABSENT &&
          mp_headers_get(&resp->headers, "server") == NULL))
         mp_headers_set(&resp->headers, "server", h->server_name, strlen(h->server_name));
-    if (s->dc->close_after_write)
-        mp_headers_set(&resp->headers, "connection", "close", 5);
-    else if (s->req->version == MP_HTTP_10)
-        mp_headers_set(&resp->headers, "connection", "keep-alive", 10);
 }

@@ -1,5 +1,6 @@
 /* Upstream HTTP/1.1 connections and the per-worker keep-alive pools they return to. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -14,11 +15,15 @@
 #define POOL_MAX_IDLE 64 /* per cluster and worker; more idle connections are closed */
 
 static void uconn_dispatch_input(mp_uconn_t *u);
+static void uconn_write(mp_uconn_t *u);
+static void uconn_block_read(mp_uconn_t *u, bool block);
+static void uconn_release(mp_uconn_t *u);
+static const mp_up_ops_t h1_up_ops;
 
 static int on_resp_head(void *ctx, mp_http_msg_t *msg)
 {
     mp_uconn_t *u = ctx;
-    if (u->stream == NULL) {
+    if (u->us.stream == NULL) {
         mp_http_msg_free(msg);
         return MP_ERROR;
     }
@@ -27,17 +32,20 @@ static int on_resp_head(void *ctx, mp_http_msg_t *msg)
         mp_http_msg_free(msg);
         return MP_ERROR;
     }
-    if (msg->status >= 200)
-        u->reusable = msg->keep_alive;
-    return mp_stream_on_response_head(u->stream, msg);
+    if (msg->status < 200)
+        return mp_stream_on_response_head(u->us.stream, msg, false);
+    u->reusable = msg->keep_alive;
+    bool end_stream = u->us.stream->head_request || msg->status == 204 || msg->status == 304 ||
+                      msg->content_length == 0;
+    return mp_stream_on_response_head(u->us.stream, msg, end_stream);
 }
 
 static int on_resp_body(void *ctx, const char *data, size_t len)
 {
     mp_uconn_t *u = ctx;
-    if (u->stream == NULL)
+    if (u->us.stream == NULL)
         return MP_ERROR;
-    return mp_stream_on_response_body(u->stream, data, len);
+    return mp_stream_on_response_body(u->us.stream, u->in.head->slice, data, len);
 }
 
 static int on_resp_trailers(void *ctx, mp_headers_t *trailers)
@@ -53,14 +61,14 @@ static int on_resp_complete(void *ctx)
     mp_headers_t *trailers = u->trailers;
     u->trailers = NULL;
     u->response_done = true;
-    if (u->stream == NULL) {
+    if (u->us.stream == NULL) {
         if (trailers != NULL) {
             mp_headers_free(trailers);
             free(trailers);
         }
         return MP_AGAIN;
     }
-    mp_stream_on_response_complete(u->stream, trailers);
+    mp_stream_on_response_complete(u->us.stream, trailers);
     /* Stop here: bytes after a complete response are not ours to parse (poisoned connection). */
     return MP_AGAIN;
 }
@@ -119,8 +127,8 @@ void mp_uconn_close(mp_uconn_t *u)
 /* The connection broke while carrying a stream: tell the stream (which answers 503 or resets). */
 static void fail_stream(mp_uconn_t *u, uint32_t flag, const char *details)
 {
-    mp_stream_t *s = u->stream;
-    u->stream = NULL;
+    mp_stream_t *s = u->us.stream;
+    u->us.stream = NULL;
     mp_uconn_close(u);
     if (s != NULL)
         mp_stream_on_upstream_failure(s, flag, details);
@@ -154,7 +162,7 @@ static void go_idle(mp_uconn_t *u)
     u->next_idle = pool->idle;
     pool->idle = u;
     pool->n_idle++;
-    mp_uconn_block_read(u, false); /* an idle connection watches for the peer's close */
+    uconn_block_read(u, false); /* an idle connection watches for the peer's close */
     uint64_t ms = u->cluster->pool_idle_timeout_ms;
     ev_timer_stop(u->w->loop, &u->timer);
     if (ms > 0) {
@@ -163,9 +171,9 @@ static void go_idle(mp_uconn_t *u)
     }
 }
 
-void mp_uconn_release(mp_uconn_t *u)
+static void uconn_release(mp_uconn_t *u)
 {
-    u->stream = NULL;
+    u->us.stream = NULL;
     if (u->in_dispatch)
         return; /* the read handler decides after its parser loop */
     bool clean = u->reusable && u->response_done && mp_buf_len(&u->in) == 0 &&
@@ -178,7 +186,7 @@ void mp_uconn_release(mp_uconn_t *u)
     go_idle(u);
 }
 
-void mp_uconn_block_read(mp_uconn_t *u, bool block)
+static void uconn_block_read(mp_uconn_t *u, bool block)
 {
     u->read_blocked = block;
     if (block)
@@ -204,12 +212,12 @@ static int write_out(mp_uconn_t *u)
         return 0;
     }
     ev_io_stop(u->w->loop, &u->wio);
-    if (u->stream != NULL)
-        mp_stream_upstream_drained(u->stream);
+    if (u->us.stream != NULL)
+        mp_stream_upstream_drained(u->us.stream);
     return 0;
 }
 
-void mp_uconn_write(mp_uconn_t *u)
+static void uconn_write(mp_uconn_t *u)
 {
     /* The caller is the stream, which may not be freed under its own feet (failing it answers
      * 503 and can finish it): the failure is raised from the loop, where on_writable's write
@@ -233,7 +241,7 @@ static void on_connected(mp_uconn_t *u)
     u->state = MP_UCONN_ACTIVE;
     u->requests++;
     ev_io_start(u->w->loop, &u->rio);
-    mp_stream_on_upstream_ready(u->stream);
+    mp_stream_on_upstream_ready(u->us.stream);
 }
 
 static void on_writable(struct ev_loop *loop, ev_io *io, int revents)
@@ -251,16 +259,16 @@ static void on_writable(struct ev_loop *loop, ev_io *io, int revents)
 /* After the parser loop: hand the connection back, or close it, as the stream left it. */
 static void settle_after_dispatch(mp_uconn_t *u)
 {
-    if (u->dead || u->stream != NULL || u->state != MP_UCONN_ACTIVE)
+    if (u->dead || u->us.stream != NULL || u->state != MP_UCONN_ACTIVE)
         return;
-    mp_uconn_release(u);
+    uconn_release(u);
 }
 
 static void uconn_dispatch_input(mp_uconn_t *u)
 {
     /* What this read produced for the client goes out in one write after the parse.  A closed
      * client connection stays readable (dead) until the loop iteration ends. */
-    mp_dconn_t *dc = u->stream != NULL ? u->stream->dc : NULL;
+    mp_hconn_t *dc = u->us.stream != NULL ? u->us.stream->conn : NULL;
     u->in_dispatch = true;
     while (!u->dead && !u->response_done && mp_buf_len(&u->in) > 0) {
         mp_buf_seg_t *seg = u->in.head;
@@ -281,15 +289,15 @@ static void uconn_dispatch_input(mp_uconn_t *u)
     }
     u->in_dispatch = false;
     /* A stream that let go during the parse left the connection to us: pool it or close it. */
-    if (!u->dead && u->stream == NULL)
+    if (!u->dead && u->us.stream == NULL)
         settle_after_dispatch(u);
-    if (dc != NULL && !dc->dead && mp_buf_len(&dc->out) > 0)
-        mp_dconn_flush(dc);
+    if (dc != NULL && !dc->dead)
+        dc->ops->flush(dc);
 }
 
 static void on_upstream_eof(mp_uconn_t *u)
 {
-    if (u->state == MP_UCONN_IDLE || u->stream == NULL) {
+    if (u->state == MP_UCONN_IDLE || u->us.stream == NULL) {
         mp_uconn_close(u);
         return;
     }
@@ -314,7 +322,7 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK)
             return;
-        if (u->stream == NULL) {
+        if (u->us.stream == NULL) {
             mp_uconn_close(u);
             return;
         }
@@ -360,6 +368,78 @@ static mp_uconn_t *uconn_new(mp_worker_t *w, mp_pool_t *pool, mp_stream_t *s, co
     return u;
 }
 
+/* ---- what a stream asks of its HTTP/1.1 upstream request ---- */
+
+static inline mp_uconn_t *uconn_of(const mp_ustream_t *us)
+{
+    return (mp_uconn_t *)((char *)us - offsetof(mp_uconn_t, us));
+}
+
+static void h1_up_send_head(mp_ustream_t *us, mp_http_msg_t *req, bool end_stream)
+{
+    mp_uconn_t *u = uconn_of(us);
+    /* A body of unknown length (HTTP/1.1 chunked, or HTTP/2 without content-length) goes
+     * chunked; the encoder writes Host from the authority, first, as clients do. */
+    u->req_chunked = req->chunked && !end_stream;
+    mp_http_version_t v = req->version;
+    req->version = MP_HTTP_11;
+    mp_h1_encode_request_head(&u->out, req, u->req_chunked);
+    req->version = v;
+    uconn_write(u);
+}
+
+static void h1_up_send_data(mp_ustream_t *us, mp_slice_t *slice, const char *data, size_t len)
+{
+    mp_uconn_t *u = uconn_of(us);
+    if (u->req_chunked) {
+        mp_buf_append_hex(&u->out, len);
+        mp_buf_append(&u->out, "\r\n", 2);
+    }
+    mp_buf_append_ref(&u->out, slice, data, len);
+    if (u->req_chunked)
+        mp_buf_append(&u->out, "\r\n", 2);
+    uconn_write(u);
+}
+
+static void h1_up_send_end(mp_ustream_t *us, const mp_headers_t *trailers)
+{
+    mp_uconn_t *u = uconn_of(us);
+    if (!u->req_chunked)
+        return;
+    mp_h1_encode_last_chunk(&u->out, trailers);
+    uconn_write(u);
+}
+
+static size_t h1_up_queued(const mp_ustream_t *us)
+{
+    return mp_buf_len(&uconn_of(us)->out);
+}
+
+static void h1_up_block_read(mp_ustream_t *us, bool block)
+{
+    mp_uconn_t *u = uconn_of(us);
+    if (block || u->read_blocked)
+        uconn_block_read(u, block);
+}
+
+static void h1_up_detach(mp_ustream_t *us, bool abort)
+{
+    mp_uconn_t *u = uconn_of(us);
+    u->us.stream = NULL;
+    if (abort)
+        u->reusable = false;
+    uconn_release(u);
+}
+
+static const mp_up_ops_t h1_up_ops = {
+    .send_head = h1_up_send_head,
+    .send_data = h1_up_send_data,
+    .send_end = h1_up_send_end,
+    .queued = h1_up_queued,
+    .block_read = h1_up_block_read,
+    .detach = h1_up_detach,
+};
+
 static mp_uconn_t *take_idle(mp_pool_t *pool, const mp_addr_t *addr)
 {
     if (pool == NULL)
@@ -378,19 +458,19 @@ static mp_uconn_t *take_idle(mp_pool_t *pool, const mp_addr_t *addr)
 
 static void attach(mp_stream_t *s, mp_uconn_t *u)
 {
-    s->up = u;
-    u->stream = s;
+    s->up = &u->us;
+    u->us.stream = s;
+    u->us.ready = false;
     u->reusable = false;
     u->response_done = false;
     mp_h1_parser_resume(u->parser); /* it paused at the end of the previous response */
     mp_h1_parser_expect_head_response(u->parser, s->head_request);
 }
 
-void mp_upstream_attach(mp_stream_t *s, const mp_host_t *host)
+void mp_h1_upstream_attach(mp_stream_t *s, mp_pool_t *pool, const mp_host_t *host)
 {
-    mp_worker_t *w = s->dc->w;
+    mp_worker_t *w = s->conn->w;
     mp_cluster_t *c = s->cluster;
-    mp_pool_t *pool = mp_worker_pool(w, c);
     mp_uconn_t *u = take_idle(pool, &host->addr);
     if (u != NULL) {
         ev_timer_stop(w->loop, &u->timer);
@@ -407,6 +487,7 @@ void mp_upstream_attach(mp_stream_t *s, const mp_host_t *host)
         return;
     }
     u = uconn_new(w, pool, s, &host->addr, fd);
+    u->us.ops = &h1_up_ops;
     u->state = MP_UCONN_CONNECTING;
     attach(s, u);
     ev_timer_set(&u->timer, (double)c->connect_timeout_ms / 1000.0, 0.0);
@@ -431,9 +512,20 @@ void mp_pools_free(mp_worker_t *w)
         mp_pool_t *p = &w->pools[i];
         while (p->idle != NULL)
             mp_uconn_close(p->idle);
+        mp_h2_pool_release(p);
         mp_lb_free(p->lb);
     }
     free(w->pools);
     w->pools = NULL;
     w->n_pools = 0;
+}
+
+void mp_upstream_attach(mp_stream_t *s, const mp_host_t *host)
+{
+    mp_pool_t *pool = mp_worker_pool(s->conn->w, s->cluster);
+    mp_upstream_protocol_t p = s->cluster->protocol;
+    if (p == MP_UPSTREAM_HTTP2 || (p == MP_UPSTREAM_USE_DOWNSTREAM && s->req->version == MP_HTTP_2))
+        mp_h2_upstream_attach(s, pool, host);
+    else
+        mp_h1_upstream_attach(s, pool, host);
 }

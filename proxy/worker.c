@@ -25,7 +25,7 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
                 mp_log_warn("listener %s: accept: %s", wl->listener->addr.text, strerror(errno));
             return;
         }
-        mp_dconn_accept(wl->worker, wl->listener, fd);
+        mp_http_accept(wl->worker, wl->listener, fd);
     }
 }
 
@@ -72,7 +72,7 @@ static void check_drained(mp_worker_t *w)
 {
     if (w->conns == NULL || mp_now_ms() >= atomic_load(&w->drain_deadline_ms)) {
         while (w->conns != NULL)
-            mp_dconn_close(w->conns, "drain deadline");
+            w->conns->ops->close(w->conns, "drain deadline");
         ev_timer_stop(w->loop, &w->drain_timer);
         ev_break(w->loop, EVBREAK_ALL);
     }
@@ -89,9 +89,9 @@ static void begin_drain(mp_worker_t *w)
         return;
     w->draining = true;
     stop_listeners(w);
-    for (mp_dconn_t *dc = w->conns, *next; dc != NULL; dc = next) {
-        next = dc->next;
-        mp_dconn_drain(dc);
+    for (mp_hconn_t *c = w->conns, *next; c != NULL; c = next) {
+        next = c->next;
+        c->ops->drain(c);
     }
     ev_timer_init(&w->drain_timer, on_drain_tick, 0.05, 0.05);
     w->drain_timer.data = w;

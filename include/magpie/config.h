@@ -227,6 +227,12 @@ typedef struct mp_cluster_stats {
         update_success, update_failure, upstream_cx_none_healthy;
 } mp_cluster_stats_t;
 
+typedef enum mp_upstream_protocol {
+    MP_UPSTREAM_HTTP1,
+    MP_UPSTREAM_HTTP2,
+    MP_UPSTREAM_USE_DOWNSTREAM,
+} mp_upstream_protocol_t;
+
 struct mp_cluster {
     char *name;
     uint32_t index; /* position in mp_config_t.clusters: index of per-worker state */
@@ -237,6 +243,7 @@ struct mp_cluster {
     uint64_t pool_idle_timeout_ms;  /* common_http_protocol_options.idle_timeout; default 1h */
     uint32_t per_connection_buffer_limit_bytes; /* default 1 MiB */
     uint32_t max_requests_per_connection;       /* 0: unlimited */
+    mp_upstream_protocol_t protocol;
     mp_dns_family_t dns_family;
     uint64_t dns_refresh_rate_ms; /* default 5000 */
     bool respect_dns_ttl;
