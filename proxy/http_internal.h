@@ -37,6 +37,14 @@ typedef struct mp_grave {
     void (*free_fn)(struct mp_grave *g);
 } mp_grave_t;
 
+/* Work to do once the current loop iteration's events are handled (a codec's write of what
+ * several callbacks queued).  Owned by its object, which cancels it before it dies. */
+typedef struct mp_deferred {
+    struct mp_deferred *prev, *next;
+    void (*fn)(struct mp_deferred *d);
+    bool queued;
+} mp_deferred_t;
+
 typedef struct mp_wlistener {
     ev_io io;
     int fd;
@@ -67,6 +75,8 @@ struct mp_worker {
     mp_pool_t *pools; /* indexed by mp_cluster_t.index of `config` */
     uint32_t n_pools;
     mp_grave_t *graves;
+    ev_prepare deferrer;
+    mp_deferred_t *deferred; /* doubly linked, run by `deferrer` before the loop blocks */
     atomic_bool drain_requested;
     _Atomic uint64_t drain_deadline_ms;
     bool draining;
@@ -306,6 +316,9 @@ void mp_h2_pool_release(mp_pool_t *pool);
 
 /* ---- worker helpers ---- */
 void mp_worker_bury(mp_worker_t *w, mp_grave_t *g, void (*free_fn)(mp_grave_t *));
+/* Queues d (once) to run before the loop next blocks; cancel removes it if queued. */
+void mp_worker_defer(mp_worker_t *w, mp_deferred_t *d);
+void mp_worker_defer_cancel(mp_worker_t *w, mp_deferred_t *d);
 mp_pool_t *mp_worker_pool(mp_worker_t *w, mp_cluster_t *c);
 
 #endif

@@ -50,6 +50,43 @@ void mp_worker_bury(mp_worker_t *w, mp_grave_t *g, void (*free_fn)(mp_grave_t *)
     w->graves = g;
 }
 
+void mp_worker_defer(mp_worker_t *w, mp_deferred_t *d)
+{
+    if (d->queued)
+        return;
+    d->queued = true;
+    d->prev = NULL;
+    d->next = w->deferred;
+    if (w->deferred != NULL)
+        w->deferred->prev = d;
+    w->deferred = d;
+}
+
+void mp_worker_defer_cancel(mp_worker_t *w, mp_deferred_t *d)
+{
+    if (!d->queued)
+        return;
+    if (d->prev != NULL)
+        d->prev->next = d->next;
+    else
+        w->deferred = d->next;
+    if (d->next != NULL)
+        d->next->prev = d->prev;
+    d->queued = false;
+    d->prev = d->next = NULL;
+}
+
+/* Runs until the queue is empty: a deferred write may queue another connection's. */
+static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
+{
+    mp_worker_t *w = p->data;
+    while (w->deferred != NULL) {
+        mp_deferred_t *d = w->deferred;
+        mp_worker_defer_cancel(w, d);
+        d->fn(d);
+    }
+}
+
 mp_pool_t *mp_worker_pool(mp_worker_t *w, mp_cluster_t *c)
 {
     if (c->index < w->n_pools && w->pools[c->index].cluster == c)
@@ -165,6 +202,9 @@ int mp_worker_start(mp_worker_t *w, mp_err_t *err)
     ev_check_init(&w->reaper, on_reap);
     w->reaper.data = w;
     ev_check_start(w->loop, &w->reaper);
+    ev_prepare_init(&w->deferrer, on_prepare);
+    w->deferrer.data = w;
+    ev_prepare_start(w->loop, &w->deferrer);
     for (uint32_t i = 0; i < w->n_listeners; i++) {
         ev_io_init(&w->listeners[i].io, on_accept, w->listeners[i].fd, EV_READ);
         ev_io_start(w->loop, &w->listeners[i].io);
