@@ -237,6 +237,15 @@ def wait_stat(m, name, pred, what, timeout=5.0):
         m.fail("%s: %s is %r" % (what, name, m.stats().get(name)))
 
 
+def finish(m):
+    """Stops magpie and checks it exits cleanly: status 0, no sanitizer report (ASan builds
+    find leaks and use-after-free of connection objects here)."""
+    rc = m.stop()
+    log = m.log()
+    if rc != 0 or "Sanitizer" in log or "runtime error" in log:
+        m.fail("magpie exit status %r or a sanitizer report" % rc)
+
+
 # ---------------------------------------------------------------- tests
 
 
@@ -266,6 +275,7 @@ def test_bytes_round_trip_and_counters():
     line = m.access_lines(1)[-1].split(" ")
     mp.eq(line[:4], ["c1", str(n), str(n), "-"], "access log: cluster, bytes, no flags")
     mp.eq(line[4], "127.0.0.1:%d" % up.port, "access log: upstream host")
+    finish(m)
 
 
 def test_8mib_both_ways_concurrently():
@@ -298,6 +308,7 @@ def test_8mib_both_ways_concurrently():
     mp.check(bytes(got) == payload, "8 MiB echoed intact, in order")
     wait_stat(m, "tcp.tp.downstream_cx_rx_bytes_total", lambda v: v == size, "rx == 8 MiB")
     wait_stat(m, "tcp.tp.downstream_cx_tx_bytes_total", lambda v: v == size, "tx == 8 MiB")
+    finish(m)
 
 
 test_8mib_both_ways_concurrently.timeout = 120
@@ -331,6 +342,7 @@ def test_backpressure_pauses_and_resumes_client_reads():
     mp.eq(up.received, [(size, hashlib.sha256(payload).hexdigest())], "upstream got all, intact")
     st = m.stats()
     mp.check(st["tcp.tp.downstream_flow_control_resumed_reading_total"] >= 1, "reads resumed")
+    finish(m)
 
 
 test_backpressure_pauses_and_resumes_client_reads.timeout = 120
@@ -346,6 +358,7 @@ def test_client_half_close_upstream_still_answers():
     mp.eq(got, b"got 6 bytes: fedcba", "answer written after the client's FIN")
     mp.eq(up.received, [b"abcdef"], "upstream saw the bytes then EOF")
     wait_stat(m, "cluster.c1.upstream_cx_active", lambda v: v == 0, "upstream closed")
+    finish(m)
 
 
 def test_upstream_half_close_client_still_sends():
@@ -359,6 +372,7 @@ def test_upstream_half_close_client_still_sends():
     mp.eq(up.received, [b"still talking"], "bytes sent after the upstream's FIN arrived")
     wait_stat(m, "listener.127.0.0.1_%d.downstream_cx_active" % port, lambda v: v == 0,
               "connection closed after both FINs")
+    finish(m)
 
 
 def test_weighted_clusters_use_both():
@@ -382,6 +396,7 @@ def test_weighted_clusters_use_both():
     mp.eq(st.get("tcp.tp.downstream_cx_total"), 100, "tcp.tp.downstream_cx_total")
     mp.eq(st.get("cluster.ca.upstream_cx_total", 0) + st.get("cluster.cb.upstream_cx_total", 0),
           100, "one upstream connection per client connection")
+    finish(m)
 
 
 def test_idle_timeout_closes_both():
@@ -395,6 +410,7 @@ def test_idle_timeout_closes_both():
     wait_stat(m, "tcp.tp.idle_timeout", lambda v: v == 1, "tcp.tp.idle_timeout")
     wait_stat(m, "cluster.c1.upstream_cx_active", lambda v: v == 0, "upstream side closed too")
     mp.eq(m.access_lines(1)[-1].split(" ")[3], "SI", "access log: idle timeout flag")
+    finish(m)
 
 
 def test_connect_failure_closes_client():
@@ -405,6 +421,7 @@ def test_connect_failure_closes_client():
     wait_stat(m, "cluster.c1.upstream_cx_connect_fail", lambda v: v >= 1, "connect_fail counted")
     mp.eq(m.access_lines(1)[-1].split(" ")[3], "UF", "access log: connect failure flag")
     mp.eq(m.stats().get("listener.127.0.0.1_%d.downstream_cx_active" % port), 0, "closed")
+    finish(m)
 
 
 def test_max_connect_attempts_tries_another_host():
@@ -422,6 +439,7 @@ def test_max_connect_attempts_tries_another_host():
              "the dead host was tried (connect_fail %r)" % st.get(
                  "cluster.c1.upstream_cx_connect_fail"))
     mp.eq(up.connections, 10, "every connection reached the live host")
+    finish(m)
 
 
 def test_unknown_cluster_closes_and_counts_no_route():
@@ -430,6 +448,7 @@ def test_unknown_cluster_closes_and_counts_no_route():
         wait_closed(s, 5.0)
     wait_stat(m, "tcp.tp.downstream_cx_no_route", lambda v: v == 1, "downstream_cx_no_route")
     mp.eq(m.access_lines(1)[-1].split(" ")[:4], ["nope", "0", "0", "NC"], "access log")
+    finish(m)
 
 
 def test_drain_lets_connections_finish_then_closes():
@@ -445,7 +464,8 @@ def test_drain_lets_connections_finish_then_closes():
         mp.eq(recv_exact(s, 6), b"during", "echo while draining")
         # ...until the deadline closes it.
         wait_closed(s, 5.0)
-    mp.eq(m.proc.wait(10), 0, "magpie exit status")
+    mp.eq(m.proc.wait(10), 0, "magpie exit status after the drain")
+    finish(m)
 
 
 if __name__ == "__main__":
