@@ -275,6 +275,10 @@ def test_bytes_round_trip_and_counters():
     line = m.access_lines(1)[-1].split(" ")
     mp.eq(line[:4], ["c1", str(n), str(n), "-"], "access log: cluster, bytes, no flags")
     mp.eq(line[4], "127.0.0.1:%d" % up.port, "access log: upstream host")
+    # Prometheus carries the stat_prefix as Envoy's tag.
+    samples, _ = mp.parse_prometheus(m.admin("/stats/prometheus")[1])
+    mp.eq(mp.prom_value(samples, "envoy_tcp_downstream_cx_total", envoy_tcp_prefix="tp"), 1.0,
+          "envoy_tcp_downstream_cx_total{envoy_tcp_prefix=tp}")
     finish(m)
 
 
