@@ -1,10 +1,10 @@
 /* /stats and /stats/prometheus.
  *
  * Prometheus tag extraction follows Envoy's default rules for the stats magpie has (cluster,
- * http, listener, response codes).  Envoy splits "cluster.<name>.<stat>" at the first dot after
- * "cluster.", which breaks on names that contain dots; magpie first tries the names the current
- * snapshot actually has (longest match wins) and only falls back to Envoy's first-dot rule for
- * stats of names no longer configured. */
+ * http, listener, tcp, response codes).  Envoy splits "cluster.<name>.<stat>" at the first dot
+ * after "cluster.", which breaks on names that contain dots; magpie first tries the names the
+ * current snapshot actually has (longest match wins) and only falls back to Envoy's first-dot rule
+ * for stats of names no longer configured. */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <ctype.h>
 #include <inttypes.h>
@@ -159,12 +159,14 @@ static void known_names_init(known_names_t *k, const mp_config_t *cfg)
     k->clusters = mp_xcalloc(cfg->n_clusters + 1, sizeof(char *));
     for (uint32_t i = 0; i < cfg->n_clusters; i++)
         k->clusters[k->n_clusters++] = cfg->clusters[i]->name;
-    k->prefixes = mp_xcalloc(cfg->n_listeners + 1, sizeof(char *));
+    k->prefixes = mp_xcalloc(2 * cfg->n_listeners + 1, sizeof(char *));
     k->listeners = mp_xcalloc(2 * cfg->n_listeners + 1, sizeof(char *));
     for (uint32_t i = 0; i < cfg->n_listeners; i++) {
         const mp_listener_t *l = &cfg->listeners[i];
         if (l->hcm && l->hcm->stat_prefix)
             k->prefixes[k->n_prefixes++] = l->hcm->stat_prefix;
+        if (l->tcp_proxy && l->tcp_proxy->stat_prefix)
+            k->prefixes[k->n_prefixes++] = l->tcp_proxy->stat_prefix;
         /* Both spellings: Envoy's "127.0.0.1_80" and the plain "127.0.0.1:80". */
         k->listeners[k->n_listeners++] = stat_form_address(l->addr.text);
         k->listeners[k->n_listeners++] = mp_xstrdup(l->addr.text);
@@ -272,7 +274,7 @@ static size_t scoped_name_len(const char *rest, const char *scope, const known_n
     size_t l = 0;
     if (strcmp(scope, "cluster") == 0)
         l = longest_known(rest, k->clusters, k->n_clusters);
-    else if (strcmp(scope, "http") == 0)
+    else if (strcmp(scope, "http") == 0 || strcmp(scope, "tcp") == 0)
         l = longest_known(rest, k->prefixes, k->n_prefixes);
     else
         l = longest_known(rest, (const char *const *)k->listeners, k->n_listeners);
@@ -287,6 +289,7 @@ static const char *const scopes[][2] = {
     {"cluster", "envoy_cluster_name"},
     {"http", "envoy_http_conn_manager_prefix"},
     {"listener", "envoy_listener_address"},
+    {"tcp", "envoy_tcp_prefix"},
 };
 
 static sample_t extract_tags(const char *name, const known_names_t *k)
@@ -302,7 +305,7 @@ static sample_t extract_tags(const char *name, const known_names_t *k)
             break;
         const char *stat = rest + nl + 1;
         const char *base = i == 0 ? "upstream_rq" : "downstream_rq";
-        const char *suffix = i == 2 ? NULL : response_code_tag(stat, base, &s.labels);
+        const char *suffix = i >= 2 ? NULL : response_code_tag(stat, base, &s.labels);
         label_append(&s.labels, scopes[i][1], rest, nl);
         s.family = suffix ? family_name(scopes[i][0], base, suffix, strlen(base))
                           : family_name(scopes[i][0], stat, "", strlen(stat));

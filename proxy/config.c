@@ -50,10 +50,25 @@ void mp_config__hcm_free(mp_hcm_config_t *h)
     free(h);
 }
 
+void mp_config__tcp_proxy_free(mp_tcp_proxy_config_t *t)
+{
+    if (t == NULL)
+        return;
+    free(t->stat_prefix);
+    for (uint32_t i = 0; i < t->n_clusters; i++)
+        free(t->clusters[i].name);
+    free(t->clusters);
+    for (uint32_t i = 0; i < t->n_access_logs; i++)
+        mp_config__access_log_clear(&t->access_logs[i]);
+    free(t->access_logs);
+    free(t);
+}
+
 void mp_config__listener_clear(mp_listener_t *l)
 {
     free(l->name);
     mp_config__hcm_free(l->hcm);
+    mp_config__tcp_proxy_free(l->tcp_proxy);
     memset(l, 0, sizeof(*l));
 }
 

@@ -13,6 +13,9 @@ void mp_config__cluster_free(mp_cluster_t *c);
 /* Frees h (route table, filter names, access logs) and h itself. */
 void mp_config__hcm_free(mp_hcm_config_t *h);
 
+/* Frees t (cluster names, access logs) and t itself. */
+void mp_config__tcp_proxy_free(mp_tcp_proxy_config_t *t);
+
 /* Frees the contents of an embedded listener (l itself is an array element). */
 void mp_config__listener_clear(mp_listener_t *l);
 

@@ -81,8 +81,9 @@ struct mp_worker {
     _Atomic uint64_t drain_deadline_ms;
     bool draining;
     atomic_uint active_conns;
-    atomic_bool exited; /* the loop has ended; join will not block */
-    mp_hconn_t *conns;  /* all live downstream connections (doubly linked) */
+    atomic_bool exited;            /* the loop has ended; join will not block */
+    mp_hconn_t *conns;             /* all live downstream HTTP connections (doubly linked) */
+    struct mp_tcp_conn *tcp_conns; /* live TCP proxy connections (proxy/tcp_proxy.c) */
 };
 
 /* ---- downstream connections, any codec ---- */

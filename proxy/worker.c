@@ -11,6 +11,7 @@
 #include "magpie/net.h"
 #include "magpie/stats.h"
 #include "http_internal.h"
+#include "tcp_proxy.h"
 
 #define LISTEN_BACKLOG 1024
 
@@ -25,7 +26,10 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
                 mp_log_warn("listener %s: accept: %s", wl->listener->addr.text, strerror(errno));
             return;
         }
-        mp_http_accept(wl->worker, wl->listener, fd);
+        if (wl->listener->tcp_proxy != NULL)
+            mp_tcp_proxy_accept(wl->worker, wl->listener, fd);
+        else
+            mp_http_accept(wl->worker, wl->listener, fd);
     }
 }
 
@@ -107,9 +111,13 @@ static void stop_listeners(mp_worker_t *w)
 
 static void check_drained(mp_worker_t *w)
 {
-    if (w->conns == NULL || mp_now_ms() >= atomic_load(&w->drain_deadline_ms)) {
+    /* TCP proxy connections have no request boundary to close at: they run to their end or to
+     * the deadline. */
+    if ((w->conns == NULL && w->tcp_conns == NULL) ||
+        mp_now_ms() >= atomic_load(&w->drain_deadline_ms)) {
         while (w->conns != NULL)
             w->conns->ops->close(w->conns, "drain deadline");
+        mp_tcp_proxy_close_all(w, "drain deadline");
         ev_timer_stop(w->loop, &w->drain_timer);
         ev_break(w->loop, EVBREAK_ALL);
     }

@@ -21,6 +21,7 @@
 #include "envoy/config/listener/v3/listener.pb-c.h"
 #include "envoy/config/route/v3/route.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
+#include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
 #include "google/protobuf/duration.pb-c.h"
 #include "google/protobuf/wrappers.pb-c.h"
 
@@ -32,6 +33,7 @@ typedef Envoy__Config__Cluster__V3__Cluster mp_pb_cluster_t;
 typedef Envoy__Config__Route__V3__RouteConfiguration mp_pb_route_config_t;
 typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager
     mp_pb_hcm_t;
+typedef Envoy__Extensions__Filters__Network__TcpProxy__V3__TcpProxy mp_pb_tcp_proxy_t;
 typedef Envoy__Config__Core__V3__Address mp_pb_address_t;
 typedef Envoy__Config__Core__V3__HeaderValueOption mp_pb_header_option_t;
 typedef Envoy__Config__Core__V3__DataSource mp_pb_data_source_t;
@@ -75,6 +77,11 @@ int mp_translate__listener(const mp_pb_listener_t *pb, const mp_config_t *cfg, m
 
 /* HttpConnectionManager -> a new mp_hcm_config_t. */
 mp_hcm_config_t *mp_translate__hcm(const mp_pb_hcm_t *pb, const mp_config_t *cfg, mp_err_t *err);
+
+/* TcpProxy -> a new mp_tcp_proxy_config_t; cluster names are resolved against cfg (an unknown one
+ * stays NULL: Envoy accepts it and refuses the connections). */
+mp_tcp_proxy_config_t *mp_translate__tcp_proxy(const mp_pb_tcp_proxy_t *pb, const mp_config_t *cfg,
+                                               mp_err_t *err);
 
 /* RouteConfiguration -> a new mp_route_table_t; cluster names are resolved against cfg and an
  * unknown one is an error (Envoy's validate_clusters default for static route tables). */

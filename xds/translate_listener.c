@@ -1,5 +1,5 @@
-/* envoy.config.listener.v3.Listener -> mp_listener_t.  One filter chain holding one
- * http_connection_manager for now: filter-chain matching comes with TLS and tcp_proxy. */
+/* envoy.config.listener.v3.Listener -> mp_listener_t.  One filter chain holding one network
+ * filter for now (http_connection_manager or tcp_proxy): filter-chain matching comes with TLS. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +12,9 @@
 
 #define DEFAULT_BUFFER_LIMIT (1024 * 1024)
 #define HCM_FILTER "envoy.filters.network.http_connection_manager"
+#define HCM_TYPE "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+#define TCP_PROXY_FILTER "envoy.filters.network.tcp_proxy"
+#define TCP_PROXY_TYPE "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 
 typedef Envoy__Config__Listener__V3__FilterChain pb_filter_chain_t;
 typedef Envoy__Config__Listener__V3__Filter pb_filter_t;
@@ -32,23 +35,75 @@ static void register_stats(const mp_pb_listener_t *pb, mp_listener_t *l)
     l->stats.no_filter_chain_match = mp_stats_counterf("listener.%s.no_filter_chain_match", name);
 }
 
+/* The type inside a typed_config ("type.googleapis.com/x.y.Z" -> "x.y.Z"), or "". */
+static const char *filter_type(const pb_filter_t *f)
+{
+    if (f->config_type_case != ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG ||
+        f->typed_config->type_url == NULL)
+        return "";
+    const char *slash = strrchr(f->typed_config->type_url, '/');
+    return slash != NULL ? slash + 1 : f->typed_config->type_url;
+}
+
+/* Unpacks the filter's typed_config as desc; NULL with err set ("typed_config: ..."). */
+static ProtobufCMessage *unpack_config(const pb_filter_t *f, const ProtobufCMessageDescriptor *desc,
+                                       mp_err_t *err)
+{
+    if (f->config_type_case != ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG) {
+        mp_err_set(err, "typed_config: required");
+        return NULL;
+    }
+    ProtobufCMessage *m = mp_pb_any_unpack(&f->typed_config->base, desc, err);
+    if (m == NULL)
+        mp_err_prefix(err, "typed_config: ");
+    return m;
+}
+
 static int translate_hcm_filter(const pb_filter_t *f, const mp_config_t *cfg, mp_listener_t *l,
                                 mp_err_t *err)
 {
-    if (f->name == NULL || strcmp(f->name, HCM_FILTER) != 0)
-        return mp_err_set(err, "name: only " HCM_FILTER " is supported, not \"%s\"",
-                          f->name ? f->name : "");
-    if (f->config_type_case != ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG)
-        return mp_err_set(err, "typed_config: required");
-    ProtobufCMessage *m = mp_pb_any_unpack(
-        &f->typed_config->base,
+    ProtobufCMessage *m = unpack_config(
+        f,
         &envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__descriptor,
         err);
     if (m == NULL)
-        return mp_err_prefix(err, "typed_config: ");
+        return MP_ERROR;
     l->hcm = mp_translate__hcm((const mp_pb_hcm_t *)m, cfg, err);
     protobuf_c_message_free_unpacked(m, NULL);
     return l->hcm != NULL ? 0 : mp_err_prefix(err, "typed_config.");
+}
+
+static int translate_tcp_proxy_filter(const pb_filter_t *f, const mp_config_t *cfg,
+                                      mp_listener_t *l, mp_err_t *err)
+{
+    ProtobufCMessage *m = unpack_config(
+        f, &envoy__extensions__filters__network__tcp_proxy__v3__tcp_proxy__descriptor, err);
+    if (m == NULL)
+        return MP_ERROR;
+    l->tcp_proxy = mp_translate__tcp_proxy((const mp_pb_tcp_proxy_t *)m, cfg, err);
+    protobuf_c_message_free_unpacked(m, NULL);
+    return l->tcp_proxy != NULL ? 0 : mp_err_prefix(err, "typed_config.");
+}
+
+/* A network filter is known by the type inside its typed_config, else by its name (Envoy's
+ * rule). */
+static int translate_filter(const pb_filter_t *f, const mp_config_t *cfg, mp_listener_t *l,
+                            mp_err_t *err)
+{
+    const char *type = filter_type(f);
+    const char *name = f->name ? f->name : "";
+    if (strcmp(type, HCM_TYPE) == 0 || (type[0] == '\0' && strcmp(name, HCM_FILTER) == 0))
+        return translate_hcm_filter(f, cfg, l, err);
+    if (strcmp(type, TCP_PROXY_TYPE) == 0 ||
+        (type[0] == '\0' && strcmp(name, TCP_PROXY_FILTER) == 0))
+        return translate_tcp_proxy_filter(f, cfg, l, err);
+    if (type[0] != '\0')
+        return mp_err_set(err,
+                          "typed_config: unsupported network filter type \"%s\" (only " HCM_FILTER
+                          " and " TCP_PROXY_FILTER " are supported)",
+                          type);
+    return mp_err_set(
+        err, "name: only " HCM_FILTER " and " TCP_PROXY_FILTER " are supported, not \"%s\"", name);
 }
 
 static int translate_chain(const pb_filter_chain_t *fc, const mp_config_t *cfg, mp_listener_t *l,
@@ -60,10 +115,10 @@ static int translate_chain(const pb_filter_chain_t *fc, const mp_config_t *cfg, 
         return mp_err_set(err, "transport_socket: TLS is not supported yet");
     if (fc->n_filters != 1)
         return mp_err_set(err,
-                          "filters: exactly one filter (" HCM_FILTER ") is supported, "
-                          "got %zu",
+                          "filters: exactly one filter (" HCM_FILTER " or " TCP_PROXY_FILTER
+                          ") is supported, got %zu",
                           fc->n_filters);
-    if (translate_hcm_filter(fc->filters[0], cfg, l, err) != 0)
+    if (translate_filter(fc->filters[0], cfg, l, err) != 0)
         return mp_err_prefix(err, "filters[0].");
     return 0;
 }

@@ -335,11 +335,40 @@ typedef struct mp_listener_stats {
         no_filter_chain_match;
 } mp_listener_stats_t;
 
+/* ---- the TCP proxy network filter (envoy.filters.network.tcp_proxy) ---- */
+
+typedef struct mp_tcp_proxy_stats {
+    mp_stat_id_t downstream_cx_total, downstream_cx_no_route, downstream_cx_rx_bytes_total,
+        downstream_cx_tx_bytes_total, downstream_flow_control_paused_reading_total,
+        downstream_flow_control_resumed_reading_total, idle_timeout, upstream_flush_total;
+} mp_tcp_proxy_stats_t;
+
+typedef struct mp_tcp_cluster_weight {
+    char *name;
+    mp_cluster_t *cluster; /* resolved at translation; NULL if unknown (connections are closed
+                              and counted in downstream_cx_no_route, as Envoy does) */
+    uint32_t weight;       /* >= 1; 1 for the single `cluster` form */
+} mp_tcp_cluster_weight_t;
+
+typedef struct mp_tcp_proxy_config {
+    char *stat_prefix;
+    mp_tcp_cluster_weight_t *clusters; /* `cluster` gives exactly one entry */
+    uint32_t n_clusters;
+    uint64_t total_weight;
+    uint64_t idle_timeout_ms;      /* default 3600000 (1 h); 0 disables */
+    uint32_t max_connect_attempts; /* default 1 */
+    mp_access_log_t *access_logs;
+    uint32_t n_access_logs;
+    mp_tcp_proxy_stats_t stats; /* tcp.<stat_prefix>. */
+} mp_tcp_proxy_config_t;
+
+/* A listener's single filter chain holds exactly one of hcm and tcp_proxy. */
 typedef struct mp_listener {
     char *name;
     mp_addr_t addr;
     uint32_t per_connection_buffer_limit_bytes; /* default 1 MiB */
-    mp_hcm_config_t *hcm;                       /* the listener's single filter chain */
+    mp_hcm_config_t *hcm;                       /* HTTP connection manager, or NULL */
+    mp_tcp_proxy_config_t *tcp_proxy;           /* TCP proxy, or NULL */
     mp_listener_stats_t stats;                  /* listener.<addr>. */
 } mp_listener_t;
 

@@ -123,6 +123,7 @@ static void setup(void)
     set_stat(mp_stats_counter("http.ingress_http.downstream_rq_4xx"), 2);
     set_stat(mp_stats_counter("listener.127.0.0.1_8080.downstream_cx_total"), 6);
     set_stat(mp_stats_counter("listener.0.0.0.0_9090.downstream_cx_total"), 1);
+    set_stat(mp_stats_counter("tcp.db_proxy.downstream_cx_total"), 8);
     set_stat(mp_stats_gauge("server.live"), 1);
     set_stat(mp_stats_gauge("server.concurrency"), 2);
     mp_stats_counter("server.odd-name/x");
@@ -479,6 +480,7 @@ static void test_prometheus(void)
                   "\"127.0.0.1_8080\"} 6");
     CHECK_LINE(b, "envoy_listener_downstream_cx_total{envoy_listener_address="
                   "\"0.0.0.0_9090\"} 1");
+    CHECK_LINE(b, "envoy_tcp_downstream_cx_total{envoy_tcp_prefix=\"db_proxy\"} 8");
     CHECK_LINE(b, "# TYPE envoy_server_live gauge");
     CHECK_LINE(b, "envoy_server_live 1");
     CHECK_LINE(b, "envoy_server_odd_name_x 0");

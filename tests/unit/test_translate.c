@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
 #include "magpie/filter.h"
 #include "magpie/bootstrap.h"
 #include "magpie/config.h"
@@ -636,6 +637,152 @@ static void test_config_yaml_merge(void)
     CHECK_STR(err.msg, "/nonexistent/magpie.yaml: No such file or directory");
 }
 
+/* ---- tcp_proxy ---- */
+
+static const char tcp_yaml[] =
+    "static_resources:\n"
+    "  listeners:\n"
+    "  - name: tcp\n"
+    "    address: { socket_address: { address: 127.0.0.1, port_value: 15010 } }\n"
+    "    filter_chains:\n"
+    "    - filters:\n"
+    "      - name: envoy.filters.network.tcp_proxy\n"
+    "        typed_config:\n"
+    "          '@type': type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3."
+    "TcpProxy\n"
+    "          stat_prefix: tcp_in\n"
+    "%s"
+    "  clusters:\n"
+    "  - name: db\n"
+    "    connect_timeout: 0.5s\n"
+    "    load_assignment:\n"
+    "      cluster_name: db\n"
+    "      endpoints:\n"
+    "      - lb_endpoints:\n"
+    "        - endpoint: { address: { socket_address: { address: 10.0.0.9, port_value: 5432 } "
+    "} }\n";
+
+static mp_config_t *load_tcp(const char *fields, mp_err_t *err)
+{
+    char *yaml = mp_xasprintf(tcp_yaml, fields);
+    mp_config_t *c = load_yaml(yaml, NULL, err);
+    free(yaml);
+    return c;
+}
+
+static void expect_tcp_error(const char *fields, const char *want)
+{
+    mp_err_t err = {{0}};
+    mp_config_t *c = load_tcp(fields, &err);
+    CHECK(c == NULL);
+    CHECK_STR(err.msg, want);
+    mp_config_unref(c);
+}
+
+#define TCP "static_resources.listeners[0].filter_chains[0].filters[0].typed_config."
+
+static void test_tcp_proxy(void)
+{
+    mp_err_t err = {{0}};
+    mp_config_t *c = load_tcp("          weighted_clusters:\n"
+                              "            clusters: [{ name: db, weight: 3 }, "
+                              "{ name: later, weight: 1 }]\n"
+                              "          idle_timeout: 0.25s\n"
+                              "          max_connect_attempts: 3\n"
+                              "          access_log:\n"
+                              "          - name: envoy.access_loggers.stdout\n"
+                              "            typed_config:\n"
+                              "              '@type': type.googleapis.com/"
+                              "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog\n",
+                              &err);
+    CHECK(c != NULL);
+    if (c == NULL) {
+        fprintf(stderr, "tcp: %s\n", err.msg);
+        return;
+    }
+    const mp_listener_t *l = &c->listeners[0];
+    CHECK(l->hcm == NULL);
+    const mp_tcp_proxy_config_t *t = l->tcp_proxy;
+    CHECK(t != NULL);
+    if (t == NULL)
+        goto out;
+    CHECK_STR(t->stat_prefix, "tcp_in");
+    CHECK_INT(t->n_clusters, 2);
+    CHECK_STR(t->clusters[0].name, "db");
+    CHECK(t->clusters[0].cluster == mp_config_find_cluster(c, "db"));
+    CHECK_INT(t->clusters[0].weight, 3);
+    /* Unknown: accepted and left unresolved, as Envoy does; connections to it are refused. */
+    CHECK_STR(t->clusters[1].name, "later");
+    CHECK(t->clusters[1].cluster == NULL);
+    CHECK_INT(t->total_weight, 4);
+    CHECK_INT(t->idle_timeout_ms, 250);
+    CHECK_INT(t->max_connect_attempts, 3);
+    CHECK_INT(t->n_access_logs, 1);
+    CHECK_INT(t->access_logs[0].sink, MP_ALOG_STDOUT);
+    CHECK(stat_exists("tcp.tcp_in.downstream_cx_total"));
+    CHECK(stat_exists("tcp.tcp_in.downstream_cx_no_route"));
+    CHECK(stat_exists("tcp.tcp_in.idle_timeout"));
+out:
+    mp_config_unref(c);
+
+    /* Defaults: one cluster of weight 1, idle timeout 1 h, one connect attempt. */
+    c = load_tcp("          cluster: db\n", &err);
+    CHECK(c != NULL && c->listeners[0].tcp_proxy != NULL);
+    if (c != NULL && c->listeners[0].tcp_proxy != NULL) {
+        t = c->listeners[0].tcp_proxy;
+        CHECK_INT(t->n_clusters, 1);
+        CHECK(t->clusters[0].cluster == c->clusters[0]);
+        CHECK_INT(t->idle_timeout_ms, 3600000);
+        CHECK_INT(t->max_connect_attempts, 1);
+        CHECK_INT(t->n_access_logs, 0);
+    }
+    mp_config_unref(c);
+    c = load_tcp("          cluster: db\n          idle_timeout: 0s\n", &err);
+    CHECK(c != NULL && c->listeners[0].tcp_proxy->idle_timeout_ms == 0);
+    mp_config_unref(c);
+}
+
+static void test_tcp_proxy_errors(void)
+{
+    expect_tcp_error("", TCP "cluster: one of cluster and weighted_clusters is required");
+    expect_tcp_error("          cluster: db\n          weighted_clusters: { clusters: [{ name: db, "
+                     "weight: 1 }] }\n",
+                     TCP "weighted_clusters: only one of \"cluster\" and \"weighted_clusters\" "
+                         "may be set");
+    expect_tcp_error("          weighted_clusters: { clusters: [] }\n",
+                     TCP "weighted_clusters.clusters: at least one cluster is required");
+    expect_tcp_error("          weighted_clusters: { clusters: [{ name: db }] }\n",
+                     TCP "weighted_clusters.clusters[0].weight: must be at least 1");
+    expect_tcp_error("          cluster: db\n          max_connect_attempts: 0\n",
+                     TCP "max_connect_attempts: must be at least 1");
+    expect_tcp_error("          cluster: db\n          tunneling_config: { hostname: h }\n",
+                     TCP "tunneling_config: not supported yet");
+    expect_tcp_error("          cluster: db\n          idle_timeout: -1s\n",
+                     TCP "idle_timeout: negative duration");
+}
+
+/* Fields we leave out of our .proto (hash_policy = 11, proxy_protocol_tlvs = 19) still decode
+ * from a control plane's binary message: protobuf-c keeps them as unknown fields. */
+static void test_tcp_proxy_binary_unknown_fields(void)
+{
+    static const uint8_t wire[] = {
+        0x0a, 0x02, 't',  'p',       /* stat_prefix = "tp" */
+        0x12, 0x02, 'd',  'b',       /* cluster = "db" */
+        0x5a, 0x02, 0x08, 0x01,      /* hash_policy { 1: 1 } (not in our subset) */
+        0x9a, 0x01, 0x02, 0x08, 0x05 /* proxy_protocol_tlvs { 1: 5 } (not in our subset) */
+    };
+    Envoy__Extensions__Filters__Network__TcpProxy__V3__TcpProxy *m =
+        envoy__extensions__filters__network__tcp_proxy__v3__tcp_proxy__unpack(NULL, sizeof(wire),
+                                                                              wire);
+    CHECK(m != NULL);
+    if (m == NULL)
+        return;
+    CHECK_STR(m->stat_prefix, "tp");
+    CHECK_STR(m->cluster, "db");
+    CHECK_INT(m->base.n_unknown_fields, 2);
+    protobuf_c_message_free_unpacked(&m->base, NULL);
+}
+
 int main(void)
 {
     mp_stats_thread_init();
@@ -645,6 +792,9 @@ int main(void)
     RUN(test_error_prefixes);
     RUN(test_default_config);
     RUN(test_config_yaml_merge);
+    RUN(test_tcp_proxy);
+    RUN(test_tcp_proxy_errors);
+    RUN(test_tcp_proxy_binary_unknown_fields);
     unlink(log_path);
     UNIT_DONE();
 }

@@ -1,0 +1,17 @@
+/* The TCP proxy's data path (envoy.filters.network.tcp_proxy), private to proxy/: the worker
+ * hands it accepted connections of listeners whose filter chain is a tcp_proxy and asks it to
+ * close what is left at the drain deadline.  Worker thread only. */
+#ifndef MAGPIE_TCP_PROXY_H
+#define MAGPIE_TCP_PROXY_H
+
+#include "http_internal.h"
+
+/* Takes ownership of fd, accepted on l (l->tcp_proxy != NULL): picks a cluster and a host and
+ * starts connecting.  The connection is tracked in w->tcp_conns and w->active_conns until it
+ * ends; it may end (and be queued for freeing) before this returns. */
+void mp_tcp_proxy_accept(mp_worker_t *w, const mp_listener_t *l, int fd);
+
+/* Closes every TCP proxy connection of w now (drain deadline, shutdown). */
+void mp_tcp_proxy_close_all(mp_worker_t *w, const char *why);
+
+#endif
