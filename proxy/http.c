@@ -177,6 +177,7 @@ void mp_http_msg_free(mp_http_msg_t *m)
     free(m->path);
     free(m->authority);
     free(m->scheme);
+    free(m->protocol);
     free(m);
 }
 

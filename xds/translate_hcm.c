@@ -53,6 +53,32 @@ static const struct {
     S(downstream_rq_rx_reset, false),
     S(downstream_rq_tx_reset, false),
     S(downstream_cx_drain_close, false),
+    S(downstream_cx_http2_total, false),
+    S(downstream_cx_http2_active, true),
+    S(downstream_cx_upgrades_total, false),
+#define S2(f, n)                                                                                   \
+    {                                                                                              \
+        offsetof(mp_http_stats_t, f), "http2." n, false                                            \
+    }
+    S2(h2_rx_messaging_error, "rx_messaging_error"),
+    S2(h2_rx_reset, "rx_reset"),
+    S2(h2_tx_reset, "tx_reset"),
+    S2(h2_too_many_resets, "too_many_resets"),
+    S2(h2_header_overflow, "header_overflow"),
+    S2(h2_continuation_flood, "continuation_flood"),
+    S2(h2_inbound_empty_frames_flood, "inbound_empty_frames_flood"),
+    S2(h2_outbound_flood, "outbound_flood"),
+    S2(h2_outbound_control_flood, "outbound_control_flood"),
+    S2(h2_inbound_priority_frames_flood, "inbound_priority_frames_flood"),
+    S2(h2_inbound_window_update_frames_flood, "inbound_window_update_frames_flood"),
+    S2(h2_settings_flood, "settings_flood"),
+    S2(h2_ping_flood, "ping_flood"),
+    S2(h2_invalid_pseudo_header, "invalid_pseudo_header"),
+    S2(h2_connection_specific_header, "connection_specific_header"),
+    S2(h2_stream_id_misuse, "stream_id_misuse"),
+    S2(h2_hpack_error, "hpack_error"),
+    S2(h2_goaway_sent, "goaway_sent"),
+#undef S2
 #undef S
 };
 

@@ -227,6 +227,22 @@ typedef struct mp_cluster_stats {
         update_success, update_failure, upstream_cx_none_healthy;
 } mp_cluster_stats_t;
 
+/* HTTP/2 protocol options (envoy.config.core.v3.Http2ProtocolOptions), downstream and upstream.
+ * A zero field means the default. */
+typedef struct mp_h2_options {
+    uint32_t max_concurrent_streams;         /* default 1024; 1..2^31-1 */
+    uint32_t initial_stream_window_size;     /* default 262144 (256 KiB); 65535..2^31-1 */
+    uint32_t initial_connection_window_size; /* default 1048576 (1 MiB); 65535..2^31-1 */
+    uint32_t hpack_table_size;               /* default 4096 */
+    uint32_t max_outbound_frames;            /* default 10000 */
+    uint32_t max_outbound_control_frames;    /* default 1000 */
+    uint32_t max_consecutive_inbound_frames_with_empty_payload; /* default 1 */
+    uint32_t max_inbound_priority_frames_per_stream;            /* default 100 */
+    uint32_t max_inbound_window_update_frames_per_data_frame_sent; /* default 10 */
+    bool allow_connect;                                 /* RFC 8441 extended CONNECT */
+    bool override_stream_error_on_invalid_http_message; /* default false */
+} mp_h2_options_t;
+
 typedef enum mp_upstream_protocol {
     MP_UPSTREAM_HTTP1,
     MP_UPSTREAM_HTTP2,
@@ -244,6 +260,7 @@ struct mp_cluster {
     uint32_t per_connection_buffer_limit_bytes; /* default 1 MiB */
     uint32_t max_requests_per_connection;       /* 0: unlimited */
     mp_upstream_protocol_t protocol;
+    mp_h2_options_t h2;
     mp_dns_family_t dns_family;
     uint64_t dns_refresh_rate_ms; /* default 5000 */
     bool respect_dns_ttl;
@@ -286,7 +303,13 @@ typedef struct mp_http_stats {
         downstream_cx_idle_timeout, downstream_cx_protocol_error, downstream_rq_completed, no_route,
         rq_direct_response, rq_redirect, downstream_rq_too_large, downstream_cx_destroy_remote,
         downstream_cx_destroy_local, downstream_rq_rx_reset, downstream_rq_tx_reset,
-        downstream_cx_drain_close;
+        downstream_cx_drain_close, downstream_cx_http2_total, downstream_cx_http2_active,
+        downstream_cx_upgrades_total, h2_rx_messaging_error, h2_rx_reset, h2_tx_reset,
+        h2_too_many_resets, h2_header_overflow, h2_continuation_flood,
+        h2_inbound_empty_frames_flood, h2_outbound_flood, h2_outbound_control_flood,
+        h2_inbound_priority_frames_flood, h2_inbound_window_update_frames_flood, h2_settings_flood,
+        h2_ping_flood, h2_invalid_pseudo_header, h2_connection_specific_header,
+        h2_stream_id_misuse, h2_hpack_error, h2_goaway_sent;
 } mp_http_stats_t;
 
 typedef enum mp_escaped_slashes {
@@ -305,6 +328,7 @@ typedef enum mp_server_header {
 typedef struct mp_hcm_config {
     char *stat_prefix;
     mp_codec_type_t codec_type;
+    mp_h2_options_t h2; /* http2_protocol_options */
     mp_route_table_t *routes;       /* inline route_config */
     mp_http_filter_t *http_filters; /* in order; the last is terminal (the router) */
     uint32_t n_http_filters;

@@ -55,6 +55,7 @@ typedef struct mp_http_msg {
     char *path;
     char *authority;
     char *scheme;
+    char *protocol; /* HTTP/2 extended CONNECT's :protocol (RFC 8441), or NULL */
     int status;
     mp_http_version_t version;
     int64_t content_length; /* -1: none given */

@@ -1,0 +1,108 @@
+/* Header blocks for the HTTP/2 downstream codec: messages to nghttp2 name/value lists. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "h2_internal.h"
+
+static nghttp2_nv nv_of(const char *name, size_t nl, const char *value, size_t vl)
+{
+    nghttp2_nv nv = {(uint8_t *)name, (uint8_t *)value, nl, vl, NGHTTP2_NV_FLAG_NONE};
+    return nv;
+}
+
+/* Fields that HTTP/2 forbids (RFC 9113 8.2.2) never reach the encoder, whatever the upstream
+ * sent; content-length is written from the message's own framing. */
+static bool skip_field(const mp_header_t *f)
+{
+    static const char *const names[] = {"connection", "keep-alive", "proxy-connection",
+                                        "transfer-encoding", "upgrade", "content-length",
+                                        "host", "te"};
+    if (f->name_len > 0 && f->name[0] == ':')
+        return true;
+    for (size_t i = 0; i < MP_ARRAY_SIZE(names); i++)
+        if (strlen(names[i]) == f->name_len && memcmp(names[i], f->name, f->name_len) == 0)
+            return true;
+    return false;
+}
+
+/* nv holds room for fields->n + 2; status and length are rendered into the caller's buffers. */
+static size_t build_nva(nghttp2_nv *nv, const mp_http_msg_t *msg, const mp_headers_t *fields,
+                        char status[4], char length[24])
+{
+    size_t n = 0;
+    if (msg != NULL) {
+        snprintf(status, 4, "%03d", msg->status % 1000);
+        nv[n++] = nv_of(":status", 7, status, 3);
+    }
+    for (uint32_t i = 0; i < fields->n; i++) {
+        const mp_header_t *f = &fields->v[i];
+        if (!skip_field(f))
+            nv[n++] = nv_of(f->name, f->name_len, f->value, f->value_len);
+    }
+    bool bodiless = msg != NULL && (msg->status == 204 || msg->status == 304 || msg->status < 200);
+    if (msg != NULL && msg->content_length >= 0 && !bodiless) {
+        int len = snprintf(length, 24, "%lld", (long long)msg->content_length);
+        nv[n++] = nv_of("content-length", 14, length, (size_t)len);
+    }
+    return n;
+}
+
+int h2_submit_response(nghttp2_session *ss, int32_t id, const mp_http_msg_t *resp,
+                       const nghttp2_data_provider *body)
+{
+    char status[4], length[24];
+    nghttp2_nv *nv = mp_xcalloc(resp->headers.n + 2, sizeof(*nv));
+    size_t n = build_nva(nv, resp, &resp->headers, status, length);
+    int rv = nghttp2_submit_response(ss, id, nv, n, body);
+    free(nv);
+    return rv;
+}
+
+int h2_submit_headers(nghttp2_session *ss, int32_t id, const mp_http_msg_t *msg,
+                      const mp_headers_t *fields, bool end_stream)
+{
+    char status[4], length[24];
+    nghttp2_nv *nv = mp_xcalloc(fields->n + 2, sizeof(*nv));
+    size_t n = build_nva(nv, msg, fields, status, length);
+    uint8_t flags = end_stream ? NGHTTP2_FLAG_END_STREAM : NGHTTP2_FLAG_NONE;
+    int rv = nghttp2_submit_headers(ss, flags, id, NULL, nv, n, NULL);
+    free(nv);
+    return rv;
+}
+
+static int b64url_value(char ch)
+{
+    if (ch >= 'A' && ch <= 'Z')
+        return ch - 'A';
+    if (ch >= 'a' && ch <= 'z')
+        return ch - 'a' + 26;
+    if (ch >= '0' && ch <= '9')
+        return ch - '0' + 52;
+    if (ch == '-' || ch == '+')
+        return 62;
+    if (ch == '_' || ch == '/')
+        return 63;
+    return -1;
+}
+
+int h2_decode_settings(const char *b64, uint8_t *out, size_t cap)
+{
+    uint32_t acc = 0;
+    int bits = 0;
+    size_t n = 0;
+    for (const char *p = b64; *p != '\0' && *p != '='; p++) {
+        int v = b64url_value(*p);
+        if (v < 0)
+            return -1;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (n == cap)
+                return -1;
+            out[n++] = (uint8_t)(acc >> bits);
+        }
+    }
+    return (int)n;
+}
