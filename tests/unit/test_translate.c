@@ -504,9 +504,8 @@ static void test_errors(void)
     expect_error("address: '::1', port_value: 15006", "address: 127.0.0.1, port_value: 15001",
                  "static_resources.listeners[1].address: 127.0.0.1:15001 is already used by "
                  "listener \"ingress\"");
-    expect_error("codec_type: HTTP1", "codec_type: HTTP2",
-                 HCM "codec_type: only AUTO and HTTP1 are supported yet (HTTP/2 is not "
-                     "implemented; AUTO serves HTTP/1.1)");
+    expect_error("codec_type: HTTP1", "codec_type: HTTP3",
+                 HCM "codec_type: HTTP3 is not supported");
     expect_error("address: 10.0.0.1", "address: ten",
                  "static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0]."
                  "endpoint.address.socket_address.address: \"ten\" is not an IP address");
