@@ -17,6 +17,33 @@ mp_config_t *mp_config_ref(mp_config_t *c)
     return c;
 }
 
+/* magpie grants HTTP/2 window only as fast as the other side drains (DESIGN.md, flow control),
+ * so the windows are the per-stream and per-connection buffer bounds: 256 KiB and 1 MiB rather
+ * than Envoy's 256 MiB.  The flood limits are Envoy's. */
+void mp_h2_options_default(mp_h2_options_t *o)
+{
+    *o = (mp_h2_options_t){
+        .max_concurrent_streams = 1024,
+        .initial_stream_window_size = 256 * 1024,
+        .initial_connection_window_size = 1024 * 1024,
+        .hpack_table_size = 4096,
+        .max_outbound_frames = 10000,
+        .max_outbound_control_frames = 1000,
+        .max_consecutive_inbound_frames_with_empty_payload = 1,
+        .max_inbound_priority_frames_per_stream = 100,
+        .max_inbound_window_update_frames_per_data_frame_sent = 10,
+        .allow_connect = false,
+        .override_stream_error_on_invalid_http_message = false,
+    };
+}
+
+void mp_config__upgrades_free(mp_upgrade_config_t *u, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        free(u[i].upgrade_type);
+    free(u);
+}
+
 void mp_config__access_log_clear(mp_access_log_t *log)
 {
     /* stdout and stderr belong to the process, not to the snapshot. */
@@ -44,6 +71,7 @@ void mp_config__hcm_free(mp_hcm_config_t *h)
     }
     free(h->http_filters);
     free(h->server_name);
+    mp_config__upgrades_free(h->upgrades, h->n_upgrades);
     for (uint32_t i = 0; i < h->n_access_logs; i++)
         mp_config__access_log_clear(&h->access_logs[i]);
     free(h->access_logs);

@@ -22,4 +22,7 @@ void mp_config__listener_clear(mp_listener_t *l);
 /* Closes the log's file (not stdout/stderr) and frees its path and format. */
 void mp_config__access_log_clear(mp_access_log_t *log);
 
+/* Frees an array of n upgrade configs (HCM or route level) and their strings. */
+void mp_config__upgrades_free(mp_upgrade_config_t *u, uint32_t n);
+
 #endif

@@ -58,7 +58,8 @@ const mp_route_t *mp_route_find(const mp_vhost_t *vh, const mp_http_msg_t *req)
         return NULL;
     for (uint32_t i = 0; i < vh->n_routes; i++) {
         const mp_route_t *r = &vh->routes[i];
-        if (path_matches(r, req->path) && mp_route__headers_match(r, req))
+        if (mp_route__kind_match(r, req) && path_matches(r, req->path) &&
+            mp_route__headers_match(r, req))
             return r;
     }
     return NULL;

@@ -2,6 +2,7 @@
  * whose counts cover the entries it filled in, so a half-built table frees cleanly too. */
 #include <stdlib.h>
 
+#include "config_internal.h"
 #include "magpie/regex.h"
 #include "magpie/route.h"
 
@@ -64,6 +65,7 @@ static void free_action(mp_route_t *r)
     free(r->redirect.path);
     free(r->redirect.prefix_rewrite);
     free(r->direct_body);
+    mp_config__upgrades_free(r->upgrades, r->n_upgrades);
     mp_header_mutation_free(&r->request_headers);
     mp_header_mutation_free(&r->response_headers);
 }

@@ -19,6 +19,11 @@ bool mp_route__header_value(const mp_http_msg_t *req, const char *name, const ch
 /* True when every header and query-parameter matcher of r holds for req. */
 bool mp_route__headers_match(const mp_route_t *r, const mp_http_msg_t *req);
 
+/* The request-kind conditions of r's match: a connect_matcher route takes CONNECT requests only
+ * and every other route takes everything but CONNECT (Envoy skips routes that need a :path for a
+ * CONNECT, which has none); a route with match_grpc takes gRPC requests only. */
+bool mp_route__kind_match(const mp_route_t *r, const mp_http_msg_t *req);
+
 /* Length of the path without its query string and fragment. */
 size_t mp_route__path_len(const char *path);
 

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "magpie/grpc.h"
 #include "magpie/regex.h"
 #include "magpie/route.h"
 #include "route_internal.h"
@@ -52,6 +53,30 @@ bool mp_string_matcher_match(const mp_string_matcher_t *m, const char *s, size_t
     default:
         return false;
     }
+}
+
+/* Plain CONNECT (RFC 9110 §9.3.6): an extended CONNECT carries :protocol (RFC 8441) and is an
+ * upgrade in disguise, which Envoy routes like the HTTP/1.1 upgrade it stands for.  Methods are
+ * case-sensitive. */
+static bool is_connect(const mp_http_msg_t *req)
+{
+    return req->method != NULL && strcmp(req->method, "CONNECT") == 0 &&
+           mp_headers_get(&req->headers, ":protocol") == NULL;
+}
+
+/* Envoy's Grpc::Common::isGrpcRequestHeaders: a :path and a gRPC content-type (the first
+ * content-type field, as Envoy's getContentTypeValue reads it). */
+static bool is_grpc(const mp_http_msg_t *req)
+{
+    const mp_header_t *ct = mp_headers_get(&req->headers, "content-type");
+    return req->path != NULL && ct != NULL && mp_grpc_is_grpc_content_type(ct->value);
+}
+
+bool mp_route__kind_match(const mp_route_t *r, const mp_http_msg_t *req)
+{
+    if (is_connect(req) != r->connect_matcher)
+        return false;
+    return !r->match_grpc || is_grpc(req);
 }
 
 /* Request fields addressed as pseudo-headers; NULL for a regular name. */

@@ -26,14 +26,17 @@ int mp_jpb__fail(mp_jpb_ctx_t *c, const char *fmt, ...)
 
 static size_t push_text(mp_jpb_ctx_t *c, const char *text)
 {
-    size_t old = c->path_len;
+    /* A path that no longer fits is cut; the message still says what went wrong.  The bounds
+     * are spelt out so that the compiler can see them too (GCC's LTO otherwise warns about a
+     * huge memcpy on an underflow that the path_len invariant rules out). */
+    size_t old = c->path_len < sizeof(c->path) ? c->path_len : sizeof(c->path) - 1;
     size_t n = strlen(text);
-    /* A path that no longer fits is cut; the message still says what went wrong. */
-    if (old + n >= sizeof(c->path))
-        n = sizeof(c->path) - 1 - old;
+    size_t room = sizeof(c->path) - 1 - old;
+    if (n > room)
+        n = room;
     memcpy(c->path + old, text, n);
     c->path_len = old + n;
-    c->path[c->path_len] = '\0';
+    c->path[old + n] = '\0';
     return old;
 }
 
@@ -43,6 +46,16 @@ size_t mp_jpb__push_key(mp_jpb_ctx_t *c, const char *key)
     if (old > 0)
         push_text(c, ".");
     push_text(c, key);
+    return old;
+}
+
+/* A map entry reads as map["key"]: keys such as extension names hold dots, which as path
+ * segments would be ambiguous, and the translators name map entries the same way. */
+static size_t push_map_key(mp_jpb_ctx_t *c, const char *key)
+{
+    char *seg = mp_xasprintf("[\"%s\"]", key);
+    size_t old = push_text(c, seg);
+    free(seg);
     return old;
 }
 
@@ -467,7 +480,7 @@ static int read_map(mp_jpb_ctx_t *c, const ProtobufCFieldDescriptor *f, const cJ
     const cJSON *item;
     cJSON_ArrayForEach(item, json)
     {
-        size_t mark = mp_jpb__push_key(c, item->string);
+        size_t mark = push_map_key(c, item->string);
         int rc = read_map_entry(c, f->descriptor, item, &arr[*n]);
         (*n)++;
         if (rc < 0) {

@@ -151,29 +151,127 @@ static int apply_http_options(const pb_http_options_t *o, mp_cluster_t *c, mp_er
     return 0;
 }
 
-/* The typed HttpProtocolOptions extension (Envoy's current place for these) wins over the
- * deprecated cluster fields, which are read first. */
-static int translate_typed_http_options(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_err_t *err)
+typedef Envoy__Extensions__Upstreams__Http__V3__HttpProtocolOptions pb_ext_options_t;
+
+/* Each branch of HttpProtocolOptions.upstream_protocol_options can carry HTTP/2 options; they
+ * are translated (and range-checked) wherever they appear, so a config that is wrong today does
+ * not become wrong only when the protocol switches. */
+static int ext_h2(const Envoy__Config__Core__V3__Http2ProtocolOptions *h2,
+                  const Envoy__Config__Core__V3__Http3ProtocolOptions *h3, const char *where,
+                  mp_cluster_t *c, mp_err_t *err)
 {
+    if (h3 != NULL)
+        return mp_err_set(err, "%s.http3_protocol_options: HTTP/3 is not supported", where);
+    if (mp_translate__h2_options(h2, NULL, &c->h2, err) != 0)
+        return mp_err_prefix(err, "%s.http2_protocol_options.", where);
+    return 0;
+}
+
+/* protocol_config is a oneof: its three pointers share storage, so only the case may be read. */
+static int apply_explicit(
+    const Envoy__Extensions__Upstreams__Http__V3__HttpProtocolOptions__ExplicitHttpConfig *e,
+    mp_cluster_t *c, mp_err_t *err)
+{
+    switch (e->protocol_config_case) {
+    case ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__EXPLICIT_HTTP_CONFIG__PROTOCOL_CONFIG_HTTP2_PROTOCOL_OPTIONS:
+        c->protocol = MP_UPSTREAM_HTTP2;
+        return ext_h2(e->http2_protocol_options, NULL, "explicit_http_config", c, err);
+    case ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__EXPLICIT_HTTP_CONFIG__PROTOCOL_CONFIG_HTTP3_PROTOCOL_OPTIONS:
+        return ext_h2(NULL, e->http3_protocol_options, "explicit_http_config", c, err);
+    default:
+        /* http_protocol_options, or (Envoy) an empty explicit_http_config: HTTP/1.1. */
+        c->protocol = MP_UPSTREAM_HTTP1;
+        return 0;
+    }
+}
+
+/* auto_config picks h2 or http/1.1 by ALPN, which needs upstream TLS: until that exists the
+ * cluster speaks HTTP/1.1, the protocol Envoy falls back to without ALPN. */
+static int apply_auto(const pb_ext_options_t *o, mp_cluster_t *c, mp_err_t *err)
+{
+    const Envoy__Extensions__Upstreams__Http__V3__HttpProtocolOptions__AutoHttpConfig *a =
+        o->auto_config;
+    mp_log_warn("cluster %s: auto_config needs upstream TLS with ALPN, which is not supported "
+                "yet; using HTTP/1.1",
+                c->name);
+    c->protocol = MP_UPSTREAM_HTTP1;
+    return ext_h2(a->http2_protocol_options, a->http3_protocol_options, "auto_config", c, err);
+}
+
+static int apply_protocol_ext(const pb_ext_options_t *o, mp_cluster_t *c, mp_err_t *err)
+{
+    switch (o->upstream_protocol_options_case) {
+    case ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_EXPLICIT_HTTP_CONFIG:
+        return apply_explicit(o->explicit_http_config, c, err);
+    case ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_USE_DOWNSTREAM_PROTOCOL_CONFIG:
+        c->protocol = MP_UPSTREAM_USE_DOWNSTREAM;
+        return ext_h2(o->use_downstream_protocol_config->http2_protocol_options,
+                      o->use_downstream_protocol_config->http3_protocol_options,
+                      "use_downstream_protocol_config", c, err);
+    case ENVOY__EXTENSIONS__UPSTREAMS__HTTP__V3__HTTP_PROTOCOL_OPTIONS__UPSTREAM_PROTOCOL_OPTIONS_AUTO_CONFIG:
+        return apply_auto(o, c, err);
+    default:
+        return mp_err_set(err, "upstream_protocol_options: one of explicit_http_config, "
+                               "use_downstream_protocol_config, auto_config is required");
+    }
+}
+
+static int apply_ext(const pb_ext_options_t *o, mp_cluster_t *c, mp_err_t *err)
+{
+    if (o->n_http_filters > 0)
+        return mp_err_set(err, "http_filters: upstream HTTP filters are not supported");
+    if (apply_http_options(o->common_http_protocol_options, c, err) != 0)
+        return mp_err_prefix(err, "common_http_protocol_options.");
+    return apply_protocol_ext(o, c, err);
+}
+
+/* typed_extension_protocol_options is a map from an extension's name to its Any; the only one
+ * magpie knows is HttpProtocolOptions, keyed by its own type name.  The Any must hold that type
+ * (mp_pb_any_unpack checks it against the descriptor).  *found tells whether it was there. */
+static int translate_typed_http_options(const mp_pb_cluster_t *pb, mp_cluster_t *c, bool *found,
+                                        mp_err_t *err)
+{
+    *found = false;
     for (size_t i = 0; i < pb->n_typed_extension_protocol_options; i++) {
         const char *key = pb->typed_extension_protocol_options[i]->key;
+        const Google__Protobuf__Any *any = pb->typed_extension_protocol_options[i]->value;
         if (strcmp(key, HTTP_OPTIONS_EXT) != 0)
-            return mp_err_set(err, "typed_extension_protocol_options[\"%s\"]: unknown extension",
+            return mp_err_set(err,
+                              "typed_extension_protocol_options[\"%s\"]: unknown extension (only "
+                              "\"" HTTP_OPTIONS_EXT "\" is supported)",
                               key);
+        if (any == NULL || any->type_url == NULL || any->type_url[0] == '\0')
+            return mp_err_set(err, "typed_extension_protocol_options[\"%s\"].@type: required", key);
         ProtobufCMessage *m = mp_pb_any_unpack(
-            &pb->typed_extension_protocol_options[i]->value->base,
-            &envoy__extensions__upstreams__http__v3__http_protocol_options__descriptor, err);
+            &any->base, &envoy__extensions__upstreams__http__v3__http_protocol_options__descriptor,
+            err);
         if (m == NULL)
             return mp_err_prefix(err, "typed_extension_protocol_options[\"%s\"]: ", key);
-        Envoy__Extensions__Upstreams__Http__V3__HttpProtocolOptions *o = (void *)m;
-        int rc = apply_http_options(o->common_http_protocol_options, c, err);
+        int rc = apply_ext((pb_ext_options_t *)m, c, err);
         protobuf_c_message_free_unpacked(m, NULL);
         if (rc != 0)
-            return mp_err_prefix(err,
-                                 "typed_extension_protocol_options[\"%s\"]."
-                                 "common_http_protocol_options.",
-                                 key);
+            return mp_err_prefix(err, "typed_extension_protocol_options[\"%s\"].", key);
+        *found = true;
     }
+    return 0;
+}
+
+/* The deprecated cluster fields, which Envoy reads only when the extension is absent. */
+static int translate_deprecated_protocol(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_err_t *err)
+{
+    bool downstream =
+        pb->protocol_selection ==
+        ENVOY__CONFIG__CLUSTER__V3__CLUSTER__CLUSTER_PROTOCOL_SELECTION__USE_DOWNSTREAM_PROTOCOL;
+    if (!downstream && pb->http_protocol_options != NULL && pb->http2_protocol_options != NULL)
+        return mp_err_set(err, "http2_protocol_options: http_protocol_options and "
+                               "http2_protocol_options can only both be set with "
+                               "protocol_selection USE_DOWNSTREAM_PROTOCOL");
+    if (mp_translate__h2_options(pb->http2_protocol_options, NULL, &c->h2, err) != 0)
+        return mp_err_prefix(err, "http2_protocol_options.");
+    if (downstream)
+        c->protocol = MP_UPSTREAM_USE_DOWNSTREAM;
+    else if (pb->http2_protocol_options != NULL)
+        c->protocol = MP_UPSTREAM_HTTP2;
     return 0;
 }
 
@@ -181,9 +279,20 @@ static int translate_http_options(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp
 {
     c->pool_idle_timeout_ms = 3600000;
     c->max_requests_per_connection = mp_translate__u32(pb->max_requests_per_connection, 0);
+    c->protocol = MP_UPSTREAM_HTTP1;
+    mp_h2_options_default(&c->h2);
     if (apply_http_options(pb->common_http_protocol_options, c, err) != 0)
         return mp_err_prefix(err, "common_http_protocol_options.");
-    return translate_typed_http_options(pb, c, err);
+    bool ext = false;
+    if (translate_typed_http_options(pb, c, &ext, err) != 0)
+        return MP_ERROR;
+    if (!ext)
+        return translate_deprecated_protocol(pb, c, err);
+    if (pb->http2_protocol_options != NULL || pb->protocol_selection != 0)
+        mp_log_warn("cluster %s: http2_protocol_options and protocol_selection are ignored: "
+                    "typed_extension_protocol_options[\"" HTTP_OPTIONS_EXT "\"] sets the protocol",
+                    c->name);
+    return 0;
 }
 
 static int translate_endpoint(const pb_lb_endpoint_t *le, const mp_cluster_t *c,

@@ -1,6 +1,6 @@
 /* envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager ->
- * mp_hcm_config_t: codec, inline route table, HTTP filter names, limits and timeouts, access
- * logs, and the http.<stat_prefix>.* stats. */
+ * mp_hcm_config_t: codec and HTTP/2 options, upgrade types, inline route table, HTTP filter names,
+ * limits and timeouts, access logs, and the http.<stat_prefix>.* stats. */
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +17,8 @@
 #define MAX_HEADERS_KB_LIMIT 8192
 
 typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpFilter pb_http_filter_t;
+typedef Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager__UpgradeConfig
+    pb_upgrade_t;
 
 static const struct {
     size_t off;
@@ -178,16 +180,44 @@ static int translate_codec(const mp_pb_hcm_t *pb, mp_hcm_config_t *h, mp_err_t *
     switch (pb->codec_type) {
     case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__AUTO:
         h->codec_type = MP_CODEC_AUTO;
-        return 0;
+        break;
     case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__HTTP1:
         h->codec_type = MP_CODEC_HTTP1;
-        return 0;
+        break;
+    case ENVOY__EXTENSIONS__FILTERS__NETWORK__HTTP_CONNECTION_MANAGER__V3__HTTP_CONNECTION_MANAGER__CODEC_TYPE__HTTP2:
+        h->codec_type = MP_CODEC_HTTP2;
+        break;
     default:
-        /* Refused rather than served as HTTP/1.1: a listener told to speak HTTP/2 that does not
-         * would fail every client in a way that is hard to trace back here. */
-        return mp_err_set(err, "codec_type: only AUTO and HTTP1 are supported yet (HTTP/2 is "
-                               "not implemented; AUTO serves HTTP/1.1)");
+        /* Refused rather than served as something else: a listener told to speak HTTP/3 that
+         * does not would fail every client in a way that is hard to trace back here. */
+        return mp_err_set(err, "codec_type: HTTP3 is not supported");
     }
+    if (mp_translate__h2_options(pb->http2_protocol_options,
+                                 pb->stream_error_on_invalid_http_message, &h->h2, err) != 0)
+        return mp_err_prefix(err, "http2_protocol_options.");
+    return 0;
+}
+
+/* Upgraded streams (WebSocket, CONNECT) run through the listener's own http_filters; Envoy's
+ * per-upgrade filter chains are refused rather than silently replaced by those. */
+static int translate_upgrades(const mp_pb_hcm_t *pb, mp_hcm_config_t *h, mp_err_t *err)
+{
+    h->upgrades = mp_xcalloc(pb->n_upgrade_configs, sizeof(*h->upgrades));
+    for (size_t i = 0; i < pb->n_upgrade_configs; i++) {
+        const pb_upgrade_t *u = pb->upgrade_configs[i];
+        mp_upgrade_config_t *out = &h->upgrades[h->n_upgrades];
+        if (mp_translate__upgrade_type(u->upgrade_type, h->upgrades, h->n_upgrades,
+                                       &out->upgrade_type, err) != 0)
+            return mp_err_prefix(err, "upgrade_configs[%zu].", i);
+        h->n_upgrades++;
+        if (u->n_filters > 0)
+            return mp_err_set(err,
+                              "upgrade_configs[%zu].filters: per-upgrade filter chains are not "
+                              "supported (upgraded streams use the listener's http_filters)",
+                              i);
+        out->enabled = mp_translate__bool(u->enabled, true);
+    }
+    return 0;
 }
 
 static int translate_limits(const mp_pb_hcm_t *pb, mp_hcm_config_t *h, mp_err_t *err)
@@ -204,6 +234,9 @@ static int translate_limits(const mp_pb_hcm_t *pb, mp_hcm_config_t *h, mp_err_t 
     if (mp_translate__duration_ms(o ? o->idle_timeout : NULL, 3600000, &h->idle_timeout_ms, err) !=
         0)
         return mp_err_prefix(err, "common_http_protocol_options.idle_timeout");
+    if (mp_translate__duration_ms(o ? o->max_stream_duration : NULL, 0, &h->max_stream_duration_ms,
+                                  err) != 0)
+        return mp_err_prefix(err, "common_http_protocol_options.max_stream_duration");
     return 0;
 }
 
@@ -269,7 +302,8 @@ static int translate_fields(const mp_pb_hcm_t *pb, const mp_config_t *cfg, mp_hc
         return mp_err_set(err, "stat_prefix: required");
     h->stat_prefix = mp_xstrdup(pb->stat_prefix);
     if (translate_codec(pb, h, err) != 0 || translate_filters(pb, h, err) != 0 ||
-        translate_limits(pb, h, err) != 0 || translate_timeouts(pb, h, err) != 0)
+        translate_upgrades(pb, h, err) != 0 || translate_limits(pb, h, err) != 0 ||
+        translate_timeouts(pb, h, err) != 0)
         return MP_ERROR;
     translate_flags(pb, h);
     if (translate_routes(pb, cfg, h, err) != 0)

@@ -66,6 +66,23 @@ char *mp_translate__lower_dup(const char *s);
 char *mp_translate__data_source(const mp_pb_data_source_t *ds, size_t cap, uint32_t *len,
                                 mp_err_t *err);
 
+/* ---- protocol options (translate_protocol.c) ---- */
+
+/* Http2ProtocolOptions -> *out: defaults (mp_h2_options_default) for what pb leaves out, or for
+ * everything when pb is NULL; out-of-range values and options magpie refuses are errors relative
+ * to pb ("initial_stream_window_size: must be between 65535 and 2147483647").  hcm_stream_error
+ * is the HCM's stream_error_on_invalid_http_message (NULL upstream), used when pb has no
+ * override_stream_error_on_invalid_http_message. */
+int mp_translate__h2_options(const Envoy__Config__Core__V3__Http2ProtocolOptions *pb,
+                             const Google__Protobuf__BoolValue *hcm_stream_error,
+                             mp_h2_options_t *out, mp_err_t *err);
+
+/* An UpgradeConfig's upgrade_type -> *out, a lower-cased heap copy, after checking that it is
+ * not empty and not already among prev[0..n_prev) (Envoy rejects a repeated type).  Errors are
+ * relative to the UpgradeConfig ("upgrade_type: ..."). */
+int mp_translate__upgrade_type(const char *type, const mp_upgrade_config_t *prev, uint32_t n_prev,
+                               char **out, mp_err_t *err);
+
 /* ---- per message kind ---- */
 
 /* Cluster -> a new mp_cluster_t at position index, stats registered, host set published. */

@@ -24,6 +24,7 @@ typedef Envoy__Config__Route__V3__HeaderMatcher pb_header_matcher_t;
 typedef Envoy__Config__Route__V3__QueryParameterMatcher pb_query_matcher_t;
 typedef Envoy__Config__Route__V3__WeightedCluster pb_weighted_t;
 typedef Envoy__Type__Matcher__V3__StringMatcher pb_string_matcher_t;
+typedef Envoy__Config__Route__V3__RouteAction__UpgradeConfig pb_upgrade_t;
 
 /* What the route-level translators need from the table being built. */
 typedef struct route_ctx {
@@ -154,8 +155,6 @@ static int check_match_unsupported(const pb_match_t *pb, mp_err_t *err)
 {
     if (pb->runtime_fraction != NULL)
         return mp_err_set(err, "runtime_fraction: not supported yet");
-    if (pb->grpc != NULL)
-        return mp_err_set(err, "grpc: not supported yet");
     if (pb->tls_context != NULL)
         return mp_err_set(err, "tls_context: not supported yet");
     if (pb->n_dynamic_metadata > 0)
@@ -194,7 +193,12 @@ static int translate_path(const pb_match_t *pb, mp_route_t *r, mp_err_t *err)
                    ? mp_err_prefix(err, "safe_regex.regex")
                    : 0;
     case ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_CONNECT_MATCHER:
-        return mp_err_set(err, "connect_matcher: CONNECT is not supported yet");
+        /* A CONNECT has no path to match: an empty prefix takes any, and the route's
+         * connect_matcher flag (proxy/route_match.c) restricts it to CONNECT requests. */
+        r->connect_matcher = true;
+        r->path_kind = MP_PATH_PREFIX;
+        r->path = mp_xstrdup("");
+        break;
     case ENVOY__CONFIG__ROUTE__V3__ROUTE_MATCH__PATH_SPECIFIER_PATH_MATCH_POLICY:
         return mp_err_set(err, "path_match_policy: not supported yet");
     default:
@@ -210,6 +214,7 @@ static int translate_match(const pb_match_t *pb, mp_route_t *r, mp_err_t *err)
     if (check_match_unsupported(pb, err) != 0 || translate_path(pb, r, err) != 0)
         return MP_ERROR;
     r->case_sensitive = mp_translate__bool(pb->case_sensitive, true);
+    r->match_grpc = pb->grpc != NULL;
     r->headers = mp_xcalloc(pb->n_headers, sizeof(*r->headers));
     r->n_headers = (uint32_t)pb->n_headers;
     for (size_t i = 0; i < pb->n_headers; i++)
@@ -382,6 +387,57 @@ static int translate_host_rewrite(const pb_action_t *pb, mp_route_t *r, mp_err_t
     }
 }
 
+/* Envoy: connect_config belongs to the CONNECT (and CONNECT-UDP) upgrade only. */
+static int translate_upgrade(const pb_upgrade_t *pb, mp_route_t *r, mp_err_t *err)
+{
+    mp_upgrade_config_t *u = &r->upgrades[r->n_upgrades];
+    if (mp_translate__upgrade_type(pb->upgrade_type, r->upgrades, r->n_upgrades, &u->upgrade_type,
+                                   err) != 0)
+        return MP_ERROR;
+    r->n_upgrades++;
+    u->enabled = mp_translate__bool(pb->enabled, true);
+    if (pb->connect_config == NULL)
+        return 0;
+    if (strcmp(u->upgrade_type, "connect") != 0)
+        return mp_err_set(err,
+                          "connect_config: only the CONNECT upgrade can have one (upgrade_type "
+                          "is \"%s\")",
+                          pb->upgrade_type);
+    if (pb->connect_config->allow_post)
+        return mp_err_set(err, "connect_config.allow_post: not supported yet");
+    u->connect_config = true;
+    return 0;
+}
+
+static int translate_upgrades(const pb_action_t *pb, mp_route_t *r, mp_err_t *err)
+{
+    r->upgrades = mp_xcalloc(pb->n_upgrade_configs, sizeof(*r->upgrades));
+    for (size_t i = 0; i < pb->n_upgrade_configs; i++)
+        if (translate_upgrade(pb->upgrade_configs[i], r, err) != 0)
+            return mp_err_prefix(err, "upgrade_configs[%zu].", i);
+    return 0;
+}
+
+/* RouteAction.max_stream_duration.  grpc_timeout_header_max present (even 0, "no cap") is what
+ * turns the grpc-timeout header on, as in Envoy. */
+static int translate_stream_duration(const pb_action_t *pb, mp_route_t *r, mp_err_t *err)
+{
+    const Envoy__Config__Route__V3__RouteAction__MaxStreamDuration *d = pb->max_stream_duration;
+    if (d == NULL)
+        return 0;
+    r->has_max_stream_duration = d->max_stream_duration != NULL;
+    if (mp_translate__duration_ms(d->max_stream_duration, 0, &r->max_stream_duration_ms, err) != 0)
+        return mp_err_prefix(err, "max_stream_duration.max_stream_duration");
+    r->has_grpc_timeout_header_max = d->grpc_timeout_header_max != NULL;
+    if (mp_translate__duration_ms(d->grpc_timeout_header_max, 0, &r->grpc_timeout_header_max_ms,
+                                  err) != 0)
+        return mp_err_prefix(err, "max_stream_duration.grpc_timeout_header_max");
+    if (mp_translate__duration_ms(d->grpc_timeout_header_offset, 0,
+                                  &r->grpc_timeout_header_offset_ms, err) != 0)
+        return mp_err_prefix(err, "max_stream_duration.grpc_timeout_header_offset");
+    return 0;
+}
+
 static int translate_route_action(const route_ctx_t *ctx, const pb_action_t *pb, mp_route_t *r,
                                   mp_err_t *err)
 {
@@ -400,7 +456,9 @@ static int translate_route_action(const route_ctx_t *ctx, const pb_action_t *pb,
         return mp_err_prefix(err, "timeout");
     if (mp_translate__duration_ms(pb->idle_timeout, 0, &r->idle_timeout_ms, err) != 0)
         return mp_err_prefix(err, "idle_timeout");
-    return 0;
+    if (translate_upgrades(pb, r, err) != 0)
+        return MP_ERROR;
+    return translate_stream_duration(pb, r, err);
 }
 
 static const int redirect_codes[] = {301, 302, 303, 307, 308};

@@ -89,6 +89,45 @@ typedef struct mp_header_mutation {
     uint32_t n_remove;
 } mp_header_mutation_t;
 
+/* ---- protocol options (envoy.config.core.v3) ---- */
+
+/* HTTP/2 protocol options (envoy.config.core.v3.Http2ProtocolOptions), downstream (the HCM's
+ * http2_protocol_options) and upstream (a cluster's).  Translators range-check every field;
+ * absent fields take the defaults of mp_h2_options_default, which differ from Envoy's where noted
+ * in docs/http2.md ("Protocol options"). */
+typedef struct mp_h2_options {
+    uint32_t max_concurrent_streams;         /* default 1024; 1..2^31-1 */
+    uint32_t initial_stream_window_size;     /* default 262144 (256 KiB); 65535..2^31-1 */
+    uint32_t initial_connection_window_size; /* default 1048576 (1 MiB); 65535..2^31-1 */
+    uint32_t hpack_table_size;               /* default 4096 */
+    uint32_t max_outbound_frames;            /* default 10000; >= 1 */
+    uint32_t max_outbound_control_frames;    /* default 1000; >= 1 */
+    uint32_t max_consecutive_inbound_frames_with_empty_payload;    /* default 1 */
+    uint32_t max_inbound_priority_frames_per_stream;               /* default 100 */
+    uint32_t max_inbound_window_update_frames_per_data_frame_sent; /* default 10; >= 1 */
+    bool allow_connect; /* RFC 8441 extended CONNECT; default false */
+    /* default false: an invalid HTTP message ends the connection, not only its stream.  Taken
+     * from override_stream_error_on_invalid_http_message, else (downstream) the HCM's
+     * stream_error_on_invalid_http_message, else the deprecated
+     * stream_error_on_invalid_http_messaging. */
+    bool override_stream_error_on_invalid_http_message;
+} mp_h2_options_t;
+
+/* Fills o with the defaults above.  Any thread. */
+void mp_h2_options_default(mp_h2_options_t *o);
+
+/* One upgrade type a listener (HttpConnectionManager.upgrade_configs) or a route
+ * (RouteAction.upgrade_configs) allows or forbids.  A route's entry overrides the listener's for
+ * the same type; a type named by neither is refused. */
+typedef struct mp_upgrade_config {
+    char *upgrade_type; /* lower-case: "websocket", "connect", ... */
+    bool enabled;       /* default true */
+    /* route level only (RouteAction.UpgradeConfig.connect_config present, upgrade_type
+     * "connect"): terminate CONNECT here and carry its payload as raw TCP to the upstream;
+     * false: forward the CONNECT request itself.  Always false at HCM level. */
+    bool connect_config;
+} mp_upgrade_config_t;
+
 /* ---- routes (envoy.config.route.v3) ---- */
 
 typedef struct mp_cluster mp_cluster_t;
@@ -135,6 +174,14 @@ typedef struct mp_route {
     uint32_t n_headers;
     mp_query_matcher_t *query;
     uint32_t n_query;
+    /* RouteMatch.grpc: only requests whose content-type is application/grpc, application/grpc+*
+     * or application/grpc;* (mp_grpc_is_grpc_content_type) match. */
+    bool match_grpc;
+    /* RouteMatch.connect_matcher: the route matches CONNECT requests (method CONNECT without
+     * :protocol) and nothing else, and a CONNECT request matches no other kind of route (Envoy:
+     * only a connect_matcher route accepts a request without :path).  path_kind is then
+     * MP_PATH_PREFIX with an empty path. */
+    bool connect_matcher;
     /* action */
     mp_route_action_kind_t action;
     char *cluster_name;    /* "cluster" */
@@ -147,8 +194,20 @@ typedef struct mp_route {
     char *host_rewrite_literal;
     bool auto_host_rewrite;
     bool has_timeout;
-    uint64_t timeout_ms;      /* route timeout; default 15000; 0 disables */
-    uint64_t idle_timeout_ms; /* 0: none */
+    uint64_t timeout_ms;           /* route timeout; default 15000; 0 disables */
+    uint64_t idle_timeout_ms;      /* 0: none */
+    mp_upgrade_config_t *upgrades; /* RouteAction.upgrade_configs; override the HCM's */
+    uint32_t n_upgrades;
+    /* RouteAction.max_stream_duration.  max_stream_duration absent (has_ = false): the HCM's
+     * max_stream_duration_ms applies; present: this one replaces it, and 0 disables it. */
+    bool has_max_stream_duration;
+    uint64_t max_stream_duration_ms;
+    /* grpc_timeout_header_max: present -> a request's grpc-timeout header (minus the offset)
+     * bounds the stream's duration, capped at grpc_timeout_header_max_ms unless that is 0 (no
+     * cap).  Absent -> the grpc-timeout header is ignored. */
+    bool has_grpc_timeout_header_max;
+    uint64_t grpc_timeout_header_max_ms;
+    uint64_t grpc_timeout_header_offset_ms; /* subtracted from grpc-timeout; default 0 */
     mp_redirect_t redirect;
     int direct_status;
     char *direct_body;
@@ -218,6 +277,13 @@ typedef struct mp_endpoint_spec {
     uint32_t weight;
 } mp_endpoint_spec_t;
 
+/* Which protocol a cluster speaks to its hosts. */
+typedef enum mp_upstream_protocol {
+    MP_UPSTREAM_HTTP1,          /* HTTP/1.1 (default) */
+    MP_UPSTREAM_HTTP2,          /* HTTP/2 with prior knowledge (h2c), or h2 over TLS */
+    MP_UPSTREAM_USE_DOWNSTREAM, /* whatever the downstream request used: HTTP/1.x or HTTP/2 */
+} mp_upstream_protocol_t;
+
 typedef struct mp_cluster_stats {
     mp_stat_id_t upstream_rq_total, upstream_rq_2xx, upstream_rq_3xx, upstream_rq_4xx,
         upstream_rq_5xx, upstream_rq_timeout, upstream_rq_active, upstream_cx_total,
@@ -226,28 +292,6 @@ typedef struct mp_cluster_stats {
         upstream_rq_pending_total, upstream_cx_idle_timeout, membership_total, membership_healthy,
         update_success, update_failure, upstream_cx_none_healthy;
 } mp_cluster_stats_t;
-
-/* HTTP/2 protocol options (envoy.config.core.v3.Http2ProtocolOptions), downstream and upstream.
- * A zero field means the default. */
-typedef struct mp_h2_options {
-    uint32_t max_concurrent_streams;         /* default 1024; 1..2^31-1 */
-    uint32_t initial_stream_window_size;     /* default 262144 (256 KiB); 65535..2^31-1 */
-    uint32_t initial_connection_window_size; /* default 1048576 (1 MiB); 65535..2^31-1 */
-    uint32_t hpack_table_size;               /* default 4096 */
-    uint32_t max_outbound_frames;            /* default 10000 */
-    uint32_t max_outbound_control_frames;    /* default 1000 */
-    uint32_t max_consecutive_inbound_frames_with_empty_payload; /* default 1 */
-    uint32_t max_inbound_priority_frames_per_stream;            /* default 100 */
-    uint32_t max_inbound_window_update_frames_per_data_frame_sent; /* default 10 */
-    bool allow_connect;                                 /* RFC 8441 extended CONNECT */
-    bool override_stream_error_on_invalid_http_message; /* default false */
-} mp_h2_options_t;
-
-typedef enum mp_upstream_protocol {
-    MP_UPSTREAM_HTTP1,
-    MP_UPSTREAM_HTTP2,
-    MP_UPSTREAM_USE_DOWNSTREAM,
-} mp_upstream_protocol_t;
 
 struct mp_cluster {
     char *name;
@@ -259,8 +303,11 @@ struct mp_cluster {
     uint64_t pool_idle_timeout_ms;  /* common_http_protocol_options.idle_timeout; default 1h */
     uint32_t per_connection_buffer_limit_bytes; /* default 1 MiB */
     uint32_t max_requests_per_connection;       /* 0: unlimited */
+    /* From typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.
+     * HttpProtocolOptions"], else the deprecated http2_protocol_options / protocol_selection.
+     * auto_config is served as HTTP/1.1 until upstream TLS with ALPN exists. */
     mp_upstream_protocol_t protocol;
-    mp_h2_options_t h2;
+    mp_h2_options_t h2; /* used for HTTP/2 (and USE_DOWNSTREAM); defaults when not given */
     mp_dns_family_t dns_family;
     uint64_t dns_refresh_rate_ms; /* default 5000 */
     bool respect_dns_ttl;
@@ -328,7 +375,6 @@ typedef enum mp_server_header {
 typedef struct mp_hcm_config {
     char *stat_prefix;
     mp_codec_type_t codec_type;
-    mp_h2_options_t h2; /* http2_protocol_options */
     mp_route_table_t *routes;       /* inline route_config */
     mp_http_filter_t *http_filters; /* in order; the last is terminal (the router) */
     uint32_t n_http_filters;
@@ -349,6 +395,10 @@ typedef struct mp_hcm_config {
     char *server_name;                /* default "magpie" */
     mp_server_header_t server_header; /* server_header_transformation */
     bool proxy_100_continue;
+    mp_h2_options_t h2;            /* http2_protocol_options; defaults when absent */
+    mp_upgrade_config_t *upgrades; /* upgrade_configs (connect_config always false) */
+    uint32_t n_upgrades;
+    uint64_t max_stream_duration_ms; /* common_http_protocol_options.max_stream_duration; 0: none */
     mp_access_log_t *access_logs;
     uint32_t n_access_logs;
     mp_http_stats_t stats;

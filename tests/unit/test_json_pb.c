@@ -282,7 +282,7 @@ static void test_error_paths(void)
                  "transport_socket.typed_config.@type: missing");
     expect_error(CLUSTER_DESC, "[]", "expected object, got array");
     expect_error(CLUSTER_DESC, "metadata: {filter_metadata: {istio: 5}}",
-                 "metadata.filter_metadata.istio: expected object, got number");
+                 "metadata.filter_metadata[\"istio\"]: expected object, got number");
     expect_error(CLUSTER_DESC, "{\"name\": ", "line 1, column 9: invalid JSON");
     expect_error(CLUSTER_DESC, "name: [\n", "line 2, column 1: did not find expected node content");
 }

@@ -799,6 +799,109 @@ static void test_header_mutation_decides_before_applying(void)
     mp_header_mutation_free(&m);
 }
 
+/* ---- request kinds: gRPC and CONNECT ---- */
+
+/* Name of the route matched for a request with this method, path (NULL: none, as a CONNECT
+ * has) and optional content-type / :protocol. */
+static const char *route_kind_for(mp_vhost_t *vh, const char *method, const char *path,
+                                  const char *ct, const char *protocol)
+{
+    static char name[64];
+    mp_http_msg_t *req = req_new(method, "h", path ? path : "");
+    if (path == NULL) {
+        free(req->path);
+        req->path = NULL;
+    }
+    if (ct != NULL)
+        mp_headers_add_cstr(&req->headers, "content-type", ct);
+    if (protocol != NULL)
+        mp_headers_add_cstr(&req->headers, ":protocol", protocol);
+    const mp_route_t *r = mp_route_find(vh, req);
+    snprintf(name, sizeof(name), "%s", r != NULL ? r->name : "(none)");
+    req_free(req);
+    return name;
+}
+
+static void test_grpc_match(void)
+{
+    mp_route_table_t *t = table_new();
+    mp_vhost_t *vh = vhost_at(t, add_vhost(t, "v", "*", NULL));
+    add_route(vh, MP_PATH_PREFIX, "/svc", "grpc")->match_grpc = true;
+    add_route(vh, MP_PATH_PREFIX, "/", "other");
+    /* Only a gRPC content-type takes the gRPC route; everything else falls through to the next. */
+    CHECK_STR(route_kind_for(vh, "POST", "/svc/M", "application/grpc", NULL), "grpc");
+    CHECK_STR(route_kind_for(vh, "POST", "/svc/M", "application/grpc+proto", NULL), "grpc");
+    CHECK_STR(route_kind_for(vh, "POST", "/svc/M", "application/grpc;x=y", NULL), "grpc");
+    CHECK_STR(route_kind_for(vh, "POST", "/svc/M", "application/grpc-web", NULL), "other");
+    CHECK_STR(route_kind_for(vh, "POST", "/svc/M", "application/json", NULL), "other");
+    CHECK_STR(route_kind_for(vh, "POST", "/svc/M", NULL, NULL), "other");
+    /* the path still has to match as well */
+    CHECK_STR(route_kind_for(vh, "POST", "/x", "application/grpc", NULL), "other");
+    /* a non-gRPC route takes gRPC requests too */
+    CHECK_STR(route_kind_for(vh, "POST", "/y", "application/grpc", NULL), "other");
+    /* the first content-type field decides */
+    mp_http_msg_t *req = req_new("POST", "h", "/svc/M");
+    mp_headers_add_cstr(&req->headers, "content-type", "text/plain");
+    mp_headers_add_cstr(&req->headers, "content-type", "application/grpc");
+    CHECK_STR(mp_route_find(vh, req)->name, "other");
+    req_free(req);
+    mp_route_table_free(t);
+}
+
+/* A connect_matcher route as the translator builds it: an empty prefix plus the flag. */
+static mp_route_t *add_connect_route(mp_vhost_t *vh, const char *cluster)
+{
+    mp_route_t *r = add_route(vh, MP_PATH_PREFIX, "", cluster);
+    r->connect_matcher = true;
+    return r;
+}
+
+static void test_connect_match(void)
+{
+    mp_route_table_t *t = table_new();
+    mp_vhost_t *vh = vhost_at(t, add_vhost(t, "v", "*", NULL));
+    add_route(vh, MP_PATH_PREFIX, "/", "catchall");
+    add_connect_route(vh, "tunnel");
+    /* CONNECT skips the catch-all prefix route (Envoy: a route that needs :path never takes a
+     * CONNECT) and lands on the connect_matcher route listed after it. */
+    CHECK_STR(route_kind_for(vh, "CONNECT", NULL, NULL, NULL), "tunnel");
+    CHECK_STR(route_kind_for(vh, "CONNECT", "example.com:443", NULL, NULL), "tunnel");
+    /* and the connect_matcher route takes nothing else */
+    CHECK_STR(route_kind_for(vh, "GET", "/", NULL, NULL), "catchall");
+    CHECK_STR(route_kind_for(vh, "POST", "/x", NULL, NULL), "catchall");
+    /* Methods are case-sensitive: "connect" is an unknown method, not CONNECT. */
+    CHECK_STR(route_kind_for(vh, "connect", "/", NULL, NULL), "catchall");
+    /* Extended CONNECT (RFC 8441, :protocol websocket) is an upgrade, routed by its path. */
+    CHECK_STR(route_kind_for(vh, "CONNECT", "/chat", NULL, "websocket"), "catchall");
+    mp_route_table_free(t);
+
+    /* With no connect_matcher route, a CONNECT matches nothing at all. */
+    t = table_new();
+    vh = vhost_at(t, add_vhost(t, "v", "*", NULL));
+    add_route(vh, MP_PATH_PREFIX, "/", "catchall");
+    add_route(vh, MP_PATH_REGEX, ".*", "regex");
+    CHECK_STR(route_kind_for(vh, "CONNECT", "example.com:443", NULL, NULL), "(none)");
+    mp_route_table_free(t);
+}
+
+static void test_connect_route_headers_still_apply(void)
+{
+    mp_route_table_t *t = table_new();
+    mp_vhost_t *vh = vhost_at(t, add_vhost(t, "v", "*", NULL));
+    mp_route_t *r = add_connect_route(vh, "tunnel-a");
+    set_str(&add_header(r, ":authority", MP_HDR_STRING)->str, MP_STR_SUFFIX, ":443", false);
+    add_connect_route(vh, "tunnel-any");
+    mp_http_msg_t *req = req_new("CONNECT", "a.example:443", "");
+    free(req->path);
+    req->path = NULL;
+    CHECK_STR(mp_route_find(vh, req)->name, "tunnel-a");
+    free(req->authority);
+    req->authority = mp_xstrdup("a.example:80");
+    CHECK_STR(mp_route_find(vh, req)->name, "tunnel-any");
+    req_free(req);
+    mp_route_table_free(t);
+}
+
 static void test_free_full_table(void)
 {
     /* Every owned field set once, so ASan reports anything mp_route_table_free misses. */
@@ -820,6 +923,12 @@ static void test_free_full_table(void)
                                   .path = mp_xstrdup("/p"),
                                   .prefix_rewrite = mp_xstrdup("/q")};
     r->direct_body = mp_xstrdup("body");
+    r->upgrades = mp_xcalloc(2, sizeof(*r->upgrades));
+    r->upgrades[0] =
+        (mp_upgrade_config_t){.upgrade_type = mp_xstrdup("websocket"), .enabled = true};
+    r->upgrades[1] =
+        (mp_upgrade_config_t){.upgrade_type = mp_xstrdup("connect"), .connect_config = true};
+    r->n_upgrades = 2;
     add_op(&r->request_headers, "a", "b", MP_APPEND_IF_EXISTS_OR_ADD, false);
     add_route(vh, MP_PATH_REGEX, "/r", "r");
     mp_route_table_free(t);
@@ -849,6 +958,9 @@ int main(void)
     RUN(test_redirect_location);
     RUN(test_header_mutation);
     RUN(test_header_mutation_decides_before_applying);
+    RUN(test_grpc_match);
+    RUN(test_connect_match);
+    RUN(test_connect_route_headers_still_apply);
     RUN(test_free_full_table);
     UNIT_DONE();
 }

@@ -505,9 +505,8 @@ static void test_errors(void)
     expect_error("address: '::1', port_value: 15006", "address: 127.0.0.1, port_value: 15001",
                  "static_resources.listeners[1].address: 127.0.0.1:15001 is already used by "
                  "listener \"ingress\"");
-    expect_error("codec_type: HTTP1", "codec_type: HTTP2",
-                 HCM "codec_type: only AUTO and HTTP1 are supported yet (HTTP/2 is not "
-                     "implemented; AUTO serves HTTP/1.1)");
+    expect_error("codec_type: HTTP1", "codec_type: HTTP3",
+                 HCM "codec_type: HTTP3 is not supported");
     expect_error("address: 10.0.0.1", "address: ten",
                  "static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0]."
                  "endpoint.address.socket_address.address: \"ten\" is not an IP address");
@@ -783,6 +782,391 @@ static void test_tcp_proxy_binary_unknown_fields(void)
     protobuf_c_message_free_unpacked(&m->base, NULL);
 }
 
+/* ---- HTTP/2, gRPC and upgrades ---- */
+
+/* Every new field set, with one cluster per way of choosing the upstream protocol. */
+static const char h2_yaml[] =
+    "static_resources:\n"
+    "  listeners:\n"
+    "  - name: h2\n"
+    "    address: { socket_address: { address: 127.0.0.1, port_value: 15101 } }\n"
+    "    filter_chains:\n"
+    "    - filters:\n"
+    "      - name: envoy.filters.network.http_connection_manager\n"
+    "        typed_config:\n"
+    "          '@type': type.googleapis.com/envoy.extensions.filters.network."
+    "http_connection_manager.v3.HttpConnectionManager\n"
+    "          stat_prefix: h2\n"
+    "          codec_type: HTTP2\n"
+    "          stream_error_on_invalid_http_message: true\n"
+    "          common_http_protocol_options: { max_stream_duration: 30s }\n"
+    "          http2_protocol_options:\n"
+    "            max_concurrent_streams: 100\n"
+    "            initial_stream_window_size: 65535\n"
+    "            initial_connection_window_size: 2147483647\n"
+    "            hpack_table_size: 0\n"
+    "            max_outbound_frames: 5000\n"
+    "            max_outbound_control_frames: 500\n"
+    "            max_consecutive_inbound_frames_with_empty_payload: 0\n"
+    "            max_inbound_priority_frames_per_stream: 7\n"
+    "            max_inbound_window_update_frames_per_data_frame_sent: 3\n"
+    "            allow_connect: true\n"
+    "          upgrade_configs:\n"
+    "          - upgrade_type: WebSocket\n"
+    "          - { upgrade_type: CONNECT, enabled: false }\n"
+    "          http_filters: [{ name: envoy.filters.http.router }]\n"
+    "          route_config:\n"
+    "            virtual_hosts:\n"
+    "            - name: all\n"
+    "              domains: ['*']\n"
+    "              routes:\n"
+    "              - match: { prefix: /svc., grpc: {} }\n"
+    "                route:\n"
+    "                  cluster: explicit\n"
+    "                  max_stream_duration:\n"
+    "                    max_stream_duration: 2s\n"
+    "                    grpc_timeout_header_max: 0s\n"
+    "                    grpc_timeout_header_offset: 0.05s\n"
+    "              - match: { connect_matcher: {} }\n"
+    "                route:\n"
+    "                  cluster: downstream\n"
+    "                  upgrade_configs:\n"
+    "                  - { upgrade_type: CONNECT, connect_config: {} }\n"
+    "                  - { upgrade_type: websocket, enabled: false }\n"
+    "              - match: { prefix: /ws }\n"
+    "                route:\n"
+    "                  cluster: deprecated\n"
+    "                  max_stream_duration: { grpc_timeout_header_max: 5s }\n"
+    "              - match: { prefix: / }\n"
+    "                route: { cluster: plain, max_stream_duration: { max_stream_duration: 0s } }\n"
+    "  clusters:\n"
+    "  - name: explicit\n"
+    "    common_http_protocol_options: { idle_timeout: 10s, max_requests_per_connection: 3 }\n"
+    "    typed_extension_protocol_options:\n"
+    "      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n"
+    "        '@type': type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n"
+    "        common_http_protocol_options: { idle_timeout: 20s }\n"
+    "        explicit_http_config:\n"
+    "          http2_protocol_options:\n"
+    "            max_concurrent_streams: 50\n"
+    "            initial_stream_window_size: 1048576\n"
+    "            override_stream_error_on_invalid_http_message: true\n"
+    "  - name: downstream\n"
+    "    typed_extension_protocol_options:\n"
+    "      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n"
+    "        '@type': type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n"
+    "        use_downstream_protocol_config:\n"
+    "          http_protocol_options: {}\n"
+    "          http2_protocol_options: { hpack_table_size: 8192 }\n"
+    "  - name: auto\n"
+    "    typed_extension_protocol_options:\n"
+    "      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n"
+    "        '@type': type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n"
+    "        auto_config: { http2_protocol_options: { max_concurrent_streams: 9 } }\n"
+    "  - name: deprecated\n"
+    "    http2_protocol_options: { initial_connection_window_size: 131072 }\n"
+    "  - name: selection\n"
+    "    protocol_selection: USE_DOWNSTREAM_PROTOCOL\n"
+    "    http_protocol_options: {}\n"
+    "    http2_protocol_options: {}\n"
+    "  - name: plain\n";
+
+static mp_config_t *load_h2(mp_err_t *err)
+{
+    mp_config_t *c = load_yaml(h2_yaml, NULL, err);
+    if (c == NULL)
+        fprintf(stderr, "h2 load failed: %s\n", err->msg);
+    return c;
+}
+
+static void check_h2_defaults(const mp_h2_options_t *o)
+{
+    CHECK_INT(o->max_concurrent_streams, 1024);
+    CHECK_INT(o->initial_stream_window_size, 262144);
+    CHECK_INT(o->initial_connection_window_size, 1048576);
+    CHECK_INT(o->hpack_table_size, 4096);
+    CHECK_INT(o->max_outbound_frames, 10000);
+    CHECK_INT(o->max_outbound_control_frames, 1000);
+    CHECK_INT(o->max_consecutive_inbound_frames_with_empty_payload, 1);
+    CHECK_INT(o->max_inbound_priority_frames_per_stream, 100);
+    CHECK_INT(o->max_inbound_window_update_frames_per_data_frame_sent, 10);
+    CHECK(!o->allow_connect);
+    CHECK(!o->override_stream_error_on_invalid_http_message);
+}
+
+static void test_h2_defaults(void)
+{
+    mp_h2_options_t o;
+    memset(&o, 0xa5, sizeof(o));
+    mp_h2_options_default(&o);
+    check_h2_defaults(&o);
+    /* A listener and clusters that say nothing about HTTP/2 get exactly the defaults. */
+    mp_err_t err = {{0}};
+    mp_config_t *c = load_full(&err);
+    if (c == NULL)
+        return;
+    const mp_hcm_config_t *h = c->listeners[0].hcm;
+    check_h2_defaults(&h->h2);
+    CHECK_INT(h->n_upgrades, 0);
+    CHECK_INT(h->max_stream_duration_ms, 0);
+    for (uint32_t i = 0; i < c->n_clusters; i++) {
+        CHECK_INT(c->clusters[i]->protocol, MP_UPSTREAM_HTTP1);
+        check_h2_defaults(&c->clusters[i]->h2);
+    }
+    const mp_route_t *r = &h->routes->vhosts[0].routes[0];
+    CHECK(!r->match_grpc && !r->connect_matcher && r->n_upgrades == 0);
+    CHECK(!r->has_max_stream_duration && !r->has_grpc_timeout_header_max);
+    CHECK_INT(r->max_stream_duration_ms, 0);
+    CHECK_INT(r->grpc_timeout_header_offset_ms, 0);
+    mp_config_unref(c);
+}
+
+static void check_h2_hcm(const mp_hcm_config_t *h)
+{
+    CHECK_INT(h->codec_type, MP_CODEC_HTTP2);
+    CHECK_INT(h->max_stream_duration_ms, 30000);
+    const mp_h2_options_t *o = &h->h2;
+    CHECK_INT(o->max_concurrent_streams, 100);
+    CHECK_INT(o->initial_stream_window_size, 65535);
+    CHECK_INT(o->initial_connection_window_size, 2147483647);
+    CHECK_INT(o->hpack_table_size, 0);
+    CHECK_INT(o->max_outbound_frames, 5000);
+    CHECK_INT(o->max_outbound_control_frames, 500);
+    CHECK_INT(o->max_consecutive_inbound_frames_with_empty_payload, 0);
+    CHECK_INT(o->max_inbound_priority_frames_per_stream, 7);
+    CHECK_INT(o->max_inbound_window_update_frames_per_data_frame_sent, 3);
+    CHECK(o->allow_connect);
+    /* from the HCM's stream_error_on_invalid_http_message: the H2 options have no override */
+    CHECK(o->override_stream_error_on_invalid_http_message);
+    CHECK_INT(h->n_upgrades, 2);
+    CHECK_STR(h->upgrades[0].upgrade_type, "websocket"); /* lower-cased */
+    CHECK(h->upgrades[0].enabled && !h->upgrades[0].connect_config);
+    CHECK_STR(h->upgrades[1].upgrade_type, "connect");
+    CHECK(!h->upgrades[1].enabled);
+}
+
+static void check_h2_routes(const mp_vhost_t *vh)
+{
+    const mp_route_t *r = &vh->routes[0];
+    CHECK(r->match_grpc && !r->connect_matcher);
+    CHECK(r->has_max_stream_duration && r->max_stream_duration_ms == 2000);
+    CHECK(r->has_grpc_timeout_header_max && r->grpc_timeout_header_max_ms == 0); /* no cap */
+    CHECK_INT(r->grpc_timeout_header_offset_ms, 50);
+    r = &vh->routes[1];
+    CHECK(r->connect_matcher && !r->match_grpc);
+    CHECK(r->path_kind == MP_PATH_PREFIX && r->path_len == 0);
+    CHECK_INT(r->n_upgrades, 2);
+    CHECK_STR(r->upgrades[0].upgrade_type, "connect");
+    CHECK(r->upgrades[0].enabled && r->upgrades[0].connect_config);
+    CHECK_STR(r->upgrades[1].upgrade_type, "websocket");
+    CHECK(!r->upgrades[1].enabled && !r->upgrades[1].connect_config);
+    CHECK(!r->has_max_stream_duration && !r->has_grpc_timeout_header_max);
+    r = &vh->routes[2];
+    CHECK(!r->has_max_stream_duration);
+    CHECK(r->has_grpc_timeout_header_max && r->grpc_timeout_header_max_ms == 5000);
+    r = &vh->routes[3];
+    CHECK(r->has_max_stream_duration && r->max_stream_duration_ms == 0); /* 0s: disabled */
+    CHECK(!r->has_grpc_timeout_header_max);
+}
+
+static void check_h2_clusters(mp_config_t *c)
+{
+    mp_cluster_t *k = mp_config_find_cluster(c, "explicit");
+    CHECK_INT(k->protocol, MP_UPSTREAM_HTTP2);
+    CHECK_INT(k->h2.max_concurrent_streams, 50);
+    CHECK_INT(k->h2.initial_stream_window_size, 1048576);
+    CHECK_INT(k->h2.initial_connection_window_size, 1048576);
+    CHECK(k->h2.override_stream_error_on_invalid_http_message);
+    /* the extension's idle_timeout wins; the deprecated field's max_requests stays */
+    CHECK_INT(k->pool_idle_timeout_ms, 20000);
+    CHECK_INT(k->max_requests_per_connection, 3);
+    k = mp_config_find_cluster(c, "downstream");
+    CHECK_INT(k->protocol, MP_UPSTREAM_USE_DOWNSTREAM);
+    CHECK_INT(k->h2.hpack_table_size, 8192);
+    CHECK_INT(k->h2.max_concurrent_streams, 1024);
+    k = mp_config_find_cluster(c, "auto");
+    CHECK_INT(k->protocol, MP_UPSTREAM_HTTP1); /* until upstream TLS with ALPN */
+    CHECK_INT(k->h2.max_concurrent_streams, 9);
+    k = mp_config_find_cluster(c, "deprecated");
+    CHECK_INT(k->protocol, MP_UPSTREAM_HTTP2);
+    CHECK_INT(k->h2.initial_connection_window_size, 131072);
+    CHECK_INT(k->h2.initial_stream_window_size, 262144);
+    k = mp_config_find_cluster(c, "selection");
+    CHECK_INT(k->protocol, MP_UPSTREAM_USE_DOWNSTREAM);
+    check_h2_defaults(&k->h2);
+    k = mp_config_find_cluster(c, "plain");
+    CHECK_INT(k->protocol, MP_UPSTREAM_HTTP1);
+}
+
+static void test_h2_fields(void)
+{
+    mp_err_t err = {{0}};
+    mp_config_t *c = load_h2(&err);
+    CHECK(c != NULL);
+    if (c == NULL)
+        return;
+    check_h2_hcm(c->listeners[0].hcm);
+    check_h2_routes(&c->listeners[0].hcm->routes->vhosts[0]);
+    check_h2_clusters(c);
+    mp_config_unref(c);
+}
+
+/* As expect_error, on h2_yaml. */
+static void expect_h2_error(const char *from, const char *to, const char *want)
+{
+    const char *at = strstr(h2_yaml, from);
+    CHECK(at != NULL);
+    if (at == NULL) {
+        fprintf(stderr, "  pattern not found: %s\n", from);
+        return;
+    }
+    char *edited = mp_xasprintf("%.*s%s%s", (int)(at - h2_yaml), h2_yaml, to, at + strlen(from));
+    mp_err_t err = {{0}};
+    mp_config_t *c = load_yaml(edited, NULL, &err);
+    CHECK(c == NULL);
+    CHECK_STR(err.msg, want);
+    mp_config_unref(c);
+    free(edited);
+}
+
+#define H2HCM "static_resources.listeners[0].filter_chains[0].filters[0].typed_config."
+#define H2VH H2HCM "route_config.virtual_hosts[0]."
+#define EXT                                                                                        \
+    "static_resources.clusters[%s].typed_extension_protocol_options[\"envoy.extensions.upstreams." \
+    "http.v3.HttpProtocolOptions\"]."
+#define EXT0                                                                                       \
+    "static_resources.clusters[0].typed_extension_protocol_options[\"envoy.extensions.upstreams."  \
+    "http.v3.HttpProtocolOptions\"]."
+
+static void test_h2_range_errors(void)
+{
+    expect_h2_error("initial_stream_window_size: 65535", "initial_stream_window_size: 65534",
+                    H2HCM "http2_protocol_options.initial_stream_window_size: must be between "
+                          "65535 and 2147483647");
+    expect_h2_error("initial_connection_window_size: 2147483647",
+                    "initial_connection_window_size: 2147483648",
+                    H2HCM "http2_protocol_options.initial_connection_window_size: must be "
+                          "between 65535 and 2147483647");
+    expect_h2_error("max_concurrent_streams: 100", "max_concurrent_streams: 0",
+                    H2HCM "http2_protocol_options.max_concurrent_streams: must be between 1 and "
+                          "2147483647");
+    expect_h2_error("max_outbound_frames: 5000", "max_outbound_frames: 0",
+                    H2HCM "http2_protocol_options.max_outbound_frames: must be at least 1");
+    expect_h2_error("max_outbound_control_frames: 500", "max_outbound_control_frames: 0",
+                    H2HCM "http2_protocol_options.max_outbound_control_frames: must be at least 1");
+    expect_h2_error("max_inbound_window_update_frames_per_data_frame_sent: 3",
+                    "max_inbound_window_update_frames_per_data_frame_sent: 0",
+                    H2HCM "http2_protocol_options.max_inbound_window_update_frames_per_data_"
+                          "frame_sent: must be at least 1");
+    expect_h2_error("allow_connect: true", "allow_metadata: true",
+                    H2HCM "http2_protocol_options.allow_metadata: METADATA frames are not "
+                          "supported");
+    expect_h2_error("allow_connect: true",
+                    "custom_settings_parameters: [{ identifier: 9, value: 1 }]",
+                    H2HCM "http2_protocol_options.custom_settings_parameters: not supported");
+    expect_h2_error("initial_stream_window_size: 1048576", "initial_stream_window_size: 1",
+                    EXT0 "explicit_http_config.http2_protocol_options.initial_stream_window_size: "
+                         "must be between 65535 and 2147483647");
+    expect_h2_error("hpack_table_size: 8192 }", "max_concurrent_streams: 0 }",
+                    "static_resources.clusters[1].typed_extension_protocol_options[\"envoy."
+                    "extensions.upstreams.http.v3.HttpProtocolOptions\"].use_downstream_protocol_"
+                    "config.http2_protocol_options.max_concurrent_streams: must be between 1 and "
+                    "2147483647");
+    expect_h2_error("initial_connection_window_size: 131072 }",
+                    "initial_connection_window_size: 100 }",
+                    "static_resources.clusters[3].http2_protocol_options."
+                    "initial_connection_window_size: must be between 65535 and 2147483647");
+}
+
+static void test_h2_hcm_errors(void)
+{
+    expect_h2_error("codec_type: HTTP2", "codec_type: HTTP3",
+                    H2HCM "codec_type: HTTP3 is not supported");
+    expect_h2_error("- upgrade_type: WebSocket\n",
+                    "- upgrade_type: WebSocket\n            filters: [{ name: x }]\n",
+                    H2HCM "upgrade_configs[0].filters: per-upgrade filter chains are not "
+                          "supported (upgraded streams use the listener's http_filters)");
+    expect_h2_error("upgrade_type: CONNECT, enabled", "upgrade_type: websocket, enabled",
+                    H2HCM "upgrade_configs[1].upgrade_type: duplicate upgrade type \"websocket\"");
+    expect_h2_error("- upgrade_type: WebSocket\n", "- enabled: true\n",
+                    H2HCM "upgrade_configs[0].upgrade_type: required");
+    expect_h2_error("max_stream_duration: 30s", "max_stream_duration: -1s",
+                    H2HCM "common_http_protocol_options.max_stream_duration: negative duration");
+}
+
+static void test_h2_route_errors(void)
+{
+    expect_h2_error("- { upgrade_type: websocket, enabled: false }",
+                    "- { upgrade_type: websocket, connect_config: {} }",
+                    H2VH "routes[1].route.upgrade_configs[1].connect_config: only the CONNECT "
+                         "upgrade can have one (upgrade_type is \"websocket\")");
+    expect_h2_error("connect_config: {}", "connect_config: { allow_post: true }",
+                    H2VH "routes[1].route.upgrade_configs[0].connect_config.allow_post: not "
+                         "supported yet");
+    expect_h2_error("- { upgrade_type: websocket, enabled: false }", "- { upgrade_type: Connect }",
+                    H2VH "routes[1].route.upgrade_configs[1].upgrade_type: duplicate upgrade "
+                         "type \"Connect\"");
+    expect_h2_error("grpc_timeout_header_offset: 0.05s", "grpc_timeout_header_offset: -0.05s",
+                    H2VH "routes[0].route.max_stream_duration.grpc_timeout_header_offset: "
+                         "negative duration");
+}
+
+static void test_h2_cluster_errors(void)
+{
+    expect_h2_error("        explicit_http_config:\n          http2_protocol_options:\n"
+                    "            max_concurrent_streams: 50\n",
+                    "        explicit_http_config: { http3_protocol_options: {} }\n"
+                    "        xx_unused:\n          a:\n            b: 50\n",
+                    "static_resources.clusters[0].typed_extension_protocol_options[\"envoy."
+                    "extensions.upstreams.http.v3.HttpProtocolOptions\"].xx_unused: unknown "
+                    "field");
+    expect_h2_error("        explicit_http_config:\n          http2_protocol_options:\n"
+                    "            max_concurrent_streams: 50\n"
+                    "            initial_stream_window_size: 1048576\n"
+                    "            override_stream_error_on_invalid_http_message: true\n",
+                    "        explicit_http_config: { http3_protocol_options: {} }\n",
+                    EXT0 "explicit_http_config.http3_protocol_options: HTTP/3 is not supported");
+    expect_h2_error("auto_config: { http2", "auto_config: { http3_protocol_options: {}, http2",
+                    "static_resources.clusters[2].typed_extension_protocol_options[\"envoy."
+                    "extensions.upstreams.http.v3.HttpProtocolOptions\"].auto_config.http3_"
+                    "protocol_options: HTTP/3 is not supported");
+    /* the oneof is required, as in Envoy */
+    expect_h2_error(
+        "        auto_config: { http2_protocol_options: { max_concurrent_streams: 9 } }\n",
+        "        common_http_protocol_options: { idle_timeout: 1s }\n",
+        "static_resources.clusters[2].typed_extension_protocol_options[\"envoy."
+        "extensions.upstreams.http.v3.HttpProtocolOptions\"].upstream_protocol_"
+        "options: one of explicit_http_config, use_downstream_protocol_config, "
+        "auto_config is required");
+    /* an unknown key, and a key whose Any holds another type */
+    expect_h2_error("  - name: downstream\n    typed_extension_protocol_options:\n"
+                    "      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n",
+                    "  - name: downstream\n    typed_extension_protocol_options:\n"
+                    "      envoy.filters.network.thrift_proxy:\n",
+                    "static_resources.clusters[1].typed_extension_protocol_options[\"envoy."
+                    "filters.network.thrift_proxy\"]: unknown extension (only \"envoy.extensions."
+                    "upstreams.http.v3.HttpProtocolOptions\" is supported)");
+    expect_h2_error(
+        "  - name: auto\n    typed_extension_protocol_options:\n"
+        "      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n"
+        "        '@type': type.googleapis.com/envoy.extensions.upstreams.http.v3."
+        "HttpProtocolOptions\n"
+        "        auto_config: { http2_protocol_options: { max_concurrent_streams: 9 } "
+        "}\n",
+        "  - name: auto\n    typed_extension_protocol_options:\n"
+        "      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n"
+        "        '@type': type.googleapis.com/envoy.config.core.v3.Http2ProtocolOptions\n"
+        "        max_concurrent_streams: 9\n",
+        "static_resources.clusters[2].typed_extension_protocol_options[\"envoy."
+        "extensions.upstreams.http.v3.HttpProtocolOptions\"]: expected type "
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions, got "
+        "envoy.config.core.v3.Http2ProtocolOptions");
+    expect_h2_error("    protocol_selection: USE_DOWNSTREAM_PROTOCOL\n", "",
+                    "static_resources.clusters[4].http2_protocol_options: http_protocol_options "
+                    "and http2_protocol_options can only both be set with protocol_selection "
+                    "USE_DOWNSTREAM_PROTOCOL");
+}
+
 int main(void)
 {
     mp_stats_thread_init();
@@ -795,6 +1179,12 @@ int main(void)
     RUN(test_tcp_proxy);
     RUN(test_tcp_proxy_errors);
     RUN(test_tcp_proxy_binary_unknown_fields);
+    RUN(test_h2_defaults);
+    RUN(test_h2_fields);
+    RUN(test_h2_range_errors);
+    RUN(test_h2_hcm_errors);
+    RUN(test_h2_route_errors);
+    RUN(test_h2_cluster_errors);
     unlink(log_path);
     UNIT_DONE();
 }
