@@ -49,6 +49,8 @@ static const struct {
     S(update_success, false),
     S(update_failure, false),
     S(upstream_cx_none_healthy, false),
+    S(upstream_cx_http2_total, false),
+    S(upstream_cx_protocol_error, false),
 #undef S
 };
 
@@ -181,6 +183,8 @@ static int translate_http_options(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp
 {
     c->pool_idle_timeout_ms = 3600000;
     c->max_requests_per_connection = mp_translate__u32(pb->max_requests_per_connection, 0);
+    if (pb->http2_protocol_options != NULL)
+        c->protocol = MP_UPSTREAM_HTTP2;
     if (apply_http_options(pb->common_http_protocol_options, c, err) != 0)
         return mp_err_prefix(err, "common_http_protocol_options.");
     return translate_typed_http_options(pb, c, err);

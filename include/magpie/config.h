@@ -224,8 +224,24 @@ typedef struct mp_cluster_stats {
         upstream_cx_active, upstream_cx_connect_fail, upstream_cx_connect_timeout,
         upstream_cx_destroy, upstream_cx_rx_bytes_total, upstream_cx_tx_bytes_total,
         upstream_rq_pending_total, upstream_cx_idle_timeout, membership_total, membership_healthy,
-        update_success, update_failure, upstream_cx_none_healthy;
+        update_success, update_failure, upstream_cx_none_healthy, upstream_cx_http2_total,
+        upstream_cx_protocol_error;
 } mp_cluster_stats_t;
+
+/* HTTP/2 protocol options (Http2ProtocolOptions); a 0 field means "use the default". */
+typedef struct mp_h2_options {
+    uint32_t max_concurrent_streams;                               /* default 1024 */
+    uint32_t initial_stream_window_size;                           /* default 262144 */
+    uint32_t initial_connection_window_size;                       /* default 1048576 */
+    uint32_t hpack_table_size;                                     /* default 4096 */
+    uint32_t max_outbound_frames;                                  /* default 10000 */
+    uint32_t max_outbound_control_frames;                          /* default 1000 */
+    uint32_t max_consecutive_inbound_frames_with_empty_payload;    /* default 1 */
+    uint32_t max_inbound_priority_frames_per_stream;               /* default 100 */
+    uint32_t max_inbound_window_update_frames_per_data_frame_sent; /* default 10 */
+    bool allow_connect;
+    bool override_stream_error_on_invalid_http_message;
+} mp_h2_options_t;
 
 typedef enum mp_upstream_protocol {
     MP_UPSTREAM_HTTP1,
@@ -244,6 +260,7 @@ struct mp_cluster {
     uint32_t per_connection_buffer_limit_bytes; /* default 1 MiB */
     uint32_t max_requests_per_connection;       /* 0: unlimited */
     mp_upstream_protocol_t protocol;
+    mp_h2_options_t h2; /* when protocol is (or may be) HTTP/2 */
     mp_dns_family_t dns_family;
     uint64_t dns_refresh_rate_ms; /* default 5000 */
     bool respect_dns_ttl;
