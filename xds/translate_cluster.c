@@ -49,6 +49,8 @@ static const struct {
     S(update_success, false),
     S(update_failure, false),
     S(upstream_cx_none_healthy, false),
+    S(upstream_cx_http2_total, false),
+    S(upstream_cx_protocol_error, false),
 #undef S
 };
 

@@ -290,7 +290,8 @@ typedef struct mp_cluster_stats {
         upstream_cx_active, upstream_cx_connect_fail, upstream_cx_connect_timeout,
         upstream_cx_destroy, upstream_cx_rx_bytes_total, upstream_cx_tx_bytes_total,
         upstream_rq_pending_total, upstream_cx_idle_timeout, membership_total, membership_healthy,
-        update_success, update_failure, upstream_cx_none_healthy;
+        update_success, update_failure, upstream_cx_none_healthy, upstream_cx_http2_total,
+        upstream_cx_protocol_error;
 } mp_cluster_stats_t;
 
 struct mp_cluster {
