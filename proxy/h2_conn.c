@@ -54,10 +54,9 @@ void h2_flood(h2_conn_t *h, mp_stat_id_t counter, const char *what)
 /* Frames without payload cost work and carry nothing (CVE-2019-9518). */
 static bool empty_frame_flood(h2_conn_t *h, const nghttp2_frame_hd *hd)
 {
-    bool carrier = hd->type == NGHTTP2_DATA || hd->type == NGHTTP2_CONTINUATION;
-    if (!carrier)
+    if (hd->type != NGHTTP2_DATA)
         return false;
-    if (hd->length > 0 || (hd->flags & (NGHTTP2_FLAG_END_STREAM | NGHTTP2_FLAG_END_HEADERS))) {
+    if (hd->length > 0 || (hd->flags & NGHTTP2_FLAG_END_STREAM)) {
         h->empty_frames = 0;
         return false;
     }
@@ -92,22 +91,41 @@ static bool control_flood(h2_conn_t *h, const nghttp2_frame_hd *hd)
     return ++h->control_frames > h->opt.max_outbound_control_frames;
 }
 
-/* A client's new stream ids are odd and increasing (RFC 9113 5.1.1); DATA goes to open
- * streams.  nghttp2 answers each misuse with a connection error; this only counts it. */
+static bool recently_opened(const h2_conn_t *h, int32_t id)
+{
+    for (uint32_t i = 0; i < h->n_recent; i++)
+        if (h->recent_ids[i] == id)
+            return true;
+    return false;
+}
+
+/* A client's new stream ids are odd and increasing (RFC 9113 5.1.1); DATA goes to streams it
+ * opened.  nghttp2 answers most misuse itself but ignores a lower new id, which we end with
+ * PROTOCOL_ERROR. */
 static void check_stream_id(h2_conn_t *h, const nghttp2_frame_hd *hd)
 {
     int32_t id = hd->stream_id;
-    bool misuse = false;
-    if (hd->type == NGHTTP2_HEADERS) {
-        bool known = id != 0 && nghttp2_session_find_stream(h->session, id) != NULL;
-        misuse = id == 0 || id % 2 == 0 || (id <= h->last_client_id && !known);
-        if (id > h->last_client_id && id % 2 == 1)
-            h->last_client_id = id;
-    } else if (hd->type == NGHTTP2_DATA) {
-        misuse = id == 0 || id % 2 == 0 || id > h->last_client_id;
+    if (hd->type == NGHTTP2_DATA) {
+        if (id == 0 || id % 2 == 0 || id > h->last_client_id)
+            mp_stats_inc(stats_of(h)->h2_stream_id_misuse);
+        return;
     }
-    if (misuse)
+    if (hd->type != NGHTTP2_HEADERS)
+        return;
+    if (id == 0 || id % 2 == 0) {
         mp_stats_inc(stats_of(h)->h2_stream_id_misuse);
+        return;
+    }
+    if (id > h->last_client_id) {
+        h->last_client_id = id;
+        if (h->n_recent < MP_ARRAY_SIZE(h->recent_ids))
+            h->recent_ids[h->n_recent++] = id;
+        return;
+    }
+    if (nghttp2_session_find_stream(h->session, id) == NULL && !recently_opened(h, id)) {
+        mp_stats_inc(stats_of(h)->h2_stream_id_misuse);
+        h2_goaway(h, NGHTTP2_PROTOCOL_ERROR);
+    }
 }
 
 static bool priority_flood(h2_conn_t *h, const nghttp2_frame_hd *hd)
@@ -126,17 +144,14 @@ static bool window_update_flood(h2_conn_t *h, const nghttp2_frame_hd *hd)
     return ++h->window_updates > 10 + per_data * (1 + h->data_frames_sent);
 }
 
-int h2_on_begin_frame(nghttp2_session *ss, const nghttp2_frame_hd *hd, void *ud)
+static void check_frame(h2_conn_t *h, const nghttp2_frame_hd *hd)
 {
-    h2_conn_t *h = ud;
     const mp_http_stats_t *st = stats_of(h);
-    if (h->closing)
-        return 0;
     check_stream_id(h, hd);
-    if (empty_frame_flood(h, hd))
-        h2_flood(h, st->h2_inbound_empty_frames_flood, "empty frame flood");
-    else if (continuation_flood(h, hd))
+    if (continuation_flood(h, hd))
         h2_flood(h, st->h2_continuation_flood, "CONTINUATION flood");
+    else if (empty_frame_flood(h, hd))
+        h2_flood(h, st->h2_inbound_empty_frames_flood, "empty frame flood");
     else if (control_flood(h, hd))
         h2_flood(h, hd->type == NGHTTP2_PING ? st->h2_ping_flood : st->h2_settings_flood,
                  hd->type == NGHTTP2_PING ? "PING flood" : "SETTINGS flood");
@@ -144,7 +159,44 @@ int h2_on_begin_frame(nghttp2_session *ss, const nghttp2_frame_hd *hd, void *ud)
         h2_flood(h, st->h2_inbound_priority_frames_flood, "PRIORITY flood");
     else if (window_update_flood(h, hd))
         h2_flood(h, st->h2_inbound_window_update_frames_flood, "WINDOW_UPDATE flood");
-    return 0;
+}
+
+static void decode_frame_header(nghttp2_frame_hd *hd, const uint8_t b[9])
+{
+    hd->length = (size_t)b[0] << 16 | (size_t)b[1] << 8 | b[2];
+    hd->type = b[3];
+    hd->flags = b[4];
+    hd->stream_id = (int32_t)((uint32_t)(b[5] & 0x7f) << 24 | (uint32_t)b[6] << 16 |
+                              (uint32_t)b[7] << 8 | b[8]);
+    hd->reserved = 0;
+}
+
+/* Walks frame boundaries in the bytes nghttp2 is about to read, so that every limit is checked
+ * on every frame, whatever nghttp2 later makes of it. */
+void h2_scan_frames(h2_conn_t *h, const uint8_t *data, size_t len)
+{
+    while (len > 0 && !h->closing) {
+        size_t n;
+        if (h->scan_preface > 0 || h->scan_payload > 0) {
+            uint32_t *skip = h->scan_preface > 0 ? &h->scan_preface : &h->scan_payload;
+            n = len < *skip ? len : *skip;
+            *skip -= (uint32_t)n;
+        } else {
+            n = sizeof(h->scan_hd) - h->scan_hd_len;
+            n = len < n ? len : n;
+            memcpy(h->scan_hd + h->scan_hd_len, data, n);
+            h->scan_hd_len += (uint32_t)n;
+            if (h->scan_hd_len == sizeof(h->scan_hd)) {
+                nghttp2_frame_hd hd;
+                decode_frame_header(&hd, h->scan_hd);
+                h->scan_hd_len = 0;
+                h->scan_payload = (uint32_t)hd.length;
+                check_frame(h, &hd);
+            }
+        }
+        data += n;
+        len -= n;
+    }
 }
 
 /* ---- GOAWAY, idle, close ---- */
@@ -275,9 +327,13 @@ static void process_input(h2_conn_t *h)
 {
     while (!h->c.dead && !h->closing && mp_buf_len(&h->in) > 0) {
         mp_buf_seg_t *seg = h->in.head;
+        const uint8_t *data = (const uint8_t *)seg->slice->data + seg->off;
+        h2_scan_frames(h, data, seg->len);
+        if (h->closing)
+            break;
         h->cur_slice = seg->slice;
-        ssize_t n = nghttp2_session_mem_recv(
-            h->session, (const uint8_t *)seg->slice->data + seg->off, seg->len);
+        ssize_t n = nghttp2_session_mem_recv(h->session, data, seg->len);
+        h->n_recent = 0;
         if (h->c.dead)
             return;
         if (n < 0) {
@@ -370,6 +426,7 @@ static bool conn_start(h2_conn_t *h)
     ev_init(&h->timer, on_timer);
     h->timer.data = h;
     h->control_window_start = ev_now(h->c.w->loop);
+    h->scan_preface = 24;
     if (new_session(h) != 0 || submit_settings(h) != 0) {
         h2_conn_close(h, "cannot start an HTTP/2 session");
         return false;

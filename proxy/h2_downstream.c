@@ -216,8 +216,8 @@ static int on_header(nghttp2_session *ss, const nghttp2_frame *f, const uint8_t 
 
 static bool is_connection_specific(const uint8_t *n, size_t nl)
 {
-    static const char *const names[] = {"connection", "keep-alive", "proxy-connection",
-                                        "transfer-encoding", "upgrade", "te"};
+    static const char *const names[] = {"connection",        "keep-alive", "proxy-connection",
+                                        "transfer-encoding", "upgrade",    "te"};
     for (size_t i = 0; i < MP_ARRAY_SIZE(names); i++)
         if (strlen(names[i]) == nl && memcmp(names[i], n, nl) == 0)
             return true;
@@ -230,37 +230,73 @@ static int on_invalid_header(nghttp2_session *ss, const nghttp2_frame *f, const 
                              size_t nl, const uint8_t *v, size_t vl, uint8_t flags, void *ud)
 {
     h2_conn_t *h = ud;
+    h->malformed_stream = f->hd.stream_id;
     mp_stats_inc(stats_of(h)->h2_rx_messaging_error);
-    if (is_connection_specific(n, nl))
-        mp_stats_inc(stats_of(h)->h2_connection_specific_header);
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 }
 
-static int on_invalid_frame(nghttp2_session *ss, const nghttp2_frame *f, int lib_error, void *ud)
+/* nghttp2 names a field it refuses only in its error message ("... stream: N, name: [x], ..."):
+ * read the name back to count what kind of field it was. */
+static void classify_bad_field(h2_conn_t *h, const char *msg, size_t len)
 {
-    h2_conn_t *h = ud;
+    const char *sid = memmem(msg, len, "stream: ", 8);
+    const char *name = memmem(msg, len, "name: [", 7);
+    if (sid == NULL || name == NULL)
+        return;
+    h->malformed_stream = (int32_t)strtol(sid + 8, NULL, 10);
+    name += 7;
+    const char *end = memchr(name, ']', len - (size_t)(name - msg));
+    if (end == NULL)
+        return;
     const mp_http_stats_t *st = stats_of(h);
-    mp_stats_inc(st->h2_rx_messaging_error);
-    if (lib_error == NGHTTP2_ERR_HTTP_HEADER)
+    if (is_connection_specific((const uint8_t *)name, (size_t)(end - name)))
+        mp_stats_inc(st->h2_connection_specific_header);
+    else
         mp_stats_inc(st->h2_invalid_pseudo_header);
-    else if (lib_error == NGHTTP2_ERR_HEADER_COMP && !h->hpack_counted) {
-        h->hpack_counted = true;
-        mp_stats_inc(st->h2_hpack_error);
-    }
-    mp_log_debug("downstream %s: h2 invalid frame type %u on stream %d: %s", h->c.peer,
-                 f->hd.type, f->hd.stream_id, nghttp2_strerror(lib_error));
-    return 0;
 }
 
 static int on_error(nghttp2_session *ss, int lib_error, const char *msg, size_t len, void *ud)
 {
     h2_conn_t *h = ud;
-    if (lib_error == NGHTTP2_ERR_HEADER_COMP && !h->hpack_counted) {
-        h->hpack_counted = true;
-        mp_stats_inc(stats_of(h)->h2_hpack_error);
-    }
+    if (lib_error == NGHTTP2_ERR_HTTP_HEADER)
+        classify_bad_field(h, msg, len);
     mp_log_debug("downstream %s: h2: %.*s", h->c.peer, (int)len, msg);
     return 0;
+}
+
+/* What we reset or refused, counted by what the peer did wrong. */
+static void count_sent_error(h2_conn_t *h, const nghttp2_frame *f)
+{
+    const mp_http_stats_t *st = stats_of(h);
+    uint32_t code = f->hd.type == NGHTTP2_GOAWAY ? f->goaway.error_code : f->rst_stream.error_code;
+    if (code == NGHTTP2_NO_ERROR || code == NGHTTP2_CANCEL || code == NGHTTP2_ENHANCE_YOUR_CALM ||
+        code == NGHTTP2_INTERNAL_ERROR || code == NGHTTP2_REFUSED_STREAM)
+        return;
+    if (code == NGHTTP2_COMPRESSION_ERROR) {
+        mp_stats_inc(st->h2_hpack_error);
+        return;
+    }
+    mp_stats_inc(st->h2_rx_messaging_error);
+    if (f->hd.type != NGHTTP2_RST_STREAM || code != NGHTTP2_PROTOCOL_ERROR)
+        return;
+    /* A request whose head never completed and had no bad field: a pseudo-header was missing
+     * or misplaced. */
+    h2_dstream_t *d = nghttp2_session_get_stream_user_data(h->session, f->hd.stream_id);
+    if (d != NULL && d->req != NULL && h->malformed_stream != f->hd.stream_id)
+        mp_stats_inc(st->h2_invalid_pseudo_header);
+}
+
+/* Streams we had to refuse count like streams the client cancelled: a client that makes us
+ * reset most of what it opens is flooding us with work (the server-provoked rapid reset). */
+static void count_sent_reset(h2_conn_t *h, const nghttp2_frame *f)
+{
+    h2_dstream_t *d = nghttp2_session_get_stream_user_data(h->session, f->hd.stream_id);
+    if (d != NULL && d->responded)
+        return;
+    h->streams_reset_early++;
+    if (h->streams_reset_early >= H2_RESET_FLOOD_MIN &&
+        h->streams_reset_early * 2 >= h->streams_total)
+        h2_flood(h, stats_of(h)->h2_too_many_resets, "too many reset streams");
 }
 
 /* A request head is complete: it becomes an mp_stream and is routed. */
@@ -374,10 +410,15 @@ static int on_stream_close(nghttp2_session *ss, int32_t id, uint32_t error_code,
 static int on_frame_send(nghttp2_session *ss, const nghttp2_frame *f, void *ud)
 {
     h2_conn_t *h = ud;
-    if (f->hd.type == NGHTTP2_RST_STREAM)
+    if (f->hd.type == NGHTTP2_RST_STREAM) {
         mp_stats_inc(stats_of(h)->h2_tx_reset);
-    if (f->hd.type == NGHTTP2_GOAWAY)
+        count_sent_error(h, f);
+        count_sent_reset(h, f);
+    }
+    if (f->hd.type == NGHTTP2_GOAWAY) {
         mp_stats_inc(stats_of(h)->h2_goaway_sent);
+        count_sent_error(h, f);
+    }
     if (!(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
         return 0;
     h2_dstream_t *d = nghttp2_session_get_stream_user_data(ss, f->hd.stream_id);
@@ -592,13 +633,11 @@ nghttp2_session_callbacks *h2_server_callbacks(void)
     nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
     nghttp2_session_callbacks_set_on_invalid_header_callback(cb, on_invalid_header);
-    nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cb, on_invalid_frame);
     nghttp2_session_callbacks_set_error_callback2(cb, on_error);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
     nghttp2_session_callbacks_set_send_data_callback(cb, send_body_frame);
-    nghttp2_session_callbacks_set_on_begin_frame_callback(cb, h2_on_begin_frame);
     return cb;
 }

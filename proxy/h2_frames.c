@@ -15,9 +15,14 @@ static nghttp2_nv nv_of(const char *name, size_t nl, const char *value, size_t v
  * sent; content-length is written from the message's own framing. */
 static bool skip_field(const mp_header_t *f)
 {
-    static const char *const names[] = {"connection", "keep-alive", "proxy-connection",
-                                        "transfer-encoding", "upgrade", "content-length",
-                                        "host", "te"};
+    static const char *const names[] = {"connection",
+                                        "keep-alive",
+                                        "proxy-connection",
+                                        "transfer-encoding",
+                                        "upgrade",
+                                        "content-length",
+                                        "host",
+                                        "te"};
     if (f->name_len > 0 && f->name[0] == ':')
         return true;
     for (size_t i = 0; i < MP_ARRAY_SIZE(names); i++)

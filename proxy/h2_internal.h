@@ -18,10 +18,10 @@ typedef struct h2_dstream {
     h2_conn_t *h;
     struct h2_dstream *prev, *next;
     int32_t id;
-    mp_stream_t *stream;         /* NULL once the exchange ended or before it began */
-    mp_http_msg_t *req;          /* the request head being assembled */
-    mp_headers_t *trailers;      /* request trailers being assembled */
-    uint32_t header_bytes;       /* of the header block being received */
+    mp_stream_t *stream;    /* NULL once the exchange ended or before it began */
+    mp_http_msg_t *req;     /* the request head being assembled */
+    mp_headers_t *trailers; /* request trailers being assembled */
+    uint32_t header_bytes;  /* of the header block being received */
     uint32_t header_count;
     mp_buf_t out;                /* response body waiting for flow-control window */
     mp_headers_t *resp_trailers; /* sent when `out` has drained */
@@ -53,8 +53,15 @@ struct h2_conn {
     ev_tstamp control_window_start;
     bool peer_closed;
     bool goaway_sent;
-    bool closing; /* fatal: write what can go, then close */
-    bool hpack_counted;
+    bool closing;             /* fatal: write what can go, then close */
+    int32_t malformed_stream; /* the last stream a bad field was counted for */
+    /* The frame scanner (h2_conn.c) that checks frames before nghttp2 reads them. */
+    uint32_t scan_preface; /* preface bytes still to skip */
+    uint8_t scan_hd[9];
+    uint32_t scan_hd_len;
+    uint32_t scan_payload; /* payload bytes of the current frame still to skip */
+    int32_t recent_ids[8]; /* streams opened in input nghttp2 has not read yet */
+    uint32_t n_recent;
     bool read_blocked; /* output over the limit: stop reading the client */
 };
 
@@ -64,7 +71,8 @@ const mp_down_ops_t *h2_conn_ops(void);
 void h2_conn_close(h2_conn_t *h, const char *why);
 
 /* h2_conn.c */
-int h2_on_begin_frame(nghttp2_session *ss, const nghttp2_frame_hd *hd, void *ud);
+/* Checks the frames in data (about to be given to nghttp2) against the abuse limits. */
+void h2_scan_frames(h2_conn_t *h, const uint8_t *data, size_t len);
 /* An abuse limit tripped: count it, GOAWAY(ENHANCE_YOUR_CALM), stop reading, close soon. */
 void h2_flood(h2_conn_t *h, mp_stat_id_t counter, const char *what);
 /* GOAWAY with code; NO_ERROR drains (open streams finish), others end the connection. */

@@ -356,8 +356,8 @@ typedef struct mp_http_stats {
         h2_too_many_resets, h2_header_overflow, h2_continuation_flood,
         h2_inbound_empty_frames_flood, h2_outbound_flood, h2_outbound_control_flood,
         h2_inbound_priority_frames_flood, h2_inbound_window_update_frames_flood, h2_settings_flood,
-        h2_ping_flood, h2_invalid_pseudo_header, h2_connection_specific_header,
-        h2_stream_id_misuse, h2_hpack_error, h2_goaway_sent;
+        h2_ping_flood, h2_invalid_pseudo_header, h2_connection_specific_header, h2_stream_id_misuse,
+        h2_hpack_error, h2_goaway_sent;
 } mp_http_stats_t;
 
 typedef enum mp_escaped_slashes {
