@@ -316,6 +316,10 @@ void mp_h2_upstream_attach(mp_stream_t *s, mp_pool_t *pool, const mp_host_t *hos
 void mp_h2_pool_release(mp_pool_t *pool);
 
 /* ---- worker helpers ---- */
+/* For unit tests and fuzz targets: a worker on the caller's loop and thread, without listeners
+ * or threads; free closes what is left and frees everything. */
+mp_worker_t *mp_worker_new_inline(mp_config_t *cfg, struct ev_loop *loop);
+void mp_worker_free_inline(mp_worker_t *w);
 void mp_worker_bury(mp_worker_t *w, mp_grave_t *g, void (*free_fn)(mp_grave_t *));
 /* Queues d (once) to run before the loop next blocks; cancel removes it if queued. */
 void mp_worker_defer(mp_worker_t *w, mp_deferred_t *d);

@@ -189,6 +189,34 @@ out_free:
     return NULL;
 }
 
+mp_worker_t *mp_worker_new_inline(mp_config_t *cfg, struct ev_loop *loop)
+{
+    mp_worker_t *w = mp_xcalloc(1, sizeof(*w));
+    w->config = mp_config_ref(cfg);
+    w->loop = loop;
+    ev_check_init(&w->reaper, on_reap);
+    w->reaper.data = w;
+    ev_check_start(loop, &w->reaper);
+    ev_prepare_init(&w->deferrer, on_prepare);
+    w->deferrer.data = w;
+    ev_prepare_start(loop, &w->deferrer);
+    mp_pools_init(w);
+    return w;
+}
+
+void mp_worker_free_inline(mp_worker_t *w)
+{
+    while (w->conns != NULL)
+        w->conns->ops->close(w->conns, "worker freed");
+    on_prepare(w->loop, &w->deferrer, 0);
+    ev_check_stop(w->loop, &w->reaper);
+    ev_prepare_stop(w->loop, &w->deferrer);
+    mp_pools_free(w);
+    free_graves(w);
+    mp_config_unref(w->config);
+    free(w);
+}
+
 static void *worker_main(void *arg)
 {
     mp_worker_t *w = arg;

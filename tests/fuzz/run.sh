@@ -48,8 +48,15 @@ LIBS="$(pkg-config --libs $PKGS) -lev -lm -pthread"
 compile_one() { # compile_one src
     local src=$1 obj=$out/obj/${1//\//_}.o extra=""
     case $src in build/gen/* | /usr/share/llhttp/*) extra="-w" ;; esac
-    [ "$obj" -nt "$src" ] && return 0
-    clang $CPP $CFLAGS $extra -c "$src" -o "$obj"
+    # Up to date only if newer than its source and every header it included (clang -MD).
+    if [ "$obj" -nt "$src" ] && [ -f "$obj.d" ]; then
+        local stale=0 dep
+        for dep in $(sed -e 's/^[^:]*://' -e 's/\\$//' "$obj.d"); do
+            [ "$dep" -nt "$obj" ] && stale=1 && break
+        done
+        [ $stale = 0 ] && return 0
+    fi
+    clang $CPP $CFLAGS $extra -MD -MF "$obj.d" -c "$src" -o "$obj"
 }
 export -f compile_one
 export out CPP CFLAGS
