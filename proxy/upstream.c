@@ -12,7 +12,9 @@
 #include "http_internal.h"
 
 #define READ_CHUNK 65536
-#define POOL_MAX_IDLE 64 /* per cluster and worker; more idle connections are closed */
+/* Idle keep-alive connections kept per cluster and worker; more are closed.  As many as an
+ * HTTP/2 client's concurrent streams may need: closing them would make every burst reconnect. */
+#define POOL_MAX_IDLE 1024
 
 static void uconn_dispatch_input(mp_uconn_t *u);
 static void uconn_write(mp_uconn_t *u);
