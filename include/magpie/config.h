@@ -352,7 +352,7 @@ typedef struct mp_http_stats {
         rq_direct_response, rq_redirect, downstream_rq_too_large, downstream_cx_destroy_remote,
         downstream_cx_destroy_local, downstream_rq_rx_reset, downstream_rq_tx_reset,
         downstream_cx_drain_close, downstream_cx_http2_total, downstream_cx_http2_active,
-        downstream_cx_upgrades_total, h2_rx_messaging_error, h2_rx_reset, h2_tx_reset,
+        downstream_cx_upgrades_total, downstream_cx_upgrades_active, h2_rx_messaging_error, h2_rx_reset, h2_tx_reset,
         h2_too_many_resets, h2_header_overflow, h2_continuation_flood,
         h2_inbound_empty_frames_flood, h2_outbound_flood, h2_outbound_control_flood,
         h2_inbound_priority_frames_flood, h2_inbound_window_update_frames_flood, h2_settings_flood,
