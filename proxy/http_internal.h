@@ -150,21 +150,21 @@ struct mp_dconn {
     ev_timer timer; /* connection idle, or request-headers timeout */
     mp_buf_t in, out;
     mp_h1_parser_t *parser;
-    mp_stream_t *stream;    /* the request being answered; pipelined ones wait in `in` */
-    mp_headers_t *trailers; /* request trailers between on_trailers and on_complete */
-    bool peer_closed;       /* read EOF */
-    bool close_after_write; /* Connection: close, protocol error, drain */
-    bool read_blocked;      /* backpressure: upstream write buffer over the limit */
-    bool parser_paused;     /* a complete request is being answered */
-    bool in_dispatch;       /* inside the parser loop: no recursive processing */
-    bool lingering;         /* response sent, write side shut: draining what the client sends */
-    bool tunnel;            /* the stream's upgrade succeeded: bytes pass raw both ways */
-    bool shut_after_write;  /* the upstream's end of the tunnel: half-close once `out` is sent */
+    mp_stream_t *stream;       /* the request being answered; pipelined ones wait in `in` */
+    mp_headers_t *trailers;    /* request trailers between on_trailers and on_complete */
+    bool peer_closed;          /* read EOF */
+    bool close_after_write;    /* Connection: close, protocol error, drain */
+    bool read_blocked;         /* backpressure: upstream write buffer over the limit */
+    bool parser_paused;        /* a complete request is being answered */
+    bool in_dispatch;          /* inside the parser loop: no recursive processing */
+    bool lingering;            /* response sent, write side shut: draining what the client sends */
+    bool tunnel;               /* the stream's upgrade succeeded: bytes pass raw both ways */
+    bool shut_after_write;     /* the upstream's end of the tunnel: half-close once `out` is sent */
     mp_deferred_t tunnel_kick; /* hands bytes read before the 101 to the tunnel */
-    bool resp_chunked;      /* the response body goes chunked */
-    bool sent_100;          /* we answered Expect: 100-continue */
-    bool sniffing;          /* codec AUTO: the first bytes may still be the HTTP/2 preface */
-    mp_http_msg_t *h2c_req; /* a request asking for Upgrade: h2c, switched once complete */
+    bool resp_chunked;         /* the response body goes chunked */
+    bool sent_100;             /* we answered Expect: 100-continue */
+    bool sniffing;             /* codec AUTO: the first bytes may still be the HTTP/2 preface */
+    mp_http_msg_t *h2c_req;    /* a request asking for Upgrade: h2c, switched once complete */
     size_t linger_bytes;
 };
 

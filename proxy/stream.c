@@ -442,8 +442,7 @@ int mp_stream_on_request_complete(mp_stream_t *s, mp_headers_t *trailers)
         free_headers(s->req_trailers);
         s->req_trailers = trailers;
     }
-    if (s->route != NULL && s->route->action == MP_ACTION_ROUTE && s->cluster != NULL &&
-        !s->tunnel)
+    if (s->route != NULL && s->route->action == MP_ACTION_ROUTE && s->cluster != NULL && !s->tunnel)
         start_timer(s, &s->route_timer, s->route->has_timeout ? s->route->timeout_ms : 15000);
     return 0;
 }

@@ -530,8 +530,7 @@ static void attach(mp_stream_t *s, mp_uconn_t *u)
     u->response_done = false;
     mp_h1_parser_resume(u->parser); /* it paused at the end of the previous response */
     /* A 2xx to CONNECT has no body either (RFC 9110 9.3.6). */
-    mp_h1_parser_expect_head_response(u->parser,
-                                      s->head_request || mp_stream__is_connect(s->req));
+    mp_h1_parser_expect_head_response(u->parser, s->head_request || mp_stream__is_connect(s->req));
 }
 
 void mp_h1_upstream_attach(mp_stream_t *s, mp_pool_t *pool, const mp_host_t *host)
@@ -593,8 +592,8 @@ void mp_upstream_attach(mp_stream_t *s, const mp_host_t *host)
     mp_pool_t *pool = mp_worker_pool(s->conn->w, s->cluster);
     mp_upstream_protocol_t p = s->cluster->protocol;
     /* Tunnels ride HTTP/1.1 upstream connections only (one per tunnel). */
-    if (s->upgrade == NULL &&
-        (p == MP_UPSTREAM_HTTP2 || (p == MP_UPSTREAM_USE_DOWNSTREAM && s->req->version == MP_HTTP_2)))
+    if (s->upgrade == NULL && (p == MP_UPSTREAM_HTTP2 ||
+                               (p == MP_UPSTREAM_USE_DOWNSTREAM && s->req->version == MP_HTTP_2)))
         mp_h2_upstream_attach(s, pool, host);
     else
         mp_h1_upstream_attach(s, pool, host);

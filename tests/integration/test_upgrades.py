@@ -438,6 +438,36 @@ def status_for(port, data):
         return int(line.split(" ")[1])
 
 
+class ConnectProxy(TcpEcho):
+    """Answers one CONNECT with 200, then echoes; records the request line."""
+
+    def _serve(self, c):
+        try:
+            c.settimeout(20)
+            self.line, _ = read_head(c)
+            c.sendall(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            TcpEcho._serve(self, c)
+        except (OSError, EOFError):
+            c.close()
+
+
+def test_connect_forwarded_without_connect_config():
+    proxy = ConnectProxy()
+    routes = CONNECT_ROUTES.replace(", connect_config: {}", "")
+    m, port = start(proxy.port, hcm_extra="", routes=routes,
+                    clusters_extra=mp.cluster_yaml("tgt", proxy.port))
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n")
+    line, h = read_head(s)
+    mp.check(line.startswith("HTTP/1.1 200"), "2xx passed on: %r" % line)
+    mp.eq(proxy.line, "CONNECT example.test:443 HTTP/1.1", "CONNECT forwarded as is")
+    s.sendall(b"ping")
+    mp.eq(_recv_exact(s, 4), b"ping", "tunnel echo")
+    s.shutdown(socket.SHUT_WR)
+    mp.eq(_recv_exact(s, 3), b"bye", "half-close reached the upstream")
+    s.close()
+
+
 def test_connect_without_connect_matcher_route_is_404():
     up = WsEcho()
     m, port = start(up.port, hcm_extra="")
