@@ -2,6 +2,7 @@
  * timers that bound idle and slow clients.  Requests are answered one at a time in order; a
  * pipelined request waits, unparsed, until the previous response is complete. */
 #include <errno.h>
+#include <stddef.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -113,6 +114,7 @@ void mp_dconn_close(mp_dconn_t *dc, const char *why)
         return;
     mp_log_debug("downstream %s: closing: %s", dc->c.peer, why);
     dc->c.dead = true; /* before the abort: the stream's detach must not resume the parser */
+    mp_worker_defer_cancel(dc->c.w, &dc->tunnel_kick);
     if (dc->stream != NULL)
         mp_stream_abort(dc->stream, MP_RF_DOWNSTREAM_CONN_TERM);
     mp_worker_t *w = dc->c.w;
@@ -174,6 +176,10 @@ void mp_dconn_flush(mp_dconn_t *dc)
         return;
     }
     ev_io_stop(dc->c.w->loop, &dc->wio);
+    if (dc->shut_after_write) {
+        dc->shut_after_write = false;
+        shutdown(dc->c.fd, SHUT_WR);
+    }
     if (dc->stream != NULL) {
         mp_stream_downstream_drained(dc->stream);
         return;
@@ -255,8 +261,33 @@ static bool sniff_preface(mp_dconn_t *dc)
     return true;
 }
 
+/* Tunnel mode: what the client sends is the request body of the upgraded stream, raw. */
+static void tunnel_input(mp_dconn_t *dc)
+{
+    while (!dc->c.dead && dc->stream != NULL && mp_buf_len(&dc->in) > 0) {
+        mp_buf_seg_t *seg = dc->in.head;
+        size_t len = seg->len;
+        mp_stream_on_request_body(dc->stream, seg->slice, seg->slice->data + seg->off, len);
+        mp_buf_consume(&dc->in, len);
+    }
+    if (!dc->c.dead && dc->stream == NULL)
+        mp_buf_clear(&dc->in); /* the tunnel is over; the connection closes */
+}
+
+static void on_tunnel_kick(mp_deferred_t *d)
+{
+    mp_dconn_t *dc = (mp_dconn_t *)((char *)d - offsetof(mp_dconn_t, tunnel_kick));
+    tunnel_input(dc);
+    if (!dc->c.dead && !dc->read_blocked && !dc->peer_closed)
+        ev_io_start(dc->c.w->loop, &dc->rio);
+}
+
 static void process_input(mp_dconn_t *dc)
 {
+    if (dc->tunnel) {
+        tunnel_input(dc);
+        return;
+    }
     if (dc->sniffing && sniff_preface(dc))
         return;
     if (dc->in_dispatch)
@@ -300,6 +331,10 @@ static void on_peer_eof(mp_dconn_t *dc)
 {
     dc->peer_closed = true;
     ev_io_stop(dc->c.w->loop, &dc->rio);
+    if (dc->tunnel && dc->stream != NULL) {
+        mp_stream_on_request_complete(dc->stream, NULL); /* the client's half-close */
+        return;
+    }
     /* A request still arriving can never complete; one already complete is still answered. */
     if (dc->stream != NULL && !dc->stream->req_complete) {
         mp_stats_inc(dc->c.hcm->stats.downstream_cx_destroy_remote);
@@ -430,9 +465,29 @@ static void h1_send_informational(mp_stream_t *s, const mp_http_msg_t *resp)
 }
 
 /* Framing: Content-Length when known, else chunked for HTTP/1.1 and close-delimited for 1.0. */
+/* The upgrade succeeded: the head goes out without framing, and the connection carries the
+ * tunnel from here on (and closes after it).  Bytes the client sent early were held in `in`. */
+static void send_tunnel_head(mp_dconn_t *dc, mp_stream_t *s, mp_http_msg_t *resp)
+{
+    if (resp->status == 101) {
+        mp_headers_set(&resp->headers, "connection", "upgrade", 7);
+        mp_headers_set(&resp->headers, "upgrade", s->upgrade, strlen(s->upgrade));
+    }
+    resp->version = MP_HTTP_11;
+    dc->resp_chunked = false;
+    dc->tunnel = true;
+    dc->close_after_write = true;
+    mp_h1_encode_response_head(&dc->out, resp, false);
+    mp_worker_defer(dc->c.w, &dc->tunnel_kick);
+}
+
 static void h1_send_head(mp_stream_t *s, mp_http_msg_t *resp, bool end_stream)
 {
     mp_dconn_t *dc = dconn_of(s);
+    if (s->tunnel) {
+        send_tunnel_head(dc, s, resp);
+        return;
+    }
     bool bodiless_status = resp->status == 204 || resp->status == 304;
     dc->resp_chunked = false;
     if (end_stream && !s->head_request && !bodiless_status && resp->content_length < 0)
@@ -469,6 +524,8 @@ static void h1_send_data(mp_stream_t *s, mp_slice_t *slice, const char *data, si
 static void h1_send_end(mp_stream_t *s, const mp_headers_t *trailers)
 {
     mp_dconn_t *dc = dconn_of(s);
+    if (dc->tunnel)
+        dc->shut_after_write = true; /* the flush that empties `out` half-closes */
     if (dc->resp_chunked)
         mp_h1_encode_last_chunk(&dc->out, trailers);
 }
@@ -568,6 +625,7 @@ void mp_dconn_accept(mp_worker_t *w, const mp_listener_t *l, int fd)
     dc->wio.data = dc;
     ev_init(&dc->timer, on_timer);
     dc->timer.data = dc;
+    dc->tunnel_kick.fn = on_tunnel_kick;
     if (l->hcm->codec_type == MP_CODEC_AUTO)
         dc->sniffing = true;
     else

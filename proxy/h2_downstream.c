@@ -478,6 +478,13 @@ static void h2_send_head(mp_stream_t *s, mp_http_msg_t *resp, bool end_stream)
 {
     h2_conn_t *h = conn_of(s);
     h2_dstream_t *d = dstream_of(s);
+    if (s->tunnel && resp->status == 101) {
+        /* RFC 8441 5: an extended CONNECT's upstream 101 is a 2xx here; Upgrade and Connection
+         * are HTTP/1.1's and must not appear in HTTP/2. */
+        resp->status = 200;
+        mp_headers_remove(&resp->headers, "connection");
+        mp_headers_remove(&resp->headers, "upgrade");
+    }
     d->responded = true;
     d->out_eof = end_stream;
     nghttp2_data_provider body = {.source.ptr = d, .read_callback = read_response_body};

@@ -150,18 +150,21 @@ struct mp_dconn {
     ev_timer timer; /* connection idle, or request-headers timeout */
     mp_buf_t in, out;
     mp_h1_parser_t *parser;
-    mp_stream_t *stream;    /* the request being answered; pipelined ones wait in `in` */
-    mp_headers_t *trailers; /* request trailers between on_trailers and on_complete */
-    bool peer_closed;       /* read EOF */
-    bool close_after_write; /* Connection: close, protocol error, drain */
-    bool read_blocked;      /* backpressure: upstream write buffer over the limit */
-    bool parser_paused;     /* a complete request is being answered */
-    bool in_dispatch;       /* inside the parser loop: no recursive processing */
-    bool lingering;         /* response sent, write side shut: draining what the client sends */
-    bool resp_chunked;      /* the response body goes chunked */
-    bool sent_100;          /* we answered Expect: 100-continue */
-    bool sniffing;          /* codec AUTO: the first bytes may still be the HTTP/2 preface */
-    mp_http_msg_t *h2c_req; /* a request asking for Upgrade: h2c, switched once complete */
+    mp_stream_t *stream;       /* the request being answered; pipelined ones wait in `in` */
+    mp_headers_t *trailers;    /* request trailers between on_trailers and on_complete */
+    bool peer_closed;          /* read EOF */
+    bool close_after_write;    /* Connection: close, protocol error, drain */
+    bool read_blocked;         /* backpressure: upstream write buffer over the limit */
+    bool parser_paused;        /* a complete request is being answered */
+    bool in_dispatch;          /* inside the parser loop: no recursive processing */
+    bool lingering;            /* response sent, write side shut: draining what the client sends */
+    bool tunnel;               /* the stream's upgrade succeeded: bytes pass raw both ways */
+    bool shut_after_write;     /* the upstream's end of the tunnel: half-close once `out` is sent */
+    mp_deferred_t tunnel_kick; /* hands bytes read before the 101 to the tunnel */
+    bool resp_chunked;         /* the response body goes chunked */
+    bool sent_100;             /* we answered Expect: 100-continue */
+    bool sniffing;             /* codec AUTO: the first bytes may still be the HTTP/2 preface */
+    mp_http_msg_t *h2c_req;    /* a request asking for Upgrade: h2c, switched once complete */
     size_t linger_bytes;
 };
 
@@ -217,6 +220,16 @@ struct mp_stream {
     bool lb_started;
     bool resp_end_sent; /* the response head went out with end_stream */
     bool req_timed_out; /* a timeout answered before the request was complete */
+    /* Upgrades (stream_upgrade.c).  upgrade: the allowed upgrade this request asks for (the
+     * Upgrade value, e.g. "websocket", or "CONNECT"), heap, NULL for none.  Until the answer,
+     * request bytes are held in req_pending.  A 101 (a 2xx for CONNECT) sets tunnel: from then
+     * on the request and response bodies are the two byte directions of a tunnel, and each
+     * side's end is a half-close. */
+    char *upgrade;
+    bool connect_terminate; /* CONNECT ends here: the upstream is a raw TCP connection */
+    bool upgrade_req_ended; /* the request's HTTP part ended while the answer was awaited */
+    bool upgrade_counted;   /* counted in downstream_cx_upgrades_active */
+    bool tunnel;
 };
 
 /* Creates a stream for req (taking ownership) without routing it; the codec records it (and
@@ -297,6 +310,9 @@ struct mp_uconn {
     bool in_dispatch;
     bool response_done;
     bool req_chunked; /* the request body goes chunked */
+    bool raw;         /* CONNECT terminated here: no HTTP on this connection, only the tunnel */
+    bool tunnel;      /* after a 101 (2xx to CONNECT): bytes pass raw both ways; never reused */
+    bool shut_after_write; /* the client's end of the tunnel: half-close once `out` is sent */
 };
 
 void mp_pools_init(mp_worker_t *w);

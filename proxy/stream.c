@@ -163,6 +163,8 @@ static path_verdict_t normalize_request_path(mp_stream_t *s)
 {
     const mp_hcm_config_t *h = s->conn->hcm;
     char *path = s->req->path;
+    if (mp_stream__is_connect(s->req) && (path == NULL || path[0] == '\0'))
+        return PATH_OK; /* authority-form: no path */
     if (path == NULL || path[0] != '/')
         return path != NULL && strcmp(path, "*") == 0 ? PATH_OK : PATH_INVALID;
     path_verdict_t verdict = PATH_OK;
@@ -320,9 +322,12 @@ void mp_stream_on_request_head(mp_stream_t *s)
         redirect_to_own_path(s);
         return;
     }
+    mp_stream__upgrade_capture(s);
     mp_stream__prepare_request(s);
     /* The route is found once, before the filters, so that each of them sees the same one. */
     s->route = mp_route_match(s->conn->hcm->routes, s->req, &s->vhost);
+    if (!mp_stream__upgrade_decide(s))
+        return;
     run_decode_headers(s);
 }
 
@@ -378,6 +383,12 @@ static bool upstream_ready(const mp_stream_t *s)
     return s->up != NULL && s->up->ready;
 }
 
+/* An upgrade awaits its answer: request bytes wait for the tunnel (hostile-inputs 26). */
+static bool holding(const mp_stream_t *s)
+{
+    return s->upgrade != NULL && !s->tunnel;
+}
+
 static void free_headers(mp_headers_t *h)
 {
     if (h != NULL) {
@@ -397,10 +408,10 @@ static void check_request_watermark(mp_stream_t *s)
 int mp_stream_on_request_body(mp_stream_t *s, mp_slice_t *slice, const char *data, size_t len)
 {
     s->info.bytes_received += len;
-    if (s->resp_complete || (s->info.response_flags != 0 && s->up == NULL))
+    if ((s->resp_complete && !s->tunnel) || (s->info.response_flags != 0 && s->up == NULL))
         return 0; /* answered already: the rest of the body is read and dropped */
     touch(s);
-    if (upstream_ready(s))
+    if (upstream_ready(s) && !holding(s))
         s->up->ops->send_data(s->up, slice, data, len);
     else
         mp_buf_append_ref(&s->req_pending, slice, data, len);
@@ -410,6 +421,13 @@ int mp_stream_on_request_body(mp_stream_t *s, mp_slice_t *slice, const char *dat
 
 int mp_stream_on_request_complete(mp_stream_t *s, mp_headers_t *trailers)
 {
+    if (holding(s) && !s->upgrade_req_ended) {
+        /* The upgrade's answer decides whether this was the end of the request. */
+        s->upgrade_req_ended = true;
+        free_headers(trailers);
+        start_timer(s, &s->route_timer, s->route->has_timeout ? s->route->timeout_ms : 15000);
+        return 0;
+    }
     s->req_complete = true;
     ev_timer_stop(loop_of(s), &s->request_timer);
     if (s->resp_complete) {
@@ -424,7 +442,7 @@ int mp_stream_on_request_complete(mp_stream_t *s, mp_headers_t *trailers)
         free_headers(s->req_trailers);
         s->req_trailers = trailers;
     }
-    if (s->route != NULL && s->route->action == MP_ACTION_ROUTE && s->cluster != NULL)
+    if (s->route != NULL && s->route->action == MP_ACTION_ROUTE && s->cluster != NULL && !s->tunnel)
         start_timer(s, &s->route_timer, s->route->has_timeout ? s->route->timeout_ms : 15000);
     return 0;
 }
@@ -433,6 +451,11 @@ void mp_stream_on_upstream_ready(mp_stream_t *s)
 {
     mp_ustream_t *u = s->up;
     u->ready = true;
+    if (holding(s)) {
+        u->ops->send_head(u, s->req, false); /* req_pending waits for the tunnel */
+        touch(s);
+        return;
+    }
     bool end = s->req_complete && mp_buf_len(&s->req_pending) == 0 && s->req_trailers == NULL;
     u->ops->send_head(u, s->req, end);
     for (mp_buf_seg_t *seg = s->req_pending.head; seg != NULL; seg = seg->next)
@@ -498,7 +521,8 @@ int mp_stream_on_response_head(mp_stream_t *s, mp_http_msg_t *resp, bool end_str
     /* Any send below may close an HTTP/1.1 client connection, which frees s at once; the
      * connection itself is freed after the loop iteration, so only it is looked at afterwards. */
     mp_hconn_t *c = s->conn;
-    if (resp->status < 200) {
+    bool tunnel = holding(s) && mp_stream__upgrade_answer(s, resp);
+    if (resp->status < 200 && !tunnel) {
         /* 100 answers an Expect we already answered; 101 is never asked for here. */
         if (resp->status != 100 && resp->status != 101)
             c->ops->send_informational(s, resp);
@@ -508,6 +532,13 @@ int mp_stream_on_response_head(mp_stream_t *s, mp_http_msg_t *resp, bool end_str
     touch(s);
     count_response(s, resp->status);
     mp_stream__prepare_response(s, resp);
+    if (tunnel) {
+        /* The route timeout bounds waiting for the answer, not the tunnel's life. */
+        ev_timer_stop(loop_of(s), &s->route_timer);
+        ev_timer_stop(loop_of(s), &s->request_timer);
+        resp->content_length = -1;
+        resp->chunked = false;
+    }
     apply_response_mutations(s, &resp->headers);
     set_service_time(s, resp);
     run_encode_headers(s, resp);
@@ -515,9 +546,13 @@ int mp_stream_on_response_head(mp_stream_t *s, mp_http_msg_t *resp, bool end_str
     s->info.response = resp;
     s->info.response_code = resp->status;
     s->resp_started = true;
-    s->resp_end_sent = end_stream || s->head_request;
+    s->resp_end_sent = !tunnel && (end_stream || s->head_request);
     c->ops->send_head(s, resp, s->resp_end_sent);
-    return c->dead ? MP_ERROR : 0;
+    if (c->dead)
+        return MP_ERROR;
+    if (tunnel)
+        mp_stream__tunnel_begin(s);
+    return 0;
 }
 
 int mp_stream_on_response_body(mp_stream_t *s, mp_slice_t *slice, const char *data, size_t len)
@@ -538,7 +573,7 @@ int mp_stream_on_response_complete(mp_stream_t *s, mp_headers_t *trailers)
         s->conn->ops->send_end(s, trailers);
     free_headers(trailers);
     s->resp_complete = true;
-    if (!s->req_complete && s->up != NULL) {
+    if (!s->req_complete && s->up != NULL && !s->tunnel) {
         /* The upstream answered before the request ended (nginx's `return`, an auth refusal):
          * the rest of the body is not for it, so its connection cannot be reused. */
         mp_ustream_t *u = s->up;
@@ -553,6 +588,8 @@ int mp_stream_on_response_complete(mp_stream_t *s, mp_headers_t *trailers)
  * and drop the rest of it first (an HTTP/1.1 connection stays usable that way). */
 static void end_after_response(mp_stream_t *s)
 {
+    if (s->tunnel && !s->req_complete)
+        return; /* half-closed: the client's end of the tunnel finishes it */
     if (!s->req_complete && s->conn->ops->abandon_request(s))
         return; /* mp_stream_on_request_complete finishes it */
     stream_finish(s, FINISH_DONE);
@@ -713,6 +750,7 @@ static void stream_free(mp_stream_t *s)
     }
     mp_buf_clear(&s->req_pending);
     free_headers(s->req_trailers);
+    mp_stream__upgrade_free(s);
     mp_http_msg_free(s->req);
     if (s->resp != NULL)
         mp_http_msg_free(s->resp);

@@ -11,4 +11,20 @@ void mp_stream__uuid4(char out[37]);
 /* Sends resp (ownership taken) with body as a complete local response and ends the stream. */
 void mp_stream__send_local(mp_stream_t *s, mp_http_msg_t *resp, const char *body, size_t len);
 
+/* Upgrades and tunnels (stream_upgrade.c). */
+/* Plain CONNECT (no :protocol). */
+bool mp_stream__is_connect(const mp_http_msg_t *req);
+/* Before header policy: notes the upgrade the request asks for (s->upgrade); an HTTP/2 extended
+ * CONNECT becomes a GET asking for the upgrade its :protocol names. */
+void mp_stream__upgrade_capture(mp_stream_t *s);
+/* After routing: keeps the upgrade (Connection/Upgrade go upstream) when upgrade_configs allow
+ * it, else drops it.  False when it answered the stream itself (a refused CONNECT: 403). */
+bool mp_stream__upgrade_decide(mp_stream_t *s);
+/* A response to an upgrade being tried: true when it opens the tunnel (s->tunnel set); a final
+ * refusal ends the upgrade and releases what was held. */
+bool mp_stream__upgrade_answer(mp_stream_t *s, const mp_http_msg_t *resp);
+/* The tunnel's head went out: held request bytes follow it upstream. */
+void mp_stream__tunnel_begin(mp_stream_t *s);
+void mp_stream__upgrade_free(mp_stream_t *s);
+
 #endif

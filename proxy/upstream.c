@@ -9,7 +9,7 @@
 #include "magpie/log.h"
 #include "magpie/net.h"
 #include "magpie/stats.h"
-#include "http_internal.h"
+#include "stream_internal.h"
 
 #define READ_CHUNK 65536
 /* Idle keep-alive connections kept per cluster and worker; more are closed.  As many as an
@@ -29,10 +29,17 @@ static int on_resp_head(void *ctx, mp_http_msg_t *msg)
         mp_http_msg_free(msg);
         return MP_ERROR;
     }
-    if (msg->status == 101) {
-        /* magpie never forwards Upgrade, so nobody asked to switch (hostile-inputs 69). */
+    mp_stream_t *s = u->us.stream;
+    bool connect = mp_stream__is_connect(s->req);
+    if (msg->status == 101 && (s->upgrade == NULL || s->tunnel || connect)) {
+        /* Only a request that asked to switch may be answered so (hostile-inputs 69). */
         mp_http_msg_free(msg);
         return MP_ERROR;
+    }
+    if (s->upgrade != NULL && (connect ? msg->status / 100 == 2 : msg->status == 101)) {
+        u->tunnel = true; /* what follows the head is the tunnel's */
+        u->reusable = false;
+        return mp_stream_on_response_head(s, msg, false);
     }
     if (msg->status < 200)
         return mp_stream_on_response_head(u->us.stream, msg, false);
@@ -62,6 +69,8 @@ static int on_resp_complete(void *ctx)
     mp_uconn_t *u = ctx;
     mp_headers_t *trailers = u->trailers;
     u->trailers = NULL;
+    if (u->tunnel)
+        return MP_AGAIN; /* a 2xx to CONNECT has no body: the tunnel begins */
     u->response_done = true;
     if (u->us.stream == NULL) {
         if (trailers != NULL) {
@@ -193,7 +202,7 @@ static void uconn_block_read(mp_uconn_t *u, bool block)
     u->read_blocked = block;
     if (block)
         ev_io_stop(u->w->loop, &u->rio);
-    else if (!u->dead)
+    else if (!u->dead && !(u->tunnel && u->response_done))
         ev_io_start(u->w->loop, &u->rio);
 }
 
@@ -214,6 +223,10 @@ static int write_out(mp_uconn_t *u)
         return 0;
     }
     ev_io_stop(u->w->loop, &u->wio);
+    if (u->shut_after_write) {
+        u->shut_after_write = false;
+        shutdown(u->fd, SHUT_WR);
+    }
     if (u->us.stream != NULL)
         mp_stream_upstream_drained(u->us.stream);
     return 0;
@@ -226,6 +239,31 @@ static void uconn_write(mp_uconn_t *u)
      * meets the same error.  Closing the connection first cancels the fed event. */
     if (write_out(u) < 0)
         ev_feed_event(u->w->loop, &u->wio, EV_WRITE);
+}
+
+/* CONNECT terminated here: the TCP connection is the answer (Envoy answers 200 too). */
+static void answer_connect(mp_uconn_t *u)
+{
+    mp_hconn_t *dc = u->us.stream->conn;
+    mp_http_msg_t *resp = mp_http_msg_new();
+    resp->status = 200;
+    resp->version = MP_HTTP_11;
+    resp->content_length = -1;
+    u->tunnel = true;
+    mp_stream_on_response_head(u->us.stream, resp, false);
+    if (!dc->dead)
+        dc->ops->flush(dc);
+}
+
+/* Tunnel bytes go to the client as response body, by reference. */
+static void pump_tunnel(mp_uconn_t *u)
+{
+    while (!u->dead && u->us.stream != NULL && mp_buf_len(&u->in) > 0) {
+        mp_buf_seg_t *seg = u->in.head;
+        size_t len = seg->len;
+        mp_stream_on_response_body(u->us.stream, seg->slice, seg->slice->data + seg->off, len);
+        mp_buf_consume(&u->in, len);
+    }
 }
 
 static void on_connected(mp_uconn_t *u)
@@ -243,7 +281,10 @@ static void on_connected(mp_uconn_t *u)
     u->state = MP_UCONN_ACTIVE;
     u->requests++;
     ev_io_start(u->w->loop, &u->rio);
-    mp_stream_on_upstream_ready(u->us.stream);
+    mp_stream_t *s = u->us.stream;
+    mp_stream_on_upstream_ready(s);
+    if (u->raw && u->us.stream == s)
+        answer_connect(u);
 }
 
 static void on_writable(struct ev_loop *loop, ev_io *io, int revents)
@@ -272,7 +313,7 @@ static void uconn_dispatch_input(mp_uconn_t *u)
      * client connection stays readable (dead) until the loop iteration ends. */
     mp_hconn_t *dc = u->us.stream != NULL ? u->us.stream->conn : NULL;
     u->in_dispatch = true;
-    while (!u->dead && !u->response_done && mp_buf_len(&u->in) > 0) {
+    while (!u->dead && !u->tunnel && !u->response_done && mp_buf_len(&u->in) > 0) {
         mp_buf_seg_t *seg = u->in.head;
         size_t consumed = 0;
         int rc = mp_h1_parser_feed(u->parser, seg->slice->data + seg->off, seg->len, &consumed);
@@ -289,6 +330,8 @@ static void uconn_dispatch_input(mp_uconn_t *u)
             return;
         }
     }
+    if (u->tunnel)
+        pump_tunnel(u);
     u->in_dispatch = false;
     /* A stream that let go during the parse left the connection to us: pool it or close it. */
     if (!u->dead && u->us.stream == NULL)
@@ -297,10 +340,25 @@ static void uconn_dispatch_input(mp_uconn_t *u)
         dc->ops->flush(dc);
 }
 
+/* The upstream's end of a tunnel: the client's side is half-closed after what is queued. */
+static void tunnel_eof(mp_uconn_t *u)
+{
+    mp_hconn_t *dc = u->us.stream->conn;
+    ev_io_stop(u->w->loop, &u->rio);
+    u->response_done = true; /* nothing more to read: block_read(false) must not restart it */
+    mp_stream_on_response_complete(u->us.stream, NULL);
+    if (!dc->dead)
+        dc->ops->flush(dc);
+}
+
 static void on_upstream_eof(mp_uconn_t *u)
 {
     if (u->state == MP_UCONN_IDLE || u->us.stream == NULL) {
         mp_uconn_close(u);
+        return;
+    }
+    if (u->tunnel) {
+        tunnel_eof(u);
         return;
     }
     /* A close-delimited body ends here; anything else is a truncated or missing response. */
@@ -380,6 +438,8 @@ static inline mp_uconn_t *uconn_of(const mp_ustream_t *us)
 static void h1_up_send_head(mp_ustream_t *us, mp_http_msg_t *req, bool end_stream)
 {
     mp_uconn_t *u = uconn_of(us);
+    if (u->raw)
+        return; /* CONNECT terminated here: the request stops at magpie */
     /* A body of unknown length (HTTP/1.1 chunked, or HTTP/2 without content-length) goes
      * chunked; the encoder writes Host from the authority, first, as clients do. */
     u->req_chunked = req->chunked && !end_stream;
@@ -406,6 +466,11 @@ static void h1_up_send_data(mp_ustream_t *us, mp_slice_t *slice, const char *dat
 static void h1_up_send_end(mp_ustream_t *us, const mp_headers_t *trailers)
 {
     mp_uconn_t *u = uconn_of(us);
+    if (u->tunnel) {
+        u->shut_after_write = true;
+        uconn_write(u);
+        return;
+    }
     if (!u->req_chunked)
         return;
     mp_h1_encode_last_chunk(&u->out, trailers);
@@ -466,14 +531,15 @@ static void attach(mp_stream_t *s, mp_uconn_t *u)
     u->reusable = false;
     u->response_done = false;
     mp_h1_parser_resume(u->parser); /* it paused at the end of the previous response */
-    mp_h1_parser_expect_head_response(u->parser, s->head_request);
+    /* A 2xx to CONNECT has no body either (RFC 9110 9.3.6). */
+    mp_h1_parser_expect_head_response(u->parser, s->head_request || mp_stream__is_connect(s->req));
 }
 
 void mp_h1_upstream_attach(mp_stream_t *s, mp_pool_t *pool, const mp_host_t *host)
 {
     mp_worker_t *w = s->conn->w;
     mp_cluster_t *c = s->cluster;
-    mp_uconn_t *u = take_idle(pool, &host->addr);
+    mp_uconn_t *u = s->connect_terminate ? NULL : take_idle(pool, &host->addr);
     if (u != NULL) {
         ev_timer_stop(w->loop, &u->timer);
         u->state = MP_UCONN_ACTIVE;
@@ -490,6 +556,7 @@ void mp_h1_upstream_attach(mp_stream_t *s, mp_pool_t *pool, const mp_host_t *hos
     }
     u = uconn_new(w, pool, s, &host->addr, fd);
     u->us.ops = &h1_up_ops;
+    u->raw = s->connect_terminate;
     u->state = MP_UCONN_CONNECTING;
     attach(s, u);
     ev_timer_set(&u->timer, (double)c->connect_timeout_ms / 1000.0, 0.0);
@@ -526,7 +593,9 @@ void mp_upstream_attach(mp_stream_t *s, const mp_host_t *host)
 {
     mp_pool_t *pool = mp_worker_pool(s->conn->w, s->cluster);
     mp_upstream_protocol_t p = s->cluster->protocol;
-    if (p == MP_UPSTREAM_HTTP2 || (p == MP_UPSTREAM_USE_DOWNSTREAM && s->req->version == MP_HTTP_2))
+    /* Tunnels ride HTTP/1.1 upstream connections only (one per tunnel). */
+    if (s->upgrade == NULL && (p == MP_UPSTREAM_HTTP2 ||
+                               (p == MP_UPSTREAM_USE_DOWNSTREAM && s->req->version == MP_HTTP_2)))
         mp_h2_upstream_attach(s, pool, host);
     else
         mp_h1_upstream_attach(s, pool, host);
