@@ -262,12 +262,13 @@ def big_upload(target, nbytes, timeout=300.0, metadata=None):
 
 
 def _serve_main(a):
-    srv = Server(port=a.port, host=a.host)
-    print("READY %d" % srv.port, flush=True)
+    # Handlers first: a test may send SIGTERM as soon as it reads READY.
     stop = threading.Event()
     import signal
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    srv = Server(port=a.port, host=a.host)
+    print("READY %d" % srv.port, flush=True)
     while not stop.wait(1.0):
         pass
     srv.stop(0)
