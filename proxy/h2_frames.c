@@ -53,14 +53,24 @@ static size_t build_nva(nghttp2_nv *nv, const mp_http_msg_t *msg, const mp_heade
     return n;
 }
 
+/* Most header blocks fit on the stack; nghttp2 copies the fields at submit. */
+#define NV_LOCAL 32
+
+static nghttp2_nv *nv_array(nghttp2_nv *local, size_t n)
+{
+    return n <= NV_LOCAL ? local : mp_xcalloc(n, sizeof(nghttp2_nv));
+}
+
 int h2_submit_response(nghttp2_session *ss, int32_t id, const mp_http_msg_t *resp,
                        const nghttp2_data_provider *body)
 {
     char status[4], length[24];
-    nghttp2_nv *nv = mp_xcalloc(resp->headers.n + 2, sizeof(*nv));
+    nghttp2_nv local[NV_LOCAL];
+    nghttp2_nv *nv = nv_array(local, resp->headers.n + 2);
     size_t n = build_nva(nv, resp, &resp->headers, status, length);
     int rv = nghttp2_submit_response(ss, id, nv, n, body);
-    free(nv);
+    if (nv != local)
+        free(nv);
     return rv;
 }
 
@@ -68,11 +78,13 @@ int h2_submit_headers(nghttp2_session *ss, int32_t id, const mp_http_msg_t *msg,
                       const mp_headers_t *fields, bool end_stream)
 {
     char status[4], length[24];
-    nghttp2_nv *nv = mp_xcalloc(fields->n + 2, sizeof(*nv));
+    nghttp2_nv local[NV_LOCAL];
+    nghttp2_nv *nv = nv_array(local, fields->n + 2);
     size_t n = build_nva(nv, msg, fields, status, length);
     uint8_t flags = end_stream ? NGHTTP2_FLAG_END_STREAM : NGHTTP2_FLAG_NONE;
     int rv = nghttp2_submit_headers(ss, flags, id, NULL, nv, n, NULL);
-    free(nv);
+    if (nv != local)
+        free(nv);
     return rv;
 }
 
