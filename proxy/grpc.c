@@ -1,5 +1,6 @@
 /* grpc-timeout parsing, the gRPC content-type test and the HTTP-to-gRPC status mapping. */
 #include <stddef.h>
+#include <stdio.h>
 #include <strings.h>
 
 #include "magpie/common.h"
@@ -59,6 +60,26 @@ int mp_grpc_timeout_parse(const char *value, uint64_t *ms)
         *ms = (v * ns + 999999ULL) / 1000000ULL;
     }
     return 0;
+}
+
+size_t mp_grpc_timeout_format(uint64_t ms, char out[MP_GRPC_TIMEOUT_BUF])
+{
+    static const struct {
+        uint64_t per_unit_ms;
+        char unit;
+    } units[] = {{1, 'm'}, {1000, 'S'}, {60000, 'M'}, {3600000, 'H'}};
+    const uint64_t max_value = 99999999ULL; /* GRPC_TIMEOUT_MAX_DIGITS nines */
+    uint64_t v = max_value;
+    char unit = 'H';
+    for (size_t i = 0; i < MP_ARRAY_SIZE(units); i++) {
+        if (ms / units[i].per_unit_ms <= max_value) {
+            v = ms / units[i].per_unit_ms;
+            unit = units[i].unit;
+            break;
+        }
+    }
+    int n = snprintf(out, MP_GRPC_TIMEOUT_BUF, "%llu%c", (unsigned long long)v, unit);
+    return (size_t)n;
 }
 
 int mp_grpc_status_from_http(int http_status)

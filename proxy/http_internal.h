@@ -209,7 +209,8 @@ struct mp_stream {
     ev_timer route_timer;       /* route timeout, from the end of the request */
     ev_timer idle_timer;        /* stream_idle_timeout, measured from last_activity */
     ev_tstamp last_activity;
-    ev_timer request_timer; /* request_timeout: until the request is complete */
+    ev_timer request_timer;  /* request_timeout: until the request is complete */
+    ev_timer duration_timer; /* max_stream_duration / grpc-timeout, from the stream's start */
     char upstream_host[64];
     char request_id[40];
     bool req_complete;

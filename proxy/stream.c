@@ -7,6 +7,7 @@
 
 #include "magpie/access_log.h"
 #include "magpie/filter.h"
+#include "magpie/grpc.h"
 #include "magpie/log.h"
 #include "magpie/route.h"
 #include "magpie/router.h"
@@ -84,6 +85,18 @@ static void on_request_timer(struct ev_loop *loop, ev_timer *t, int revents)
     on_timeout(t->data, MP_RF_DURATION_TIMEOUT, "request_overall_timeout");
 }
 
+/* max_stream_duration (or the grpc-timeout it allows) ran out.  Envoy answers this locally with
+ * 408/504 and DEADLINE_EXCEEDED for gRPC, and sets no response flag; we write DT, Envoy's letter
+ * for a duration limit, so that the answer is explained in the access log. */
+static void on_duration_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    mp_stream_t *s = t->data;
+    mp_stats_inc(s->conn->hcm->stats.downstream_rq_max_duration_reached);
+    s->req_timed_out = !s->req_complete;
+    mp_stream_local_reply(s, s->req_complete ? 504 : 408, MP_RF_DURATION_TIMEOUT,
+                          "downstream duration timeout", "max_duration_timeout");
+}
+
 static bool is_grpc_request(const mp_http_msg_t *req)
 {
     const mp_header_t *ct = mp_headers_get(&req->headers, "content-type");
@@ -113,6 +126,8 @@ mp_stream_t *mp_stream_new(mp_hconn_t *c, mp_http_msg_t *req)
     s->idle_timer.data = s;
     ev_init(&s->request_timer, on_request_timer);
     s->request_timer.data = s;
+    ev_init(&s->duration_timer, on_duration_timer);
+    s->duration_timer.data = s;
     const mp_hcm_config_t *h = c->hcm;
     mp_stats_inc(h->stats.downstream_rq_total);
     mp_stats_inc(h->stats.downstream_rq_active);
@@ -229,6 +244,55 @@ static void answer_redirect(mp_stream_t *s)
     mp_stream__send_local(s, resp, NULL, 0);
 }
 
+static bool request_grpc_timeout(const mp_stream_t *s, uint64_t *ms)
+{
+    const mp_header_t *h = mp_headers_get(&s->req->headers, "grpc-timeout");
+    return h != NULL && mp_grpc_timeout_parse(h->value, ms) == 0;
+}
+
+/* The stream's duration limit, computed as Envoy's connection manager does: the grpc-timeout
+ * header counts only when the route sets grpc_timeout_header_max, capped by it unless it is 0,
+ * then less the offset (the offset is not applied to 0, and cannot go below 0).  Otherwise the
+ * route's max_stream_duration, or the HCM's when the route has none; 0 there means no limit.
+ * False when there is no limit; a true limit of 0 (grpc-timeout "0m") expires at once. */
+static bool duration_limit(const mp_stream_t *s, bool has_header, uint64_t header_ms, uint64_t *ms)
+{
+    const mp_route_t *r = s->route;
+    if (!has_header || !r->has_grpc_timeout_header_max) {
+        *ms = r->has_max_stream_duration ? r->max_stream_duration_ms
+                                         : s->conn->hcm->max_stream_duration_ms;
+        return *ms != 0;
+    }
+    uint64_t t = header_ms;
+    if (r->grpc_timeout_header_max_ms != 0 && t > r->grpc_timeout_header_max_ms)
+        t = r->grpc_timeout_header_max_ms;
+    uint64_t off = r->grpc_timeout_header_offset_ms;
+    if (t != 0 && off != 0)
+        t = off < t ? t - off : 0;
+    *ms = t;
+    return true;
+}
+
+/* Arms the duration timer, counted from the stream's start.  With the route's
+ * max_stream_duration message present, a gRPC request's grpc-timeout is lowered to the limit
+ * (or added) so that the server gives up no later than we do, as Envoy does. */
+static void start_duration_timer(mp_stream_t *s)
+{
+    uint64_t header_ms = 0, limit;
+    bool has_header = request_grpc_timeout(s, &header_ms);
+    if (!duration_limit(s, has_header, header_ms, &limit))
+        return;
+    if (s->route->uses_stream_duration && s->grpc && (!has_header || limit < header_ms)) {
+        char v[MP_GRPC_TIMEOUT_BUF];
+        size_t n = mp_grpc_timeout_format(limit, v);
+        mp_headers_set(&s->req->headers, "grpc-timeout", v, n);
+    }
+    uint64_t used_ms = (mp_now_ns() - s->info.start_ns) / 1000000;
+    double left = limit > used_ms ? (double)(limit - used_ms) / 1000.0 : 0.0;
+    ev_timer_set(&s->duration_timer, left, 0.0);
+    ev_timer_start(loop_of(s), &s->duration_timer);
+}
+
 /* Picks the cluster for a MP_ACTION_ROUTE route; answers 503 NC itself when there is none. */
 static bool choose_cluster(mp_stream_t *s)
 {
@@ -281,6 +345,7 @@ void mp_stream_route(mp_stream_t *s, const mp_router_config_t *config)
         return;
     mp_route_rewrite_request(r, s->req);
     apply_request_mutations(s);
+    start_duration_timer(s);
     start_upstream(s);
 }
 
@@ -442,7 +507,10 @@ int mp_stream_on_request_complete(mp_stream_t *s, mp_headers_t *trailers)
         free_headers(s->req_trailers);
         s->req_trailers = trailers;
     }
-    if (s->route != NULL && s->route->action == MP_ACTION_ROUTE && s->cluster != NULL && !s->tunnel)
+    /* A route with a max_stream_duration message uses the duration limit instead of the route
+     * timeout (Envoy's router leaves its global timeout unset for such "new timeouts"). */
+    if (s->route != NULL && s->route->action == MP_ACTION_ROUTE && s->cluster != NULL &&
+        !s->tunnel && !s->route->uses_stream_duration)
         start_timer(s, &s->route_timer, s->route->has_timeout ? s->route->timeout_ms : 15000);
     return 0;
 }
@@ -742,6 +810,7 @@ static void stream_free(mp_stream_t *s)
     ev_timer_stop(loop, &s->route_timer);
     ev_timer_stop(loop, &s->idle_timer);
     ev_timer_stop(loop, &s->request_timer);
+    ev_timer_stop(loop, &s->duration_timer);
     if (s->hosts != NULL) {
         mp_pool_t *pool = s->cluster ? mp_worker_pool(s->conn->w, s->cluster) : NULL;
         if (pool != NULL && s->lb_started)

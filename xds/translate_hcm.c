@@ -59,6 +59,7 @@ static const struct {
     S(downstream_cx_http2_active, true),
     S(downstream_cx_upgrades_total, false),
     S(downstream_cx_upgrades_active, true),
+    S(downstream_rq_max_duration_reached, false),
 #define S2(f, n)                                                                                   \
     {                                                                                              \
         offsetof(mp_http_stats_t, f), "http2." n, false                                            \

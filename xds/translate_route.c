@@ -425,6 +425,7 @@ static int translate_stream_duration(const pb_action_t *pb, mp_route_t *r, mp_er
     const Envoy__Config__Route__V3__RouteAction__MaxStreamDuration *d = pb->max_stream_duration;
     if (d == NULL)
         return 0;
+    r->uses_stream_duration = true;
     r->has_max_stream_duration = d->max_stream_duration != NULL;
     if (mp_translate__duration_ms(d->max_stream_duration, 0, &r->max_stream_duration_ms, err) != 0)
         return mp_err_prefix(err, "max_stream_duration.max_stream_duration");

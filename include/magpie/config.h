@@ -198,8 +198,11 @@ typedef struct mp_route {
     uint64_t idle_timeout_ms;      /* 0: none */
     mp_upgrade_config_t *upgrades; /* RouteAction.upgrade_configs; override the HCM's */
     uint32_t n_upgrades;
-    /* RouteAction.max_stream_duration.  max_stream_duration absent (has_ = false): the HCM's
+    /* RouteAction.max_stream_duration.  The message present at all (Envoy's "new timeouts"):
+     * the route timeout no longer applies, and a gRPC request's grpc-timeout is lowered to the
+     * stream's duration limit.  max_stream_duration absent (has_ = false): the HCM's
      * max_stream_duration_ms applies; present: this one replaces it, and 0 disables it. */
+    bool uses_stream_duration;
     bool has_max_stream_duration;
     uint64_t max_stream_duration_ms;
     /* grpc_timeout_header_max: present -> a request's grpc-timeout header (minus the offset)
@@ -357,7 +360,7 @@ typedef struct mp_http_stats {
         h2_inbound_empty_frames_flood, h2_outbound_flood, h2_outbound_control_flood,
         h2_inbound_priority_frames_flood, h2_inbound_window_update_frames_flood, h2_settings_flood,
         h2_ping_flood, h2_invalid_pseudo_header, h2_connection_specific_header, h2_stream_id_misuse,
-        h2_hpack_error, h2_goaway_sent;
+        h2_hpack_error, h2_goaway_sent, downstream_rq_max_duration_reached;
 } mp_http_stats_t;
 
 typedef enum mp_escaped_slashes {

@@ -19,6 +19,8 @@ enum {
     MP_GRPC_UNAUTHENTICATED = 16,
 };
 
+#define MP_GRPC_TIMEOUT_BUF 16
+
 /* Parses a grpc-timeout header value: 1 to 8 ASCII digits followed by one unit letter, H
  * (hours), M (minutes), S (seconds), m (milliseconds), u (microseconds) or n (nanoseconds),
  * nothing else (no sign, no space).  On success stores the timeout in milliseconds in *ms,
@@ -26,6 +28,12 @@ enum {
  * UINT64_MAX, and returns 0; otherwise returns MP_ERROR and leaves *ms alone.  value may be
  * NULL (MP_ERROR). */
 int mp_grpc_timeout_parse(const char *value, uint64_t *ms);
+
+/* Writes ms as a grpc-timeout value into out (NUL-terminated, at most 10 bytes with the NUL):
+ * in milliseconds when that fits the 8-digit limit, else in the first of seconds, minutes,
+ * hours that fits, rounded down (a shorter deadline upstream is the safe side), and saturated
+ * at 99999999H.  Returns the length.  Any thread. */
+size_t mp_grpc_timeout_format(uint64_t ms, char out[MP_GRPC_TIMEOUT_BUF]);
 
 /* The gRPC status for an HTTP status that did not come with a grpc-status: 400 -> INTERNAL,
  * 401 -> UNAUTHENTICATED, 403 -> PERMISSION_DENIED, 404 -> UNIMPLEMENTED, 429, 502, 503, 504 ->

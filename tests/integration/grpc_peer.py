@@ -17,7 +17,8 @@ Methods (full names /magpie.test.Echo/<Method>):
   Bidi          stream-stream.  Echoes each message as it arrives.
   Sleep         unary-unary.  Request: decimal milliseconds.  Sleeps that long (in 10 ms steps,
                 stopping early when the call is cancelled or its deadline passes), answers
-                b"slept <ms>".  For deadline and cancellation tests.
+                b"slept <ms>".  For deadline and cancellation tests: a Sleep that ended early
+                because its call was no longer active counts in calls["Sleep.cancelled"].
   Big           unary-stream.  Request: decimal N.  Streams N bytes in total, 64 KiB per
                 message (the last may be shorter).  Used for the 1 GiB test.
   BigUp         stream-unary.  Answers the decimal count of bytes received over all requests.
@@ -72,12 +73,14 @@ class _Echo:
         self.calls = {}
         self.lock = threading.Lock()
         self.last_metadata = {}
+        self.time_remaining = {}  # method -> context.time_remaining() at arrival (None: none)
 
     def _count(self, name, context):
         md = tuple(context.invocation_metadata())
         with self.lock:
             self.calls[name] = self.calls.get(name, 0) + 1
             self.last_metadata[name] = md
+            self.time_remaining[name] = context.time_remaining()
         return dict(md)
 
     def unary(self, request, context):
@@ -112,6 +115,9 @@ class _Echo:
         deadline = time.monotonic() + ms / 1000.0
         while time.monotonic() < deadline and context.is_active():
             time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
+        if time.monotonic() < deadline:
+            with self.lock:
+                self.calls["Sleep.cancelled"] = self.calls.get("Sleep.cancelled", 0) + 1
         return b"slept %d" % ms
 
     def big(self, request, context):
@@ -164,6 +170,10 @@ class Server:
     @property
     def calls(self):
         return self.echo.calls
+
+    @property
+    def time_remaining(self):
+        return self.echo.time_remaining
 
     @property
     def target(self):

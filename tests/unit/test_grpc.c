@@ -61,6 +61,30 @@ static void test_timeout_malformed(void)
     CHECK_INT(ms, 5);
 }
 
+/* Formats ms and parses it back: the value must fit the header's 8 digits and never exceed ms. */
+static void expect_format(uint64_t ms, const char *want)
+{
+    char out[MP_GRPC_TIMEOUT_BUF];
+    size_t n = mp_grpc_timeout_format(ms, out);
+    CHECK_INT(n, strlen(want));
+    CHECK_STR(out, want);
+    uint64_t back = 0;
+    CHECK_INT(mp_grpc_timeout_parse(out, &back), 0);
+    CHECK(back <= ms);
+}
+
+static void test_timeout_format(void)
+{
+    expect_format(0, "0m");
+    expect_format(400, "400m");
+    expect_format(99999999, "99999999m");
+    expect_format(100000000, "100000S");
+    expect_format(100000999, "100000S"); /* rounded down */
+    expect_format(99999999ULL * 1000 + 999, "99999999S");
+    expect_format(100000000ULL * 1000, "1666666M");
+    expect_format(UINT64_MAX, "99999999H");
+}
+
 static void test_status_from_http(void)
 {
     CHECK_INT(mp_grpc_status_from_http(400), MP_GRPC_INTERNAL);
@@ -106,6 +130,7 @@ int main(void)
     RUN(test_timeout_units);
     RUN(test_timeout_limits);
     RUN(test_timeout_malformed);
+    RUN(test_timeout_format);
     RUN(test_status_from_http);
     RUN(test_content_type);
     UNIT_DONE();

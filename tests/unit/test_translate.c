@@ -916,6 +916,7 @@ static void test_h2_defaults(void)
     const mp_route_t *r = &h->routes->vhosts[0].routes[0];
     CHECK(!r->match_grpc && !r->connect_matcher && r->n_upgrades == 0);
     CHECK(!r->has_max_stream_duration && !r->has_grpc_timeout_header_max);
+    CHECK(!r->uses_stream_duration);
     CHECK_INT(r->max_stream_duration_ms, 0);
     CHECK_INT(r->grpc_timeout_header_offset_ms, 0);
     mp_config_unref(c);
@@ -949,6 +950,7 @@ static void check_h2_routes(const mp_vhost_t *vh)
 {
     const mp_route_t *r = &vh->routes[0];
     CHECK(r->match_grpc && !r->connect_matcher);
+    CHECK(r->uses_stream_duration);
     CHECK(r->has_max_stream_duration && r->max_stream_duration_ms == 2000);
     CHECK(r->has_grpc_timeout_header_max && r->grpc_timeout_header_max_ms == 0); /* no cap */
     CHECK_INT(r->grpc_timeout_header_offset_ms, 50);
@@ -961,8 +963,9 @@ static void check_h2_routes(const mp_vhost_t *vh)
     CHECK_STR(r->upgrades[1].upgrade_type, "websocket");
     CHECK(!r->upgrades[1].enabled && !r->upgrades[1].connect_config);
     CHECK(!r->has_max_stream_duration && !r->has_grpc_timeout_header_max);
+    CHECK(!r->uses_stream_duration); /* no max_stream_duration message */
     r = &vh->routes[2];
-    CHECK(!r->has_max_stream_duration);
+    CHECK(r->uses_stream_duration && !r->has_max_stream_duration);
     CHECK(r->has_grpc_timeout_header_max && r->grpc_timeout_header_max_ms == 5000);
     r = &vh->routes[3];
     CHECK(r->has_max_stream_duration && r->max_stream_duration_ms == 0); /* 0s: disabled */
