@@ -528,6 +528,44 @@ def test_slow_client_reader_bounds_memory():
 test_slow_client_reader_bounds_memory.timeout = 150
 
 
+def test_unread_streams_share_one_buffer_limit():
+    """Many streams the client does not read hold one buffer limit per connection, not one per
+    stream; and one unread stream does not hold back another that the client reads."""
+    n, size = 20, 2 * MIB
+    up = mp.TestUpstream()
+    m, port = start(up.port)
+    c = client(port, window=65535, auto_ack=False, keep_body=False)
+    sids = [c.request("/bytes/%d" % size) for _ in range(n)]
+    c.wait(lambda: all(c.streams[s].status == 200 for s in sids), 10, "every response head")
+    # Give the upstreams time to push what magpie lets them (bounded, then measured).
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        c.pump(0.1)
+    if not mp.SANITIZED:
+        hwm = m.hwm()
+        print("    VmHWM %.2f MiB with %d unread %d MiB responses" % (hwm / MIB, n, size // MIB))
+        # Before the fix each stream kept its own 1 MiB queue: over 20 MiB here.
+        mp.check(hwm < 12 * MIB, "VmHWM %.2f MiB (limit 12)" % (hwm / MIB))
+    # Read only the first stream (the connection's window is kept open for all of them).
+    first = c.streams[sids[0]]
+    seen = {s: 0 for s in sids}  # credit what already arrived, too
+    deadline = time.monotonic() + 60
+    while not c.done(sids[0]):
+        mp.check(time.monotonic() < deadline, "first stream stalled at %d" % first.nbytes)
+        c.pump(0.5)
+        for s in sids:
+            got = c.streams[s].nbytes - seen[s]
+            seen[s] = c.streams[s].nbytes
+            if got:
+                c.c.increment_flow_control_window(got)
+                if s == sids[0] and not c.done(s):
+                    c.c.increment_flow_control_window(got, stream_id=s)
+        c.flush()
+    mp.eq((first.status, first.nbytes, first.reset), (200, size, None), "the read stream")
+    mp.eq(first.sha.hexdigest(), pattern_sha(size), "its bytes")
+    mp.check(all(not c.done(s) for s in sids[1:]), "the unread streams are still waiting")
+
+
 # ---------------------------------------------------------------- 5. max_concurrent_streams
 
 def test_max_concurrent_streams_refuses_the_third():
