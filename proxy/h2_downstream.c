@@ -84,6 +84,7 @@ static void dstream_free(h2_dstream_t *d)
     if (d->next != NULL)
         d->next->prev = d->prev;
     h->n_streams--;
+    h->out_queued -= mp_buf_len(&d->out);
     mp_buf_clear(&d->out);
     if (d->req != NULL)
         mp_http_msg_free(d->req);
@@ -451,6 +452,16 @@ static ssize_t read_response_body(nghttp2_session *ss, int32_t id, uint8_t *buf,
     return (ssize_t)n;
 }
 
+/* Fix: the response watermark used to be each stream's own queue, so a client that opened
+ * max_concurrent_streams streams and read none could make magpie hold that many times
+ * buffer_limit (50 streams: 55 MiB).  The measure is now the connection's queue.  A stream with
+ * nothing queued counts as empty: a stream the client does read is never held back by one it
+ * left unread, and a held-back stream resumes when its own queue drains (send_body_frame). */
+static size_t queued_of(const h2_dstream_t *d)
+{
+    return mp_buf_len(&d->out) == 0 ? 0 : d->h->out_queued;
+}
+
 /* DATA frames leave by reference: the 9-byte header, then the queued body segments moved. */
 static int send_body_frame(nghttp2_session *ss, nghttp2_frame *f, const uint8_t *framehd,
                            size_t length, nghttp2_data_source *src, void *ud)
@@ -459,8 +470,9 @@ static int send_body_frame(nghttp2_session *ss, nghttp2_frame *f, const uint8_t 
     h2_dstream_t *d = src->ptr;
     mp_buf_append(&h->out, framehd, 9);
     mp_buf_move(&h->out, &d->out, length);
+    h->out_queued -= length;
     h->data_frames_sent++;
-    if (d->stream != NULL && mp_buf_len(&d->out) <= h->c.buffer_limit / 2)
+    if (d->stream != NULL && queued_of(d) <= h->c.buffer_limit / 2)
         mp_stream_downstream_drained(d->stream);
     return 0;
 }
@@ -497,6 +509,7 @@ static void h2_send_data(mp_stream_t *s, mp_slice_t *slice, const char *data, si
     h2_conn_t *h = conn_of(s);
     h2_dstream_t *d = dstream_of(s);
     mp_buf_append_ref(&d->out, slice, data, len);
+    h->out_queued += len;
     if (d->deferred) {
         d->deferred = false;
         nghttp2_session_resume_data(h->session, d->id);
@@ -523,7 +536,7 @@ static void h2_send_end(mp_stream_t *s, const mp_headers_t *trailers)
 
 static size_t h2_queued(const mp_stream_t *s)
 {
-    return mp_buf_len(&dstream_of(s)->out);
+    return queued_of(dstream_of(s));
 }
 
 static void h2_block_read(mp_stream_t *s, bool block)

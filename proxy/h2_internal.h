@@ -63,6 +63,7 @@ struct h2_conn {
     int32_t recent_ids[8]; /* streams opened in input nghttp2 has not read yet */
     uint32_t n_recent;
     bool read_blocked; /* output over the limit: stop reading the client */
+    size_t out_queued; /* response bytes waiting in all streams' `out` (the watermark's measure) */
 };
 
 /* h2_downstream.c */

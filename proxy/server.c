@@ -6,6 +6,7 @@
 #include <ev.h>
 
 #include "magpie/admin.h"
+#include "magpie/buf.h"
 #include "magpie/dns.h"
 #include "magpie/log.h"
 #include "magpie/server.h"
@@ -57,6 +58,7 @@ static void on_uptime(struct ev_loop *loop, ev_timer *t, int revents)
 {
     mp_server_t *s = t->data;
     mp_stats_gauge_set(s->stats.uptime, (int64_t)((mp_now_ms() - s->start_ms) / 1000));
+    mp_stats_gauge_set(s->stats.live_slices, (int64_t)mp_slice_live_count());
 }
 
 static void stats_inc(mp_stat_id_t id)
@@ -77,6 +79,7 @@ static void register_server_stats(mp_server_t *s)
     s->stats.state = mp_stats_gauge("server.state");
     s->stats.total_connections = mp_stats_gauge("server.total_connections");
     s->stats.healthcheck_failed = mp_stats_gauge("server.healthcheck_failed");
+    s->stats.live_slices = mp_stats_gauge("server.live_slices");
     mp_stats_gauge_set(s->stats.concurrency, s->n_workers);
     mp_stats_gauge_set(s->stats.live, 1);
 }

@@ -16,7 +16,8 @@ typedef struct mp_worker mp_worker_t;
 
 typedef struct mp_server_stats {
     mp_stat_id_t live, uptime, concurrency, state, days_until_first_cert_expiring, memory_allocated,
-        total_connections, healthcheck_failed;
+        total_connections, healthcheck_failed,
+        live_slices; /* buffer slices in use (not cached): a leak shows here */
 } mp_server_stats_t;
 
 typedef struct mp_server {
