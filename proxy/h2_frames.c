@@ -88,38 +88,7 @@ int h2_submit_headers(nghttp2_session *ss, int32_t id, const mp_http_msg_t *msg,
     return rv;
 }
 
-static int b64url_value(char ch)
-{
-    if (ch >= 'A' && ch <= 'Z')
-        return ch - 'A';
-    if (ch >= 'a' && ch <= 'z')
-        return ch - 'a' + 26;
-    if (ch >= '0' && ch <= '9')
-        return ch - '0' + 52;
-    if (ch == '-' || ch == '+')
-        return 62;
-    if (ch == '_' || ch == '/')
-        return 63;
-    return -1;
-}
-
 int h2_decode_settings(const char *b64, uint8_t *out, size_t cap)
 {
-    uint32_t acc = 0;
-    int bits = 0;
-    size_t n = 0;
-    for (const char *p = b64; *p != '\0' && *p != '='; p++) {
-        int v = b64url_value(*p);
-        if (v < 0)
-            return -1;
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            if (n == cap)
-                return -1;
-            out[n++] = (uint8_t)(acc >> bits);
-        }
-    }
-    return (int)n;
+    return (int)mp_base64_decode(b64, strlen(b64), out, cap);
 }

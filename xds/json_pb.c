@@ -138,46 +138,16 @@ bool mp_jpb__is_map(const ProtobufCFieldDescriptor *f)
 
 /* ---- base64 ---- */
 
-static int b64_value(char ch)
-{
-    if (ch >= 'A' && ch <= 'Z')
-        return ch - 'A';
-    if (ch >= 'a' && ch <= 'z')
-        return ch - 'a' + 26;
-    if (ch >= '0' && ch <= '9')
-        return ch - '0' + 52;
-    if (ch == '+' || ch == '-')
-        return 62;
-    if (ch == '/' || ch == '_')
-        return 63;
-    return -1;
-}
-
 int mp_jpb__b64_decode(const char *in, size_t len, ProtobufCBinaryData *out)
 {
-    while (len > 0 && in[len - 1] == '=')
-        len--;
-    if (len % 4 == 1)
-        return -1;
     uint8_t *buf = mp_xmalloc(len * 3 / 4 + 1);
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < len; i++) {
-        int v = b64_value(in[i]);
-        if (v < 0) {
-            free(buf);
-            return -1;
-        }
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            buf[o++] = (uint8_t)(acc >> bits);
-        }
+    ssize_t n = mp_base64_decode(in, len, buf, len * 3 / 4 + 1);
+    if (n < 0) {
+        free(buf);
+        return -1;
     }
     out->data = buf;
-    out->len = o;
+    out->len = (size_t)n;
     return 0;
 }
 

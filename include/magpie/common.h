@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <stdbool.h>
 
 /* Return codes: 0 success, MP_AGAIN when the work would block, negative on failure. */
@@ -50,5 +51,9 @@ uint64_t mp_now_ns(void);
 
 /* Case-insensitive ASCII comparison of a length-counted string with a C string. */
 bool mp_strieq(const char *a, size_t alen, const char *b);
+
+/* Base64 in either alphabet (standard or URL-safe), trailing '=' optional.  Writes at most cap
+ * bytes; returns the decoded length, or -1 for a bad character, length or a short out. */
+ssize_t mp_base64_decode(const char *in, size_t len, uint8_t *out, size_t cap);
 
 #endif
