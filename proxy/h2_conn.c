@@ -381,6 +381,9 @@ static int submit_settings(h2_conn_t *h)
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, o->initial_stream_window_size},
         {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, o->hpack_table_size},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, h->c.hcm->max_request_headers_kb * 1024},
+        /* RFC 9218: we do not schedule by the deprecated priority tree, so nghttp2 need not
+         * keep one. */
+        {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
         {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},
     };
     size_t n = MP_ARRAY_SIZE(iv) - (o->allow_connect ? 0 : 1);
@@ -395,6 +398,8 @@ static int new_session(h2_conn_t *h)
     nghttp2_option *opt;
     nghttp2_option_new(&opt);
     nghttp2_option_set_no_auto_window_update(opt, 1);
+    /* Closed streams are kept only for the priority tree, which we do not use. */
+    nghttp2_option_set_no_closed_streams(opt, 1);
     nghttp2_option_set_max_outbound_ack(opt, h->opt.max_outbound_control_frames);
     nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
     nghttp2_session_callbacks *cb = h2_server_callbacks();
