@@ -133,7 +133,7 @@ void mp_dconn_close(mp_dconn_t *dc, const char *why)
 
 static void begin_linger(mp_dconn_t *dc)
 {
-    shutdown(dc->c.fd, SHUT_WR);
+    dc->c.transport->shutdown_write(&dc->c);
     dc->lingering = true;
     mp_buf_clear(&dc->in);
     ev_timer_stop(dc->c.w->loop, &dc->timer);
@@ -144,9 +144,9 @@ static void begin_linger(mp_dconn_t *dc)
 
 static void linger_read(mp_dconn_t *dc)
 {
-    char sink[16384];
     for (int i = 0; i < 4; i++) {
-        ssize_t n = read(dc->c.fd, sink, sizeof(sink));
+        ssize_t n = mp_hconn_read(&dc->c, &dc->in, 16384);
+        mp_buf_clear(&dc->in);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return;
         if (n <= 0 || (dc->linger_bytes += (size_t)n) > LINGER_MAX_BYTES) {
@@ -159,7 +159,7 @@ static void linger_read(mp_dconn_t *dc)
 void mp_dconn_flush(mp_dconn_t *dc)
 {
     while (mp_buf_len(&dc->out) > 0) {
-        ssize_t n = mp_buf_write_fd(&dc->out, dc->c.fd);
+        ssize_t n = mp_hconn_write(&dc->c, &dc->out);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 break;
@@ -178,7 +178,7 @@ void mp_dconn_flush(mp_dconn_t *dc)
     ev_io_stop(dc->c.w->loop, &dc->wio);
     if (dc->shut_after_write) {
         dc->shut_after_write = false;
-        shutdown(dc->c.fd, SHUT_WR);
+        dc->c.transport->shutdown_write(&dc->c);
     }
     if (dc->stream != NULL) {
         mp_stream_downstream_drained(dc->stream);
@@ -352,7 +352,7 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
         linger_read(dc);
         return;
     }
-    ssize_t n = mp_buf_read_fd(&dc->in, dc->c.fd, READ_CHUNK);
+    ssize_t n = mp_hconn_read(&dc->c, &dc->in, READ_CHUNK);
     if (n < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             mp_dconn_close(dc, strerror(errno));

@@ -292,7 +292,7 @@ void h2_flush(mp_deferred_t *def)
     for (int i = 0; i < 256; i++) {
         bool ok = pump_output(h);
         if (mp_buf_len(&h->out) > 0) {
-            ssize_t n = mp_buf_write_fd(&h->out, h->c.fd);
+            ssize_t n = mp_hconn_write(&h->c, &h->out);
             if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
                 h2_conn_close(h, strerror(errno));
                 return;
@@ -356,7 +356,7 @@ static void process_input(h2_conn_t *h)
 static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
 {
     h2_conn_t *h = io->data;
-    ssize_t n = mp_buf_read_fd(&h->in, h->c.fd, READ_CHUNK);
+    ssize_t n = mp_hconn_read(&h->c, &h->in, READ_CHUNK);
     if (n < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             h2_conn_close(h, strerror(errno));

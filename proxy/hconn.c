@@ -10,6 +10,27 @@
 #include "magpie/stats.h"
 #include "http_internal.h"
 
+static ssize_t tcp_read(mp_hconn_t *c, mp_buf_t *b, size_t max)
+{
+    return mp_buf_read_fd(b, c->fd, max);
+}
+
+static ssize_t tcp_write(mp_hconn_t *c, mp_buf_t *b)
+{
+    return mp_buf_write_fd(b, c->fd);
+}
+
+static void tcp_shutdown_write(mp_hconn_t *c)
+{
+    shutdown(c->fd, SHUT_WR);
+}
+
+static const mp_transport_ops_t tcp_transport = {
+    .read = tcp_read,
+    .write = tcp_write,
+    .shutdown_write = tcp_shutdown_write,
+};
+
 static void link_conn(mp_hconn_t *c)
 {
     mp_worker_t *w = c->w;
@@ -35,6 +56,7 @@ void mp_hconn_init(mp_hconn_t *c, const mp_down_ops_t *ops, mp_worker_t *w, cons
                    int fd)
 {
     c->ops = ops;
+    c->transport = &tcp_transport;
     c->w = w;
     c->fd = fd;
     /* Responses leave in one writev per event loop pass; Nagle would only add a delayed-ACK

@@ -117,11 +117,21 @@ typedef struct mp_down_ops {
     void (*close)(mp_hconn_t *c, const char *why);
 } mp_down_ops_t;
 
+/* How a connection's bytes move: plain TCP here; TLS plugs in behind the same three calls, so
+ * the codecs above never change.  read and write follow mp_buf_read_fd / mp_buf_write_fd
+ * (bytes, 0 on EOF, -1 with errno, EAGAIN included). */
+typedef struct mp_transport_ops {
+    ssize_t (*read)(mp_hconn_t *c, mp_buf_t *b, size_t max);
+    ssize_t (*write)(mp_hconn_t *c, mp_buf_t *b);
+    void (*shutdown_write)(mp_hconn_t *c);
+} mp_transport_ops_t;
+
 /* The codec-independent part of a downstream HTTP connection; each codec's connection begins
  * with one.  Linked into the worker's list of live connections for drain and shutdown. */
 struct mp_hconn {
     mp_grave_t grave;
     const mp_down_ops_t *ops;
+    const mp_transport_ops_t *transport;
     mp_worker_t *w;
     mp_hconn_t *prev, *next;
     int fd;
@@ -132,6 +142,16 @@ struct mp_hconn {
     uint32_t buffer_limit;
     bool dead;
 };
+
+static inline ssize_t mp_hconn_read(mp_hconn_t *c, mp_buf_t *b, size_t max)
+{
+    return c->transport->read(c, b, max);
+}
+
+static inline ssize_t mp_hconn_write(mp_hconn_t *c, mp_buf_t *b)
+{
+    return c->transport->write(c, b);
+}
 
 /* Fills the common part for an accepted socket and links it into the worker's list. */
 void mp_hconn_init(mp_hconn_t *c, const mp_down_ops_t *ops, mp_worker_t *w, const mp_listener_t *l,
