@@ -255,6 +255,38 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
 
 /* ---- I/O ---- */
 
+/* RFC 9113 5.1.2 makes a stream beyond SETTINGS_MAX_CONCURRENT_STREAMS a stream error, but
+ * nghttp2 ends the whole connection for it once the client has acknowledged the setting.  So
+ * nghttp2 is told a limit H2_STREAM_SLACK higher than the client is: the first SETTINGS frame
+ * carries the real one, written over the value nghttp2 serialised, and h2_downstream.c refuses
+ * the streams between the two with REFUSED_STREAM itself. */
+static void advertise_stream_limit(h2_conn_t *h, uint8_t *frame, size_t n)
+{
+    h->settings_patched = true;
+    if (n < 9 || frame[3] != NGHTTP2_SETTINGS || (frame[4] & NGHTTP2_FLAG_ACK))
+        return;
+    size_t len = (size_t)frame[0] << 16 | (size_t)frame[1] << 8 | frame[2];
+    uint32_t v = h->opt.max_concurrent_streams;
+    for (size_t off = 9; off + 6 <= 9 + len && off + 6 <= n; off += 6) {
+        if (frame[off] == 0 && frame[off + 1] == NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS) {
+            frame[off + 2] = (uint8_t)(v >> 24);
+            frame[off + 3] = (uint8_t)(v >> 16);
+            frame[off + 4] = (uint8_t)(v >> 8);
+            frame[off + 5] = (uint8_t)v;
+        }
+    }
+}
+
+static void append_first_frames(h2_conn_t *h, const uint8_t *data, size_t n)
+{
+    uint8_t copy[512];
+    size_t take = n < sizeof(copy) ? n : sizeof(copy);
+    memcpy(copy, data, take);
+    advertise_stream_limit(h, copy, take);
+    mp_buf_append(&h->out, copy, take);
+    mp_buf_append(&h->out, data + take, n - take);
+}
+
 /* Serialises frames into `out` until it holds OUT_HIGH; false on a fatal session error. */
 static bool pump_output(h2_conn_t *h)
 {
@@ -269,7 +301,10 @@ static bool pump_output(h2_conn_t *h)
         }
         if (n == 0)
             return true;
-        mp_buf_append(&h->out, data, (size_t)n);
+        if (!h->settings_patched)
+            append_first_frames(h, data, (size_t)n);
+        else
+            mp_buf_append(&h->out, data, (size_t)n);
     }
     return true;
 }
@@ -373,11 +408,19 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
 
 /* ---- setup ---- */
 
+static uint32_t nghttp2_stream_limit(const mp_h2_options_t *o)
+{
+    uint32_t max = 0x7fffffff;
+    return o->max_concurrent_streams > max - H2_STREAM_SLACK
+               ? max
+               : o->max_concurrent_streams + H2_STREAM_SLACK;
+}
+
 static int submit_settings(h2_conn_t *h)
 {
     const mp_h2_options_t *o = &h->opt;
     nghttp2_settings_entry iv[] = {
-        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, o->max_concurrent_streams},
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, nghttp2_stream_limit(o)},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, o->initial_stream_window_size},
         {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, o->hpack_table_size},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, h->c.hcm->max_request_headers_kb * 1024},

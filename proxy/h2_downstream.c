@@ -111,7 +111,15 @@ static int on_begin_headers(nghttp2_session *ss, const nghttp2_frame *f, void *u
     if (f->hd.type != NGHTTP2_HEADERS)
         return 0;
     if (f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+        bool over = h->n_streams >= h->opt.max_concurrent_streams;
         h2_dstream_t *d = dstream_new(h, f->hd.stream_id);
+        if (over) {
+            /* Past the limit the client was told (nghttp2's is higher: h2_conn.c): refuse this
+             * stream only, so that the client may retry it (RFC 9113 5.1.2). */
+            d->refused = true;
+            nghttp2_submit_rst_stream(ss, NGHTTP2_FLAG_NONE, d->id, NGHTTP2_REFUSED_STREAM);
+            return 0;
+        }
         d->req = mp_http_msg_new();
         d->req->version = MP_HTTP_2;
         d->req->content_length = -1;

@@ -9,6 +9,9 @@
 
 /* Client resets before any answer tolerated before the ratio test (rapid reset) applies. */
 #define H2_RESET_FLOOD_MIN 100
+/* Streams past max_concurrent_streams that we refuse ourselves before nghttp2 would end the
+ * connection for them (h2_conn.c, advertise_stream_limit). */
+#define H2_STREAM_SLACK 100
 /* PING and SETTINGS frames a client may send in one second. */
 #define H2_CONTROL_FLOOD_WINDOW_S 1.0
 
@@ -31,6 +34,7 @@ typedef struct h2_dstream {
     bool deferred;               /* nghttp2 waits for resume_data */
     bool responded;              /* a response head went out */
     bool rst_after_end;          /* request abandoned: RST_STREAM(NO_ERROR) after the response */
+    bool refused;                /* over max_concurrent_streams: reset, never started */
 } h2_dstream_t;
 
 struct h2_conn {
@@ -54,6 +58,7 @@ struct h2_conn {
     bool peer_closed;
     bool goaway_sent;
     bool closing;             /* fatal: write what can go, then close */
+    bool settings_patched;    /* the first SETTINGS went out with the real stream limit */
     int32_t malformed_stream; /* the last stream a bad field was counted for */
     /* The frame scanner (h2_conn.c) that checks frames before nghttp2 reads them. */
     uint32_t scan_preface; /* preface bytes still to skip */

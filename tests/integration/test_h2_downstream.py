@@ -597,6 +597,26 @@ def test_max_concurrent_streams_refuses_the_third():
     mp.eq(up.requests, 3, "the refused stream never reached the upstream")
 
 
+def test_max_concurrent_streams_refuses_after_settings_ack():
+    # Once the client has acknowledged the limit, a stream beyond it is still only that
+    # stream's error (RFC 9113 5.1.2), not the connection's.
+    up = mp.TestUpstream()
+    m, port = start(up.port, hcm_extra=hcm("http2_protocol_options: {max_concurrent_streams: 2}"))
+    with h2raw.Conn(port=port, timeout=5) as c:
+        c.start()
+        # The server's SETTINGS arrive first and are ACKed by the reader; a PING answered
+        # afterwards proves magpie has read that ACK before the streams below.
+        c.send(h2raw.ping(b"ackfirst"))
+        c.read_until(lambda o: o.counts.get("PING", 0) >= 1, 5)
+        for sid in (1, 3, 5):
+            c.send(h2raw.headers(sid, h2raw.hp_block(h2raw.request_fields("/delay/300"))))
+        o = c.read_until(lambda o: 5 in o.resets and {1, 3} <= o.ended, 10)
+        mp.eq(o.resets.get(5), "REFUSED_STREAM", "the third stream is refused: %r" % o)
+        mp.eq((o.statuses.get(1), o.statuses.get(3)), (200, 200), "the others proceed: %r" % o)
+        mp.check(o.goaway is None, "no GOAWAY: %r" % (o,))
+    mp.eq(up.requests, 2, "the refused stream never reached the upstream")
+
+
 # ---------------------------------------------------------------- 6. GOAWAY on drain, idle
 
 def test_sigterm_goaway_lets_inflight_finish():
