@@ -498,7 +498,8 @@ static void h1_send_head(mp_stream_t *s, mp_http_msg_t *resp, bool end_stream)
         else
             dc->close_after_write = true;
     }
-    if (dc->c.w->draining)
+    /* After a refused upgrade the client's next bytes may be tunnel data, not requests. */
+    if (dc->c.w->draining || s->upgrade_refused)
         dc->close_after_write = true;
     if (dc->close_after_write)
         mp_headers_set(&resp->headers, "connection", "close", 5);

@@ -251,6 +251,7 @@ struct mp_stream {
     bool upgrade_req_ended; /* the request's HTTP part ended while the answer was awaited */
     bool upgrade_counted;   /* counted in downstream_cx_upgrades_active */
     bool tunnel;
+    bool upgrade_refused; /* the upstream answered an upgrade with something else */
 };
 
 /* Creates a stream for req (taking ownership) without routing it; the codec records it (and

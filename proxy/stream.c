@@ -473,8 +473,9 @@ static void check_request_watermark(mp_stream_t *s)
 int mp_stream_on_request_body(mp_stream_t *s, mp_slice_t *slice, const char *data, size_t len)
 {
     s->info.bytes_received += len;
-    if ((s->resp_complete && !s->tunnel) || (s->info.response_flags != 0 && s->up == NULL))
-        return 0; /* answered already: the rest of the body is read and dropped */
+    if ((s->resp_complete && !s->tunnel) || s->upgrade_refused ||
+        (s->info.response_flags != 0 && s->up == NULL))
+        return 0; /* answered already (or meant for a refused tunnel): read and dropped */
     touch(s);
     if (upstream_ready(s) && !holding(s))
         s->up->ops->send_data(s->up, slice, data, len);

@@ -118,11 +118,14 @@ bool mp_stream__upgrade_answer(mp_stream_t *s, const mp_http_msg_t *resp)
     }
     if (resp->status < 200)
         return false; /* a 100 before the answer */
-    /* Refused (any other final response): a normal exchange, and what was held goes on. */
+    /* Refused (any other final response): a normal exchange.  What the client sent early was
+     * meant for the tunnel, not as a body: forwarding it raw would smuggle it onto the upstream
+     * connection, and parsing it here would turn it into requests (hostile-inputs 26).  It is
+     * dropped, as is anything more the client sends on this stream, and an HTTP/1.1 connection
+     * closes after the response. */
     drop_upgrade(s);
+    s->upgrade_refused = true;
     mp_ustream_t *u = s->up;
-    for (mp_buf_seg_t *seg = s->req_pending.head; seg != NULL; seg = seg->next)
-        u->ops->send_data(u, seg->slice, seg->slice->data + seg->off, seg->len);
     mp_buf_clear(&s->req_pending);
     if (s->upgrade_req_ended) {
         s->upgrade_req_ended = false;

@@ -94,7 +94,7 @@ class WsEcho:
     """Echoes WebSocket messages; answers other requests with 200 and the headers it saw.
     `seen` holds the header dicts of the requests, `reply_101` makes it answer 101 to anything."""
 
-    def __init__(self, reply_101=False):
+    def __init__(self, reply_101=False, refuse=False):
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -103,6 +103,11 @@ class WsEcho:
         self.seen = []
         self.closed_cleanly = 0
         self.reply_101 = reply_101
+        # refuse: answer upgrades 403, then record every byte that still arrives on that
+        # connection until magpie closes it (`after_refusal`, `refusals_done`).
+        self.refuse = refuse
+        self.after_refusal = b""
+        self.refusals_done = 0
         self.stopping = False
         threading.Thread(target=self._accept, daemon=True).start()
         mp.on_cleanup(self.stop)
@@ -127,7 +132,10 @@ class WsEcho:
             c.settimeout(20)
             line, h = read_head(c)
             self.seen.append(dict(h, _line=line))
-            if h.get("upgrade", "").lower() == "websocket" or self.reply_101:
+            if self.refuse and h.get("upgrade"):
+                c.sendall(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 2\r\n\r\nno")
+                self._record_rest(c)
+            elif h.get("upgrade", "").lower() == "websocket" or self.reply_101:
                 key = h.get("sec-websocket-key", "x").encode()
                 accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest()).decode()
                 c.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
@@ -141,6 +149,17 @@ class WsEcho:
             pass
         finally:
             c.close()
+
+    def _record_rest(self, c):
+        try:
+            while len(self.after_refusal) < 65536:
+                data = c.recv(65536)
+                if not data:
+                    break
+                self.after_refusal += data
+        except OSError:
+            pass
+        self.refusals_done += 1
 
     def _echo(self, c):
         while True:
@@ -395,6 +414,69 @@ def test_extended_connect_over_http2():
         del buf[:len(want)]
     mp.eq(up.seen[0]["_line"], "GET /chat HTTP/1.1", "upstream saw a GET")
     mp.eq(up.seen[0].get("upgrade"), "websocket", "upstream saw Upgrade: websocket")
+    s.close()
+
+
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: test\r\n\r\n"
+
+
+def test_refused_upgrade_drops_early_bytes_http1():
+    # The client pipelines a request behind its upgrade; the upstream refuses the upgrade.
+    # Those bytes were meant for a tunnel that never opened: magpie neither forwards them nor
+    # parses them as a request, and closes the client connection after the 403.
+    up = WsEcho(refuse=True)
+    m, port = start(up.port)
+    s, key = ws_handshake(port, extra=SMUGGLED)
+    line, h = read_head(s)
+    mp.check(line.startswith("HTTP/1.1 403"), "status line: %r" % line)
+    mp.eq(h.get("connection"), "close", "the connection closes after a refused upgrade")
+    mp.eq(_recv_exact(s, 2), b"no", "the upstream's body")
+    s.settimeout(5)
+    mp.eq(s.recv(100), b"", "closed, with no answer to the pipelined bytes")
+    s.close()
+    # The upstream exchange itself was clean (a GET answered 403), so its connection may go
+    # back to the pool; stopping magpie closes it, and then we see all it ever received.
+    m.stop()
+    mp.wait_until(lambda: up.refusals_done == 1, 5, what="upstream connection closed")
+    mp.eq(up.after_refusal, b"", "nothing reached the upstream after the refused upgrade")
+    mp.eq([x["_line"] for x in up.seen], ["GET /chat HTTP/1.1"], "upstream requests")
+
+
+def test_refused_upgrade_drops_early_bytes_http2():
+    import h2.config
+    import h2.connection
+    import h2.events
+    import h2.exceptions
+    up = WsEcho(refuse=True)
+    m, port = start(up.port, hcm_extra=H2_HCM)
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    s.sendall(conn.data_to_send())
+    events = []
+    deadline = time.monotonic() + 10
+    while conn.remote_settings.enable_connect_protocol != 1 and time.monotonic() < deadline:
+        events.extend(conn.receive_data(s.recv(65536)))
+        s.sendall(conn.data_to_send())
+    conn.send_headers(1, [(":method", "CONNECT"), (":protocol", "websocket"),
+                          (":scheme", "http"), (":path", "/chat"), (":authority", "test"),
+                          ("sec-websocket-version", "13"), ("sec-websocket-key", "eA==")])
+    conn.send_data(1, SMUGGLED)
+    s.sendall(conn.data_to_send())
+    status = None
+    while status is None and time.monotonic() < deadline:
+        for e in conn.receive_data(s.recv(65536)):
+            if isinstance(e, h2.events.ResponseReceived):
+                status = dict(e.headers)[b":status"]
+        s.sendall(conn.data_to_send())
+    mp.eq(status, b"403", "the upstream's refusal reaches the client")
+    try:
+        conn.send_data(1, SMUGGLED)  # and more after the answer: dropped as well
+        s.sendall(conn.data_to_send())
+    except h2.exceptions.StreamClosedError:
+        pass  # magpie reset the stream after its answer (RST_STREAM NO_ERROR): also fine
+    mp.wait_until(lambda: up.refusals_done == 1, 5, what="upstream connection closed")
+    mp.eq(up.after_refusal, b"", "nothing reached the upstream after the refused upgrade")
     s.close()
 
 
