@@ -101,8 +101,7 @@ static int on_body(void *ctx, const char *data, size_t len)
 
 static int on_trailers(void *ctx, mp_headers_t *trailers)
 {
-    mp_headers_free(trailers);
-    free(trailers);
+    mp_headers_delete(trailers);
     return 0;
 }
 

@@ -80,8 +80,7 @@ static int on_complete(void *ctx)
     if (dc->stream != NULL) {
         rc = mp_stream_on_request_complete(dc->stream, trailers);
     } else if (trailers != NULL) {
-        mp_headers_free(trailers);
-        free(trailers);
+        mp_headers_delete(trailers);
     }
     if (rc < 0 || dc->c.dead)
         return MP_ERROR;

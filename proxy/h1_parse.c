@@ -523,8 +523,7 @@ static int run_pending(mp_h1_parser_t *p)
         if (p->cbs.on_trailers != NULL) {
             r = p->cbs.on_trailers(p->ctx, t);
         } else {
-            mp_headers_free(t);
-            free(t);
+            mp_headers_delete(t);
         }
         if (r != 0)
             return r < 0 ? (fail(p, 400, "aborted by callback"), MP_ERROR) : r;
@@ -579,10 +578,7 @@ void mp_h1_parser_free(mp_h1_parser_t *p)
     if (p == NULL)
         return;
     mp_http_msg_free(p->msg);
-    if (p->trailers != NULL) {
-        mp_headers_free(p->trailers);
-        free(p->trailers);
-    }
+    mp_headers_delete(p->trailers);
     free(p->acc);
     free(p);
 }

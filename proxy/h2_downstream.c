@@ -66,14 +66,6 @@ static h2_dstream_t *dstream_new(h2_conn_t *h, int32_t id)
     return d;
 }
 
-static void free_headers(mp_headers_t *t)
-{
-    if (t != NULL) {
-        mp_headers_free(t);
-        free(t);
-    }
-}
-
 static void dstream_free(h2_dstream_t *d)
 {
     h2_conn_t *h = d->h;
@@ -88,8 +80,8 @@ static void dstream_free(h2_dstream_t *d)
     mp_buf_clear(&d->out);
     if (d->req != NULL)
         mp_http_msg_free(d->req);
-    free_headers(d->trailers);
-    free_headers(d->resp_trailers);
+    mp_headers_delete(d->trailers);
+    mp_headers_delete(d->resp_trailers);
     free(d);
 }
 
@@ -128,8 +120,7 @@ static int on_begin_headers(nghttp2_session *ss, const nghttp2_frame *f, void *u
     }
     h2_dstream_t *d = nghttp2_session_get_stream_user_data(ss, f->hd.stream_id);
     if (d != NULL && d->trailers == NULL) {
-        d->trailers = mp_xcalloc(1, sizeof(*d->trailers));
-        mp_headers_init(d->trailers);
+        d->trailers = mp_headers_new();
     }
     return 0;
 }
@@ -332,7 +323,7 @@ static void end_request(h2_dstream_t *d)
     if (d->stream != NULL)
         mp_stream_on_request_complete(d->stream, t);
     else
-        free_headers(t);
+        mp_headers_delete(t);
 }
 
 static void count_client_reset(h2_conn_t *h, int32_t id)
@@ -531,8 +522,7 @@ static void h2_send_end(mp_stream_t *s, const mp_headers_t *trailers)
     h2_dstream_t *d = dstream_of(s);
     d->out_eof = true;
     if (trailers != NULL && trailers->n > 0) {
-        d->resp_trailers = mp_xcalloc(1, sizeof(*d->resp_trailers));
-        mp_headers_init(d->resp_trailers);
+        d->resp_trailers = mp_headers_new();
         mp_headers_copy(d->resp_trailers, trailers);
     }
     if (d->deferred) {

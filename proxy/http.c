@@ -40,6 +40,21 @@ void mp_headers_free(mp_headers_t *h)
     mp_headers_init(h);
 }
 
+mp_headers_t *mp_headers_new(void)
+{
+    mp_headers_t *h = mp_xmalloc(sizeof(*h));
+    mp_headers_init(h);
+    return h;
+}
+
+void mp_headers_delete(mp_headers_t *h)
+{
+    if (h == NULL)
+        return;
+    mp_headers_free(h);
+    free(h);
+}
+
 static inline char ascii_lower(char c)
 {
     return (c >= 'A' && c <= 'Z') ? (char)(c + ('a' - 'A')) : c;

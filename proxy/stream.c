@@ -454,14 +454,6 @@ static bool holding(const mp_stream_t *s)
     return s->upgrade != NULL && !s->tunnel;
 }
 
-static void free_headers(mp_headers_t *h)
-{
-    if (h != NULL) {
-        mp_headers_free(h);
-        free(h);
-    }
-}
-
 /* Whether request bytes (queued here or at the upstream) passed the connection's limit. */
 static void check_request_watermark(mp_stream_t *s)
 {
@@ -490,22 +482,22 @@ int mp_stream_on_request_complete(mp_stream_t *s, mp_headers_t *trailers)
     if (holding(s) && !s->upgrade_req_ended) {
         /* The upgrade's answer decides whether this was the end of the request. */
         s->upgrade_req_ended = true;
-        free_headers(trailers);
+        mp_headers_delete(trailers);
         start_timer(s, &s->route_timer, s->route->has_timeout ? s->route->timeout_ms : 15000);
         return 0;
     }
     s->req_complete = true;
     ev_timer_stop(loop_of(s), &s->request_timer);
     if (s->resp_complete) {
-        free_headers(trailers);
+        mp_headers_delete(trailers);
         stream_finish(s, FINISH_DONE);
         return 0;
     }
     if (upstream_ready(s)) {
         s->up->ops->send_end(s->up, trailers);
-        free_headers(trailers);
+        mp_headers_delete(trailers);
     } else if (trailers != NULL) {
-        free_headers(s->req_trailers);
+        mp_headers_delete(s->req_trailers);
         s->req_trailers = trailers;
     }
     /* A route with a max_stream_duration message uses the duration limit instead of the route
@@ -532,7 +524,7 @@ void mp_stream_on_upstream_ready(mp_stream_t *s)
     mp_buf_clear(&s->req_pending);
     if (s->req_complete && !end) {
         u->ops->send_end(u, s->req_trailers);
-        free_headers(s->req_trailers);
+        mp_headers_delete(s->req_trailers);
         s->req_trailers = NULL;
     }
     touch(s);
@@ -640,7 +632,7 @@ int mp_stream_on_response_complete(mp_stream_t *s, mp_headers_t *trailers)
 {
     if (!s->resp_end_sent)
         s->conn->ops->send_end(s, trailers);
-    free_headers(trailers);
+    mp_headers_delete(trailers);
     s->resp_complete = true;
     if (!s->req_complete && s->up != NULL && !s->tunnel) {
         /* The upstream answered before the request ended (nginx's `return`, an auth refusal):
@@ -819,7 +811,7 @@ static void stream_free(mp_stream_t *s)
         mp_hostset_release(s->hosts);
     }
     mp_buf_clear(&s->req_pending);
-    free_headers(s->req_trailers);
+    mp_headers_delete(s->req_trailers);
     mp_stream__upgrade_free(s);
     mp_http_msg_free(s->req);
     if (s->resp != NULL)

@@ -73,10 +73,7 @@ static int on_resp_complete(void *ctx)
         return MP_AGAIN; /* a 2xx to CONNECT has no body: the tunnel begins */
     u->response_done = true;
     if (u->us.stream == NULL) {
-        if (trailers != NULL) {
-            mp_headers_free(trailers);
-            free(trailers);
-        }
+        mp_headers_delete(trailers);
         return MP_AGAIN;
     }
     mp_stream_on_response_complete(u->us.stream, trailers);
@@ -98,10 +95,7 @@ static void free_uconn(mp_grave_t *g)
     mp_buf_clear(&u->out);
     mp_h1_parser_free(u->parser);
     mp_config_unref(u->config);
-    if (u->trailers != NULL) {
-        mp_headers_free(u->trailers);
-        free(u->trailers);
-    }
+    mp_headers_delete(u->trailers);
     free(u);
 }
 

@@ -24,6 +24,10 @@ typedef struct mp_headers {
 
 void mp_headers_init(mp_headers_t *h);
 void mp_headers_free(mp_headers_t *h);
+/* A list on the heap (trailers travel as one): new returns an empty one, delete frees it and
+ * its fields (NULL is fine). */
+mp_headers_t *mp_headers_new(void);
+void mp_headers_delete(mp_headers_t *h);
 /* Appends a copy; the name is lower-cased on the way in. */
 void mp_headers_add(mp_headers_t *h, const char *name, size_t name_len, const char *value,
                     size_t value_len);
