@@ -3,12 +3,15 @@
  * a real loopback TCP connection and runs through nghttp2, the response callbacks, the streams
  * and the HTTP/1.1 downstream encoder; whatever magpie writes either way is read and dropped.
  *
- * Per input: two HTTP/1.1 clients (socketpairs) send a GET followed by a pipelined GET, and a
- * POST with a body; the cluster speaks HTTP/2 to a listening socket of this harness, so the
- * three requests share one upstream connection (streams 1 and 3, then 5, which reaches
- * max_requests_per_connection and drains the connection).  The input is written as the
- * server's bytes, frame by frame, the server side is then half-closed (even sizes) or reset (odd
- * sizes), the clients hang up, and the worker is freed: no watcher may stay on the loop. */
+ * Per input: an HTTP/1.1 client (a socketpair) sends a GET followed by a pipelined GET, and an
+ * HTTP/2 client a GET and a POST with a body; the cluster speaks HTTP/2 to a listening socket
+ * of this harness, so the requests share one upstream connection (streams 1, 3 and 5, then 7
+ * for the pipelined GET, which reaches max_requests_per_connection and drains the
+ * connection).  The input is written as the
+ * server's bytes, frame by frame (two frame types are commands instead: a client hangs up, or
+ * the clients stop or resume reading, against a 1 KiB buffer limit), the server side is then
+ * half-closed (even sizes) or reset (odd sizes), the clients hang up, and the worker is freed: no
+ * watcher may stay on the loop. */
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -28,47 +31,61 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define SLICE 512
 #define MAX_SERVER_CONNS 4
+/* Harness commands in the input: a 9-byte frame header of one of these types, not sent. */
+#define CMD_CLOSE_CLIENT 0xf0 /* flags bit 0: which client hangs up */
+#define CMD_PAUSE 0xf1        /* flags bit 0: 1 the clients stop reading, 0 they resume */
 
-static const char config_fmt[] =
-    "static_resources:\n"
-    "  listeners:\n"
-    "  - name: l\n"
-    "    address: { socket_address: { address: 127.0.0.1, port_value: 1 } }\n"
-    "    filter_chains:\n"
-    "    - filters:\n"
-    "      - name: envoy.filters.network.http_connection_manager\n"
-    "        typed_config:\n"
-    "          '@type': type.googleapis.com/envoy.extensions.filters.network."
-    "http_connection_manager.v3.HttpConnectionManager\n"
-    "          stat_prefix: fuzz\n"
-    "          codec_type: HTTP1\n"
-    "          route_config:\n"
-    "            virtual_hosts:\n"
-    "            - name: v\n"
-    "              domains: ['*']\n"
-    "              routes:\n"
-    "              - match: { prefix: / }\n"
-    "                route: { cluster: c }\n"
-    "          http_filters:\n"
-    "          - name: envoy.filters.http.router\n"
-    "            typed_config: { '@type': type.googleapis.com/envoy.extensions.filters.http."
+/* Listener l1 is HTTP/1.1, l2 HTTP/2; both route everything to cluster c (HTTP/2). */
+#define LISTENER(name, port, codec)                                                                \
+    "  - name: " name "\n"                                                                         \
+    "    address: { socket_address: { address: 127.0.0.1, port_value: " port " } }\n"              \
+    "    per_connection_buffer_limit_bytes: 1024\n"                                                \
+    "    filter_chains:\n"                                                                         \
+    "    - filters:\n"                                                                             \
+    "      - name: envoy.filters.network.http_connection_manager\n"                                \
+    "        typed_config:\n"                                                                      \
+    "          '@type': type.googleapis.com/envoy.extensions.filters.network."                     \
+    "http_connection_manager.v3.HttpConnectionManager\n"                                           \
+    "          stat_prefix: " name "\n"                                                            \
+    "          codec_type: " codec "\n"                                                            \
+    "          route_config:\n"                                                                    \
+    "            virtual_hosts:\n"                                                                 \
+    "            - name: v\n"                                                                      \
+    "              domains: ['*']\n"                                                               \
+    "              routes:\n"                                                                      \
+    "              - match: { prefix: / }\n"                                                       \
+    "                route: { cluster: c }\n"                                                      \
+    "          http_filters:\n"                                                                    \
+    "          - name: envoy.filters.http.router\n"                                                \
+    "            typed_config: { '@type': type.googleapis.com/envoy.extensions.filters.http."      \
     "router.v3.Router }\n"
-    "  clusters:\n"
-    "  - name: c\n"
-    "    type: STATIC\n"
-    "    connect_timeout: 1s\n"
-    "    max_requests_per_connection: 3\n"
-    "    http2_protocol_options: {}\n"
-    "    load_assignment:\n"
-    "      cluster_name: c\n"
-    "      endpoints:\n"
-    "      - lb_endpoints:\n"
-    "        - endpoint:\n"
-    "            address: { socket_address: { address: 127.0.0.1, port_value: %d } }\n";
+
+#define CLUSTER                                                                                    \
+    "  - name: c\n"                                                                                \
+    "    type: STATIC\n"                                                                           \
+    "    connect_timeout: 1s\n"                                                                    \
+    "    max_requests_per_connection: 4\n"                                                         \
+    "    http2_protocol_options: {}\n"                                                             \
+    "    load_assignment:\n"                                                                       \
+    "      cluster_name: c\n"                                                                      \
+    "      endpoints:\n"                                                                           \
+    "      - lb_endpoints:\n"                                                                      \
+    "        - endpoint:\n"                                                                        \
+    "            address: { socket_address: { address: 127.0.0.1, port_value: %d } }\n"
+
+static const char config_fmt[] = "static_resources:\n"
+                                 "  listeners:\n" LISTENER("l1", "1", "HTTP1")
+                                     LISTENER("l2", "2", "HTTP2") "  clusters:\n" CLUSTER;
 
 static const char req_get[] = "GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
                               "GET /b HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\n";
-static const char req_post[] = "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
+/* The HTTP/2 client: preface, empty SETTINGS, GET / on stream 1 and POST /p with a 5-byte body
+ * on stream 3 (HPACK static indexes, literals not indexed). */
+static const char req_h2[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+                             "\0\0\0\x04\0\0\0\0\0"
+                             "\0\0\x06\x01\x05\0\0\0\x01\x82\x86\x84\x01\x01x"
+                             "\0\0\x09\x01\x04\0\0\0\x03\x83\x86\x04\x02/p\x01\x01x"
+                             "\0\0\x05\0\x01\0\0\0\x03hello";
 
 static mp_config_t *config;
 static struct ev_loop *loop;
@@ -107,16 +124,17 @@ static void setup(void)
     loop = ev_loop_new(EVFLAG_AUTO);
 }
 
-static void drain(int fd, bool show)
+/* Reads and drops what magpie wrote; FUZZ_DEBUG shows it (as text when `text`, else hex). */
+static void drain(int fd, bool text)
 {
     char sink[65536];
     ssize_t n;
-    while (fd >= 0 && (n = read(fd, sink, sizeof(sink))) > 0)
-        if (show && debug)
-            fprintf(stderr, "client %d got: %.*s\n", fd, (int)n, sink);
-        else if (debug)
-            for (ssize_t i = 0; i < n; i++)
-                fprintf(stderr, "%02x%s", (uint8_t)sink[i], i + 1 == n ? "\n" : "");
+    while (fd >= 0 && (n = read(fd, sink, sizeof(sink))) > 0) {
+        if (debug && text)
+            fprintf(stderr, "fd %d got: %.*s\n", fd, (int)n, sink);
+        for (ssize_t i = 0; debug && !text && i < n; i++)
+            fprintf(stderr, "%02x%s", (uint8_t)sink[i], i + 1 == n ? "\n" : "");
+    }
 }
 
 /* An abortive close (RST): neither side keeps a TIME_WAIT socket, so thousands of inputs per
@@ -132,6 +150,7 @@ typedef struct fuzz_conns {
     int client[2]; /* our ends of the downstream socketpairs */
     int server[MAX_SERVER_CONNS];
     int n_server;
+    bool paused; /* the clients stop reading: magpie's downstream buffers fill */
 } fuzz_conns_t;
 
 static void accept_all(fuzz_conns_t *fc)
@@ -157,21 +176,42 @@ static void turn(fuzz_conns_t *fc)
 {
     ev_run(loop, EVRUN_NOWAIT);
     accept_all(fc);
-    for (int i = 0; i < 2; i++)
-        drain(fc->client[i], true);
+    for (int i = 0; i < 2 && !fc->paused; i++)
+        drain(fc->client[i], i == 0);
     for (int i = 0; i < fc->n_server; i++)
         drain(fc->server[i], false);
 }
 
+/* Client i connects to listener i. */
 static void open_client(mp_worker_t *w, fuzz_conns_t *fc, int i, const char *req, size_t len)
 {
     int sv[2];
     fc->client[i] = -1;
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
         return;
-    mp_http_accept(w, &config->listeners[0], sv[0]);
+    /* A small socket buffer, so that a paused client pushes back within a few KiB. */
+    int small = 4096;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+    mp_http_accept(w, &config->listeners[i], sv[0]);
     (void)!send(sv[1], req, len, MSG_NOSIGNAL);
     fc->client[i] = sv[1];
+}
+
+/* Two frame types that a server would not send are commands to the harness instead, so that
+ * the input also decides what the clients do while responses arrive. */
+static bool run_command(fuzz_conns_t *fc, const uint8_t *hd)
+{
+    int i = hd[4] & 1;
+    if (hd[3] == CMD_CLOSE_CLIENT && fc->client[i] >= 0) {
+        close(fc->client[i]);
+        fc->client[i] = -1;
+    } else if (hd[3] == CMD_PAUSE) {
+        fc->paused = (hd[4] & 1) != 0;
+    } else {
+        return false;
+    }
+    turn(fc);
+    return true;
 }
 
 /* Frame by frame (a length field read from the input decides where one ends), in slices of at
@@ -182,6 +222,10 @@ static void feed_server(fuzz_conns_t *fc, const uint8_t *data, size_t size)
     int fd = fc->server[0];
     for (size_t off = 0; off < size;) {
         size_t frame = 9;
+        if (size - off >= 9 && run_command(fc, data + off)) {
+            off += 9;
+            continue;
+        }
         if (size - off >= 3)
             frame += (size_t)data[off] << 16 | (size_t)data[off + 1] << 8 | data[off + 2];
         size_t end = size - off < frame ? size : off + frame;
@@ -225,7 +269,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_conns_t fc = {.n_server = 0};
     mp_worker_t *w = mp_worker_new_inline(config, loop);
     open_client(w, &fc, 0, req_get, sizeof(req_get) - 1);
-    open_client(w, &fc, 1, req_post, sizeof(req_post) - 1);
+    open_client(w, &fc, 1, req_h2, sizeof(req_h2) - 1);
     for (int i = 0; i < 16 && fc.n_server == 0; i++)
         turn(&fc);
     for (int i = 0; i < 4; i++)
