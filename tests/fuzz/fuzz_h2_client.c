@@ -6,12 +6,11 @@
  * Per input: an HTTP/1.1 client (a socketpair) sends a GET followed by a pipelined GET, and an
  * HTTP/2 client a GET and a POST with a body; the cluster speaks HTTP/2 to a listening socket
  * of this harness, so the requests share one upstream connection (streams 1, 3 and 5, then 7
- * for the pipelined GET, which reaches max_requests_per_connection and drains the
- * connection).  The input is written as the
- * server's bytes, frame by frame (two frame types are commands instead: a client hangs up, or
- * the clients stop or resume reading, against a 1 KiB buffer limit), the server side is then
- * half-closed (even sizes) or reset (odd sizes), the clients hang up, and the worker is freed: no
- * watcher may stay on the loop. */
+ * for the pipelined GET, which reaches max_requests_per_connection and drains the connection).
+ * The input is written as the server's bytes, frame by frame; two frame types are commands
+ * instead (a client hangs up; the clients stop or resume reading, against a 1 KiB buffer
+ * limit).  The server side is then half-closed (even sizes) or reset (odd sizes), the clients
+ * hang up, and the worker is freed: no watcher may stay on the loop. */
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
