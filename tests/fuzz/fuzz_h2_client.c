@@ -1,7 +1,7 @@
 /* libFuzzer target: the HTTP/2 upstream codec (proxy/h2_upstream.c) end to end.  The input is
  * what an upstream server sends after magpie's preface: it reaches magpie's client session over
  * a real loopback TCP connection and runs through nghttp2, the response callbacks, the streams
- * and the HTTP/1.1 downstream encoder; whatever magpie writes either way is read and dropped.
+ * and both downstream codecs; whatever magpie writes either way is read and dropped.
  *
  * Per input: an HTTP/1.1 client (a socketpair) sends a GET followed by a pipelined GET, and an
  * HTTP/2 client a GET and a POST with a body; the cluster speaks HTTP/2 to a listening socket
