@@ -4,7 +4,7 @@
 # scratch copy of tests/fuzz/corpus/<name>/ (the repo corpus is never modified).  Appends
 # "PASS fuzz/<name>" / "FAIL fuzz/<name>" to $MP_RESULTS when set.  Crash inputs are kept under
 # build/fuzz/artifacts/.  Knobs: FUZZ_TIME (default 20), FUZZ_SEED (default 0: random),
-# FUZZ_JOBS (parallel compiles, default 2).
+# FUZZ_JOBS (parallel compiles, default 2), FUZZ_ONLY (run only targets whose name contains it).
 set -u
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -79,6 +79,7 @@ for s in "${srcs[@]}"; do objs+=("$out/obj/${s//\//_}.o"); done
 for t in "${targets[@]}"; do
     name=$(basename "$t" .c)
     short=${name#fuzz_}
+    [[ $name == *"${FUZZ_ONLY:-}"* ]] || continue
     bin=$out/$name
     if ! clang $CPP $CFLAGS -fsanitize=fuzzer "$t" "${objs[@]}" $LIBS -o "$bin" \
         >"$out/$name.build.log" 2>&1; then
