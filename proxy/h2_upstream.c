@@ -24,86 +24,16 @@
 #include "magpie/log.h"
 #include "magpie/net.h"
 #include "magpie/stats.h"
-#include "http_internal.h"
+#include "h2_upstream_internal.h"
 
 #define READ_CHUNK 65536
 #define OUT_HIGH (256 * 1024)  /* framed bytes buffered before nghttp2 is told to wait */
 #define OUR_MAX_CONCURRENT 100 /* advertised: servers do not open streams (no push) */
 #define PUMP_ROUNDS 64
 
-typedef enum h2_state {
-    H2_CONNECTING, /* TCP connect in progress */
-    H2_HANDSHAKE,  /* preface sent, waiting for the server's SETTINGS (its stream limit) */
-    H2_READY,      /* streams may be submitted */
-} h2_state_t;
-
-typedef struct h2_ureq h2_ureq_t;
-
-struct h2_ureq {
-    mp_ustream_t us;
-    mp_h2_uconn_t *hc;
-    h2_ureq_t *prev, *next;
-    int32_t stream_id;           /* 0 until submitted */
-    mp_buf_t body;               /* request bytes not yet framed (by reference) */
-    mp_headers_t *trailers;      /* request trailers, sent after the body */
-    mp_http_msg_t *resp;         /* response head being received */
-    mp_headers_t *resp_trailers; /* response trailers being received */
-    const char *fail_details;    /* a failure to deliver once nghttp2 has returned */
-    uint32_t fail_flag;
-    size_t unconsumed; /* response bytes not yet returned to the stream window */
-    bool eof;          /* the request body is complete */
-    bool blocked;      /* the downstream asked us to stop (block_read) */
-    bool got_final;    /* a final (non-1xx) response head arrived */
-    bool complete;     /* the response ended cleanly */
-    bool closed;       /* nghttp2 is done with the stream (or never had it) */
-    bool above_mark;   /* request bytes passed the downstream's buffer limit */
-};
-
-struct mp_h2_uconn {
-    mp_grave_t grave;
-    mp_worker_t *w;
-    mp_pool_t *pool;     /* NULL once orphaned or draining: never reused */
-    mp_config_t *config; /* ref: the snapshot `cluster` belongs to */
-    mp_cluster_t *cluster;
-    mp_h2_uconn_t *prev, *next; /* in pool->h2 */
-    int fd;
-    ev_io rio, wio;
-    ev_timer timer; /* connect (and SETTINGS) timeout, or pool idle timeout */
-    mp_addr_t addr;
-    h2_state_t state;
-    nghttp2_session *session;
-    mp_buf_t in, out;
-    mp_deferred_t deferred;
-    h2_ureq_t *reqs;       /* every request not yet freed (doubly linked) */
-    uint32_t n_live;       /* requests not closed: what counts against the stream limit */
-    mp_slice_t *cur_slice; /* the input slice nghttp2 is reading from */
-    mp_hconn_t **touched;  /* downstream connections given something this pass */
-    uint32_t n_touched, cap_touched;
-    int32_t goaway_last_id;
-    unsigned busy;      /* inside nghttp2 or a pass over the requests: no closing */
-    bool goaway;        /* the server sent GOAWAY: streams above goaway_last_id refused */
-    bool settings_seen; /* the server's first SETTINGS arrived during this read */
-    bool dead;
-};
-
-static const mp_up_ops_t h2_up_ops;
 static void hc_close(mp_h2_uconn_t *hc, uint32_t flag, const char *details);
-static void attach_addr(mp_stream_t *s, mp_pool_t *pool, const mp_addr_t *addr);
 
-static inline h2_ureq_t *ureq_of(const mp_ustream_t *us)
-{
-    return (h2_ureq_t *)((char *)us - offsetof(h2_ureq_t, us));
-}
-
-static void free_headers(mp_headers_t *h)
-{
-    if (h != NULL) {
-        mp_headers_free(h);
-        free(h);
-    }
-}
-
-static void schedule(mp_h2_uconn_t *hc)
+void mp_h2u__schedule(mp_h2_uconn_t *hc)
 {
     if (!hc->dead)
         mp_worker_defer(hc->w, &hc->deferred);
@@ -119,8 +49,8 @@ static uint32_t opt_or(uint32_t v, uint32_t dflt)
 static void ureq_free(h2_ureq_t *r)
 {
     mp_buf_clear(&r->body);
-    free_headers(r->trailers);
-    free_headers(r->resp_trailers);
+    mp_headers_delete(r->trailers);
+    mp_headers_delete(r->resp_trailers);
     if (r->resp != NULL)
         mp_http_msg_free(r->resp);
     free(r);
@@ -138,7 +68,7 @@ static void ureq_unlink(h2_ureq_t *r)
     r->prev = r->next = NULL;
 }
 
-static void ureq_mark_closed(h2_ureq_t *r)
+void mp_h2u__ureq_mark_closed(h2_ureq_t *r)
 {
     if (r->closed)
         return;
@@ -147,13 +77,13 @@ static void ureq_mark_closed(h2_ureq_t *r)
 }
 
 /* Records a failure for the stream, delivered by deliver_failures outside nghttp2. */
-static void ureq_fail_later(h2_ureq_t *r, uint32_t flag, const char *details)
+void mp_h2u__ureq_fail_later(h2_ureq_t *r, uint32_t flag, const char *details)
 {
     if (r->us.stream == NULL || r->fail_details != NULL)
         return;
     r->fail_flag = flag;
     r->fail_details = details;
-    schedule(r->hc);
+    mp_h2u__schedule(r->hc);
 }
 
 static h2_ureq_t *find_by_id(mp_h2_uconn_t *hc, int32_t id)
@@ -228,7 +158,7 @@ static void deliver_failures(mp_h2_uconn_t *hc)
         r->fail_details = NULL;
         r->us.stream = NULL;
         if (r->stream_id == 0)
-            ureq_mark_closed(r);
+            mp_h2u__ureq_mark_closed(r);
         mp_stream_on_upstream_failure(s, r->fail_flag, details);
     }
     for (h2_ureq_t *r = hc->reqs; r != NULL; r = r->next)
@@ -236,7 +166,7 @@ static void deliver_failures(mp_h2_uconn_t *hc)
     hc->busy--;
 }
 
-static bool any_attached(const mp_h2_uconn_t *hc)
+bool mp_h2u__any_attached(const mp_h2_uconn_t *hc)
 {
     for (const h2_ureq_t *r = hc->reqs; r != NULL; r = r->next)
         if (r->us.stream != NULL)
@@ -246,7 +176,7 @@ static bool any_attached(const mp_h2_uconn_t *hc)
 
 /* ---- the connection ---- */
 
-static void pool_unlink(mp_h2_uconn_t *hc)
+void mp_h2u__pool_unlink(mp_h2_uconn_t *hc)
 {
     mp_pool_t *pool = hc->pool;
     if (pool == NULL)
@@ -299,7 +229,7 @@ static void hc_close(mp_h2_uconn_t *hc, uint32_t flag, const char *details)
     if (hc->dead)
         return;
     hc->dead = true;
-    pool_unlink(hc);
+    mp_h2u__pool_unlink(hc);
     struct ev_loop *loop = hc->w->loop;
     ev_io_stop(loop, &hc->rio);
     ev_io_stop(loop, &hc->wio);
@@ -314,8 +244,6 @@ static void hc_close(mp_h2_uconn_t *hc, uint32_t flag, const char *details)
     hc->busy--;
     flush_touched(hc);
 }
-
-static void close_gracefully(mp_h2_uconn_t *hc);
 
 /* ---- output ---- */
 
@@ -353,9 +281,8 @@ static void submit_trailers(mp_h2_uconn_t *hc, h2_ureq_t *r)
     free(nva);
 }
 
-static ssize_t on_read_body(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
-                            size_t length, uint32_t *data_flags, nghttp2_data_source *source,
-                            void *user_data)
+ssize_t mp_h2u__read_body(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
+                          uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
 {
     mp_h2_uconn_t *hc = user_data;
     h2_ureq_t *r = source->ptr;
@@ -457,8 +384,8 @@ static void settle(mp_h2_uconn_t *hc)
         hc_close(hc, MP_RF_UPSTREAM_CONN_TERM, "upstream_reset_before_response_complete");
         return;
     }
-    if (hc->pool == NULL && !any_attached(hc)) {
-        close_gracefully(hc);
+    if (hc->pool == NULL && !mp_h2u__any_attached(hc)) {
+        mp_h2u__close_gracefully(hc);
         return;
     }
     if (hc->n_live == 0 && hc->pool != NULL)
@@ -483,7 +410,7 @@ static void on_deferred(mp_deferred_t *d)
 }
 
 /* Says goodbye (GOAWAY, best effort: one write) and closes. */
-static void close_gracefully(mp_h2_uconn_t *hc)
+void mp_h2u__close_gracefully(mp_h2_uconn_t *hc)
 {
     if (hc->state != H2_CONNECTING) {
         nghttp2_session_terminate_session(hc->session, NGHTTP2_NO_ERROR);
@@ -565,7 +492,7 @@ static void complete_response(h2_ureq_t *r, mp_headers_t *trailers)
     r->complete = true;
     mp_stream_t *s = stream_of(r);
     if (s == NULL) {
-        free_headers(trailers);
+        mp_headers_delete(trailers);
         return;
     }
     mp_stream_on_response_complete(s, trailers);
@@ -605,7 +532,7 @@ static void on_headers_frame(mp_h2_uconn_t *hc, const nghttp2_frame *frame)
     if (end_stream)
         complete_response(r, t);
     else
-        free_headers(t);
+        mp_headers_delete(t);
 }
 
 static void on_goaway(mp_h2_uconn_t *hc, const nghttp2_frame *frame)
@@ -614,7 +541,7 @@ static void on_goaway(mp_h2_uconn_t *hc, const nghttp2_frame *frame)
      * right after this callback, and they fail as refused, which a retry may resend. */
     hc->goaway = true;
     hc->goaway_last_id = frame->goaway.last_stream_id;
-    pool_unlink(hc);
+    mp_h2u__pool_unlink(hc);
     mp_log_debug("upstream %s: GOAWAY last_stream_id=%d error=%u", hc->addr.text,
                  frame->goaway.last_stream_id, frame->goaway.error_code);
 }
@@ -682,10 +609,10 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
     h2_ureq_t *r = ureq_for(hc, stream_id);
     if (r == NULL || r->closed)
         return 0;
-    ureq_mark_closed(r);
+    mp_h2u__ureq_mark_closed(r);
     if (!r->complete)
-        ureq_fail_later(r, MP_RF_UPSTREAM_CONN_TERM, close_details(hc, r, error_code));
-    schedule(hc);
+        mp_h2u__ureq_fail_later(r, MP_RF_UPSTREAM_CONN_TERM, close_details(hc, r, error_code));
+    mp_h2u__schedule(hc);
     return 0;
 }
 
@@ -699,10 +626,11 @@ static int on_frame_not_send(nghttp2_session *session, const nghttp2_frame *fram
     h2_ureq_t *r = find_by_id(hc, frame->hd.stream_id);
     if (r == NULL || r->closed)
         return 0;
-    ureq_mark_closed(r);
-    ureq_fail_later(r, MP_RF_UPSTREAM_CONN_TERM,
-                    lib_error == NGHTTP2_ERR_START_STREAM_NOT_ALLOWED ? "upstream_goaway_refused"
-                                                                      : "upstream_refused_stream");
+    mp_h2u__ureq_mark_closed(r);
+    mp_h2u__ureq_fail_later(r, MP_RF_UPSTREAM_CONN_TERM,
+                            lib_error == NGHTTP2_ERR_START_STREAM_NOT_ALLOWED
+                                ? "upstream_goaway_refused"
+                                : "upstream_refused_stream");
     return 0;
 }
 
@@ -725,7 +653,7 @@ static nghttp2_session_callbacks *callbacks_new(void)
 
 /* ---- connection setup and events ---- */
 
-static uint32_t capacity(const mp_h2_uconn_t *hc)
+uint32_t mp_h2u__capacity(const mp_h2_uconn_t *hc)
 {
     uint32_t own = opt_or(hc->cluster->h2.max_concurrent_streams, 1024);
     if (hc->state != H2_READY)
@@ -740,16 +668,16 @@ static void rehome(mp_h2_uconn_t *hc, h2_ureq_t *r)
 {
     mp_stream_t *s = r->us.stream;
     r->us.stream = NULL;
-    ureq_mark_closed(r);
+    mp_h2u__ureq_mark_closed(r);
     s->up = NULL;
-    attach_addr(s, mp_worker_pool(hc->w, s->cluster), &hc->addr);
+    mp_h2u__attach_addr(s, mp_worker_pool(hc->w, s->cluster), &hc->addr);
 }
 
 /* The server's SETTINGS arrived: start the streams that fit its limit, move the others.  A
  * server that allows no stream at all refuses them. */
 static void ready_waiting(mp_h2_uconn_t *hc)
 {
-    uint32_t limit = capacity(hc), active = 0;
+    uint32_t limit = mp_h2u__capacity(hc), active = 0;
     for (h2_ureq_t *r = hc->reqs; r != NULL; r = r->next)
         if (r->stream_id != 0 && !r->closed)
             active++;
@@ -761,7 +689,7 @@ static void ready_waiting(mp_h2_uconn_t *hc)
             active++;
             mp_stream_on_upstream_ready(stream_of(r));
         } else if (limit == 0) {
-            ureq_fail_later(r, MP_RF_UPSTREAM_CONN_TERM, "upstream_refused_stream");
+            mp_h2u__ureq_fail_later(r, MP_RF_UPSTREAM_CONN_TERM, "upstream_refused_stream");
         } else {
             rehome(hc, r);
         }
@@ -807,7 +735,7 @@ static void dispatch_input(mp_h2_uconn_t *hc)
         return;
     deliver_failures(hc);
     flush_touched(hc);
-    schedule(hc);
+    mp_h2u__schedule(hc);
 }
 
 static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
@@ -857,7 +785,7 @@ static void on_connected(mp_h2_uconn_t *hc)
     hc->state = H2_HANDSHAKE;
     submit_settings(hc);
     ev_io_start(hc->w->loop, &hc->rio);
-    schedule(hc);
+    mp_h2u__schedule(hc);
 }
 
 static void on_writable(struct ev_loop *loop, ev_io *io, int revents)
@@ -883,7 +811,7 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     }
     if (hc->n_live == 0) {
         mp_stats_inc(hc->cluster->stats.upstream_cx_idle_timeout);
-        close_gracefully(hc);
+        mp_h2u__close_gracefully(hc);
     }
 }
 
@@ -904,8 +832,8 @@ static void new_session(mp_h2_uconn_t *hc)
     nghttp2_option_del(opt);
 }
 
-static mp_h2_uconn_t *hc_new(mp_worker_t *w, mp_pool_t *pool, mp_stream_t *s, const mp_addr_t *addr,
-                             int fd)
+mp_h2_uconn_t *mp_h2u__hc_new(mp_worker_t *w, mp_pool_t *pool, mp_stream_t *s,
+                              const mp_addr_t *addr, int fd)
 {
     mp_cluster_t *c = s->cluster;
     mp_h2_uconn_t *hc = mp_xcalloc(1, sizeof(*hc));
@@ -937,255 +865,4 @@ static mp_h2_uconn_t *hc_new(mp_worker_t *w, mp_pool_t *pool, mp_stream_t *s, co
     mp_stats_inc(c->stats.upstream_cx_http2_total);
     mp_stats_inc(c->stats.upstream_cx_active);
     return hc;
-}
-
-/* ---- what a stream asks of its HTTP/2 upstream request ---- */
-
-/* Fields that are connection-specific in HTTP/2 (RFC 9113 8.2.2), or that we write ourselves. */
-static bool skip_field(const mp_header_t *f)
-{
-    static const char *const names[] = {"connection",        "keep-alive",    "proxy-connection",
-                                        "transfer-encoding", "upgrade",       "host",
-                                        "http2-settings",    "content-length"};
-    for (size_t i = 0; i < MP_ARRAY_SIZE(names); i++)
-        if (strcmp(f->name, names[i]) == 0)
-            return true;
-    return strcmp(f->name, "te") == 0 && !mp_strieq(f->value, f->value_len, "trailers");
-}
-
-static nghttp2_nv make_nv(const char *name, size_t nlen, const char *value, size_t vlen)
-{
-    return (nghttp2_nv){(uint8_t *)name, (uint8_t *)value, nlen, vlen, NGHTTP2_NV_FLAG_NONE};
-}
-
-/* Splits a cookie into crumbs (RFC 9113 8.2.3) so that HPACK can index them one by one. */
-static size_t add_cookie_crumbs(nghttp2_nv *nva, size_t n, const mp_header_t *f)
-{
-    const char *p = f->value, *end = f->value + f->value_len;
-    while (p < end) {
-        const char *semi = memchr(p, ';', (size_t)(end - p));
-        const char *stop = semi != NULL ? semi : end;
-        if (stop > p)
-            nva[n++] = make_nv("cookie", 6, p, (size_t)(stop - p));
-        p = stop + 1;
-        while (p < end && (*p == ' ' || *p == '\t'))
-            p++;
-    }
-    return n;
-}
-
-static size_t nv_capacity(const mp_http_msg_t *req)
-{
-    size_t cap = 5;
-    for (uint32_t i = 0; i < req->headers.n; i++) {
-        cap++;
-        if (strcmp(req->headers.v[i].name, "cookie") == 0)
-            for (const char *p = req->headers.v[i].value; *p != '\0'; p++)
-                cap += *p == ';';
-    }
-    return cap;
-}
-
-/* The request head as HTTP/2 fields; strings are borrowed from req and clen. */
-static size_t build_nva(const mp_http_msg_t *req, nghttp2_nv *nva, char *clen, size_t clen_cap)
-{
-    size_t n = 0;
-    const char *method = req->method ? req->method : "GET";
-    const char *scheme = req->scheme ? req->scheme : "http";
-    const char *path = req->path ? req->path : "/";
-    nva[n++] = make_nv(":method", 7, method, strlen(method));
-    nva[n++] = make_nv(":scheme", 7, scheme, strlen(scheme));
-    if (req->authority != NULL)
-        nva[n++] = make_nv(":authority", 10, req->authority, strlen(req->authority));
-    nva[n++] = make_nv(":path", 5, path, strlen(path));
-    for (uint32_t i = 0; i < req->headers.n; i++) {
-        const mp_header_t *f = &req->headers.v[i];
-        if (skip_field(f))
-            continue;
-        if (strcmp(f->name, "cookie") == 0)
-            n = add_cookie_crumbs(nva, n, f);
-        else
-            nva[n++] = make_nv(f->name, f->name_len, f->value, f->value_len);
-    }
-    if (req->content_length >= 0) {
-        int len = snprintf(clen, clen_cap, "%lld", (long long)req->content_length);
-        nva[n++] = make_nv("content-length", 14, clen, (size_t)len);
-    }
-    return n;
-}
-
-static void h2_up_send_head(mp_ustream_t *us, mp_http_msg_t *req, bool end_stream)
-{
-    h2_ureq_t *r = ureq_of(us);
-    mp_h2_uconn_t *hc = r->hc;
-    nghttp2_nv *nva = mp_xcalloc(nv_capacity(req), sizeof(*nva));
-    char clen[24];
-    size_t n = build_nva(req, nva, clen, sizeof(clen));
-    nghttp2_data_provider prd = {.source.ptr = r, .read_callback = on_read_body};
-    int32_t id = nghttp2_submit_request(hc->session, NULL, nva, n, end_stream ? NULL : &prd, r);
-    free(nva);
-    r->eof = end_stream;
-    if (id < 0) {
-        /* Stream ids ran out, or the session is going away: this connection takes no more. */
-        mp_log_debug("upstream %s: submit: %s", hc->addr.text, nghttp2_strerror(id));
-        pool_unlink(hc);
-        ureq_mark_closed(r);
-        ureq_fail_later(r, MP_RF_UPSTREAM_CONN_TERM, "upstream_refused_stream");
-        return;
-    }
-    r->stream_id = id;
-    uint32_t max = hc->cluster->max_requests_per_connection;
-    if (max != 0 && (uint32_t)(id / 2 + 1) >= max)
-        pool_unlink(hc); /* drains: finishes its streams, takes no new ones */
-    schedule(hc);
-}
-
-static bool ureq_sending(const h2_ureq_t *r)
-{
-    return r->stream_id != 0 && !r->closed && !r->hc->dead;
-}
-
-static void h2_up_send_data(mp_ustream_t *us, mp_slice_t *slice, const char *data, size_t len)
-{
-    h2_ureq_t *r = ureq_of(us);
-    if (!ureq_sending(r))
-        return;
-    mp_buf_append_ref(&r->body, slice, data, len);
-    mp_stream_t *s = r->us.stream;
-    if (s != NULL && us->ops->queued(us) > s->conn->buffer_limit)
-        r->above_mark = true;
-    nghttp2_session_resume_data(r->hc->session, r->stream_id);
-    schedule(r->hc);
-}
-
-static void h2_up_send_end(mp_ustream_t *us, const mp_headers_t *trailers)
-{
-    h2_ureq_t *r = ureq_of(us);
-    r->eof = true;
-    if (!ureq_sending(r))
-        return;
-    if (trailers != NULL && trailers->n > 0) {
-        r->trailers = mp_xcalloc(1, sizeof(*r->trailers));
-        mp_headers_init(r->trailers);
-        mp_headers_copy(r->trailers, trailers);
-    }
-    nghttp2_session_resume_data(r->hc->session, r->stream_id);
-    schedule(r->hc);
-}
-
-static size_t h2_up_queued(const mp_ustream_t *us)
-{
-    const h2_ureq_t *r = ureq_of(us);
-    return mp_buf_len(&r->body) + mp_buf_len(&r->hc->out);
-}
-
-static void h2_up_block_read(mp_ustream_t *us, bool block)
-{
-    h2_ureq_t *r = ureq_of(us);
-    r->blocked = block;
-    if (block || r->unconsumed == 0 || !ureq_sending(r))
-        return;
-    nghttp2_session_consume_stream(r->hc->session, r->stream_id, r->unconsumed);
-    r->unconsumed = 0;
-    schedule(r->hc);
-}
-
-static void h2_up_detach(mp_ustream_t *us, bool abort)
-{
-    h2_ureq_t *r = ureq_of(us);
-    mp_h2_uconn_t *hc = r->hc;
-    r->us.stream = NULL;
-    r->fail_details = NULL;
-    if (hc->dead)
-        return;
-    if (r->stream_id == 0)
-        ureq_mark_closed(r);
-    else if (!r->closed && abort)
-        nghttp2_submit_rst_stream(hc->session, NGHTTP2_FLAG_NONE, r->stream_id, NGHTTP2_CANCEL);
-    /* The last stream of a connection that left its pool: close now when nothing of ours is on
-     * the stack (a worker about to exit runs no deferred work), else from the deferred pass. */
-    if (hc->busy == 0 && hc->pool == NULL && !any_attached(hc))
-        close_gracefully(hc);
-    else
-        schedule(hc);
-}
-
-static const mp_up_ops_t h2_up_ops = {
-    .send_head = h2_up_send_head,
-    .send_data = h2_up_send_data,
-    .send_end = h2_up_send_end,
-    .queued = h2_up_queued,
-    .block_read = h2_up_block_read,
-    .detach = h2_up_detach,
-};
-
-/* ---- pools ---- */
-
-static mp_h2_uconn_t *find_reusable(mp_pool_t *pool, const mp_addr_t *addr)
-{
-    for (mp_h2_uconn_t *hc = pool != NULL ? pool->h2 : NULL; hc != NULL; hc = hc->next) {
-        if (hc->dead || hc->goaway || hc->addr.len != addr->len ||
-            memcmp(&hc->addr.ss, &addr->ss, addr->len) != 0)
-            continue;
-        if (hc->n_live < capacity(hc))
-            return hc;
-    }
-    return NULL;
-}
-
-static mp_h2_uconn_t *connect_new(mp_stream_t *s, mp_pool_t *pool, const mp_addr_t *addr)
-{
-    mp_cluster_t *c = s->cluster;
-    int fd = mp_net_connect(addr);
-    if (fd < 0) {
-        mp_stats_inc(c->stats.upstream_cx_connect_fail);
-        mp_stream_on_upstream_failure(s, MP_RF_UPSTREAM_CONNECT_FAIL, "upstream_connect_failure");
-        return NULL;
-    }
-    mp_h2_uconn_t *hc = hc_new(s->conn->w, pool, s, addr, fd);
-    ev_timer_set(&hc->timer, (double)c->connect_timeout_ms / 1000.0, 0.0);
-    ev_timer_start(hc->w->loop, &hc->timer);
-    ev_io_start(hc->w->loop, &hc->wio);
-    return hc;
-}
-
-static void attach_addr(mp_stream_t *s, mp_pool_t *pool, const mp_addr_t *addr)
-{
-    mp_h2_uconn_t *hc = find_reusable(pool, addr);
-    if (hc == NULL)
-        hc = connect_new(s, pool, addr);
-    if (hc == NULL)
-        return;
-    h2_ureq_t *r = mp_xcalloc(1, sizeof(*r));
-    r->us.ops = &h2_up_ops;
-    r->us.stream = s;
-    r->hc = hc;
-    mp_buf_init(&r->body);
-    r->next = hc->reqs;
-    if (hc->reqs != NULL)
-        hc->reqs->prev = r;
-    hc->reqs = r;
-    hc->n_live++;
-    s->up = &r->us;
-    if (hc->state != H2_READY) {
-        mp_stats_inc(s->cluster->stats.upstream_rq_pending_total);
-        return; /* started when the server's SETTINGS arrive (ready_waiting) */
-    }
-    ev_timer_stop(hc->w->loop, &hc->timer); /* the idle timer */
-    mp_stream_on_upstream_ready(s);
-}
-
-void mp_h2_upstream_attach(mp_stream_t *s, mp_pool_t *pool, const mp_host_t *host)
-{
-    attach_addr(s, pool, &host->addr);
-}
-
-void mp_h2_pool_release(mp_pool_t *pool)
-{
-    while (pool->h2 != NULL) {
-        mp_h2_uconn_t *hc = pool->h2;
-        pool_unlink(hc);
-        if (!any_attached(hc))
-            close_gracefully(hc);
-    }
 }
