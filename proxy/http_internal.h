@@ -1,9 +1,13 @@
-/* The HTTP/1.1 data path's objects, shared by worker.c, h1_downstream.c, stream.c and
- * upstream.c.  Everything here belongs to one worker and is touched only by its thread.
+/* The HTTP data path's objects, shared by the worker, the downstream codecs (HTTP/1.1:
+ * h1_downstream.c; HTTP/2: h2_conn.c, h2_downstream.c), the stream (stream*.c) and the upstream
+ * side (HTTP/1.1: upstream.c; HTTP/2: h2_upstream*.c).  Everything here belongs to one worker
+ * and is touched only by its thread.
  *
- * Ownership: a downstream connection (mp_dconn_t) owns its active stream; the stream owns its
- * request and response heads and, while attached, borrows an upstream connection from the
- * worker's pool (mp_uconn_t), which returns to the pool or is closed when the stream detaches.
+ * Ownership: a downstream connection owns its streams (HTTP/1.1: one at a time; HTTP/2: one
+ * per open stream); a stream owns its request and response heads and, while attached, borrows
+ * an upstream request (mp_ustream_t): an HTTP/1.1 connection from the worker's keep-alive pool,
+ * or a stream on a multiplexed HTTP/2 connection.  The stream and the codecs meet only through
+ * the ops tables below (mp_down_ops_t, mp_up_ops_t).
  * Objects are never freed inside their own callbacks: closing marks them dead, stops their
  * watchers and queues them on the worker's graveyard, freed after the current loop iteration. */
 #ifndef MAGPIE_HTTP_INTERNAL_H
