@@ -16,6 +16,7 @@
 #include "magpie/stats.h"
 
 typedef struct mp_regex mp_regex_t;
+typedef struct mp_tls_ctx mp_tls_ctx_t; /* include/magpie/tls.h */
 typedef struct mp_http_filter mp_http_filter_t;
 /* include/magpie/filter.h */ /* proxy/regex.c: PCRE2 with JIT and match limits */
 
@@ -311,7 +312,8 @@ struct mp_cluster {
      * HttpProtocolOptions"], else the deprecated http2_protocol_options / protocol_selection.
      * auto_config is served as HTTP/1.1 until upstream TLS with ALPN exists. */
     mp_upstream_protocol_t protocol;
-    mp_h2_options_t h2; /* used for HTTP/2 (and USE_DOWNSTREAM); defaults when not given */
+    mp_h2_options_t h2;
+    mp_tls_ctx_t *tls; /* transport_socket (UpstreamTlsContext), or NULL: raw TCP */ /* used for HTTP/2 (and USE_DOWNSTREAM); defaults when not given */
     mp_dns_family_t dns_family;
     uint64_t dns_refresh_rate_ms; /* default 5000 */
     bool respect_dns_ttl;
