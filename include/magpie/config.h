@@ -312,8 +312,8 @@ struct mp_cluster {
      * HttpProtocolOptions"], else the deprecated http2_protocol_options / protocol_selection.
      * auto_config is served as HTTP/1.1 until upstream TLS with ALPN exists. */
     mp_upstream_protocol_t protocol;
-    mp_h2_options_t h2;
-    mp_tls_ctx_t *tls; /* transport_socket (UpstreamTlsContext), or NULL: raw TCP */ /* used for HTTP/2 (and USE_DOWNSTREAM); defaults when not given */
+    mp_h2_options_t h2; /* used for HTTP/2 (and USE_DOWNSTREAM); defaults when not given */
+    mp_tls_ctx_t *tls;  /* transport_socket (UpstreamTlsContext), or NULL: raw TCP */
     mp_dns_family_t dns_family;
     uint64_t dns_refresh_rate_ms; /* default 5000 */
     bool respect_dns_ttl;
@@ -449,7 +449,8 @@ typedef struct mp_listener {
     uint32_t per_connection_buffer_limit_bytes; /* default 1 MiB */
     mp_hcm_config_t *hcm;                       /* HTTP connection manager, or NULL */
     mp_tcp_proxy_config_t *tcp_proxy;           /* TCP proxy, or NULL */
-    mp_listener_stats_t stats;                  /* listener.<addr>. */
+    mp_tls_ctx_t *tls; /* the chain's transport_socket (DownstreamTlsContext), or NULL: raw */
+    mp_listener_stats_t stats; /* listener.<addr>. */
 } mp_listener_t;
 
 /* ---- the snapshot ---- */

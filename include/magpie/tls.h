@@ -41,10 +41,10 @@ typedef struct mp_tls_ctx {
     bool verify_peer;         /* a trusted CA is configured: the peer's chain is verified */
     mp_san_matcher_t *sans;   /* the peer's certificate must match one; none: any */
     uint32_t n_sans;
-    char *sni;        /* upstream: server name to send, or NULL */
-    uint8_t *alpn;    /* ALPN protocols, wire format (length-prefixed), or NULL */
+    char *sni;     /* upstream: server name to send, or NULL */
+    uint8_t *alpn; /* ALPN protocols, wire format (length-prefixed), or NULL */
     uint32_t alpn_len;
-    char *cert_desc;  /* where the certificate came from (path or "<inline>"), for /certs */
+    char *cert_desc;        /* where the certificate came from (path or "<inline>"), for /certs */
     int64_t cert_not_after; /* the leaf's notAfter (Unix seconds), for /certs; 0: none */
     mp_tls_stats_t stats;
 } mp_tls_ctx_t;
