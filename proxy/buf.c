@@ -357,6 +357,42 @@ ssize_t mp_buf_read_fd(mp_buf_t *b, int fd, size_t max)
     return r;
 }
 
+ssize_t mp_buf_read_from(mp_buf_t *b, size_t max, mp_buf_source_fn fn, void *ctx)
+{
+    size_t total = 0;
+    while (total < max) {
+        size_t room = tail_room(b);
+        mp_slice_t *fresh = NULL;
+        char *dst;
+        if (room == 0) {
+            fresh = slice_new(MP_SLICE_SIZE);
+            dst = fresh->data;
+            room = fresh->cap;
+        } else {
+            dst = tail_end(b);
+        }
+        room = MP_MIN(room, max - total);
+        ssize_t r = fn(ctx, dst, room);
+        if (r <= 0) {
+            int saved = errno;
+            if (fresh != NULL)
+                slice_unref(fresh);
+            errno = saved;
+            return total > 0 ? (ssize_t)total : r;
+        }
+        if (fresh != NULL) {
+            push_seg(b, seg_new(fresh, 0, (uint32_t)r));
+        } else {
+            b->tail->len += (uint32_t)r;
+            b->len += (size_t)r;
+        }
+        total += (size_t)r;
+        if ((size_t)r < room)
+            break; /* the source has nothing more for now */
+    }
+    return (ssize_t)total;
+}
+
 ssize_t mp_buf_write_fd(mp_buf_t *b, int fd)
 {
     struct iovec iov[WRITE_IOV_MAX];

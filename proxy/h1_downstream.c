@@ -611,25 +611,42 @@ static mp_h1_limits_t limits_for(const mp_hcm_config_t *h)
     return l;
 }
 
-void mp_dconn_accept(mp_worker_t *w, const mp_listener_t *l, int fd)
+/* Everything after the common part: buffers, parser, watchers; then it starts reading. */
+static void dconn_start(mp_dconn_t *dc)
 {
-    mp_dconn_t *dc = mp_xcalloc(1, sizeof(*dc));
-    mp_hconn_init(&dc->c, &h1_ops, w, l, fd);
+    mp_worker_t *w = dc->c.w;
+    int fd = dc->c.fd;
     mp_buf_init(&dc->in);
     mp_buf_init(&dc->out);
     mp_h1_limits_t lim = limits_for(dc->c.hcm);
     dc->parser = mp_h1_parser_new(MP_H1_REQUEST, &lim, &parser_callbacks, dc);
     ev_io_init(&dc->rio, on_readable, fd, EV_READ);
     dc->rio.data = dc;
+    dc->c.rio = &dc->rio;
     ev_io_init(&dc->wio, on_writable, fd, EV_WRITE);
     dc->wio.data = dc;
     ev_init(&dc->timer, on_timer);
     dc->timer.data = dc;
     dc->tunnel_kick.fn = on_tunnel_kick;
-    if (l->hcm->codec_type == MP_CODEC_AUTO)
+    if (dc->c.hcm->codec_type == MP_CODEC_AUTO)
         dc->sniffing = true;
     else
         mp_stats_inc(dc->c.hcm->stats.downstream_cx_http1_total);
     ev_io_start(w->loop, &dc->rio);
     arm_idle_timer(dc);
+}
+
+void mp_dconn_accept(mp_worker_t *w, const mp_listener_t *l, int fd)
+{
+    mp_dconn_t *dc = mp_xcalloc(1, sizeof(*dc));
+    mp_hconn_init(&dc->c, &h1_ops, w, l, fd);
+    dconn_start(dc);
+}
+
+void mp_dconn_takeover(mp_hconn_t *from)
+{
+    mp_dconn_t *dc = mp_xcalloc(1, sizeof(*dc));
+    mp_hconn_move(&dc->c, from, &h1_ops);
+    dconn_start(dc);
+    mp_hconn_kick_read(&dc->c); /* OpenSSL may hold the first request already */
 }

@@ -1,13 +1,18 @@
 /* The codec-independent part of downstream HTTP connections: accounting, the worker's list of
  * live connections, and the choice of codec for a new one. */
+#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "magpie/net.h"
 #include "magpie/stats.h"
+#include "magpie/tls.h"
 #include "http_internal.h"
 
 static ssize_t tcp_read(mp_hconn_t *c, mp_buf_t *b, size_t max)
@@ -30,6 +35,98 @@ static const mp_transport_ops_t tcp_transport = {
     .write = tcp_write,
     .shutdown_write = tcp_shutdown_write,
 };
+
+/* ---- TLS: OpenSSL between the socket and the codec ---- */
+
+/* OpenSSL's verdict as read(2) would give it: bytes, 0 at the end, -1 with errno. */
+static ssize_t ssl_result(SSL *ssl, int ok, size_t n)
+{
+    if (ok == 1)
+        return (ssize_t)n;
+    switch (SSL_get_error(ssl, 0)) {
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+        errno = EAGAIN;
+        return -1;
+    case SSL_ERROR_ZERO_RETURN:
+        return 0; /* close_notify */
+    case SSL_ERROR_SYSCALL:
+        if (errno == 0)
+            return 0; /* the peer closed without close_notify: an end all the same */
+        return -1;
+    default:
+        errno = EPROTO;
+        return -1;
+    }
+}
+
+static ssize_t ssl_source(void *ctx, char *dst, size_t len)
+{
+    size_t n = 0;
+    errno = 0;
+    return ssl_result(ctx, SSL_read_ex(ctx, dst, len, &n), n);
+}
+
+static ssize_t tls_read(mp_hconn_t *c, mp_buf_t *b, size_t max)
+{
+    ERR_clear_error();
+    ssize_t n = mp_buf_read_from(b, max, ssl_source, c->tls);
+    /* Records OpenSSL already took off the socket raise no readiness event of their own. */
+    if (n > 0 && SSL_has_pending(c->tls))
+        mp_hconn_kick_read(c);
+    return n;
+}
+
+/* Small segments are gathered into one record; a write OpenSSL could not finish is retried
+ * with the same bytes, as it requires. */
+static ssize_t tls_write(mp_hconn_t *c, mp_buf_t *b)
+{
+    char chunk[16384];
+    ssize_t total = 0;
+    ERR_clear_error();
+    while (mp_buf_len(b) > 0) {
+        size_t len = c->tls_retry ? c->tls_retry : mp_buf_copy_out(b, chunk, sizeof(chunk));
+        if (c->tls_retry)
+            mp_buf_copy_out(b, chunk, len);
+        size_t n = 0;
+        errno = 0;
+        ssize_t r = ssl_result(c->tls, SSL_write_ex(c->tls, chunk, len, &n), n);
+        if (r <= 0) {
+            c->tls_retry = (r < 0 && errno == EAGAIN) ? (uint32_t)len : 0;
+            if (r == 0)
+                errno = EPIPE;
+            return total > 0 ? total : -1;
+        }
+        c->tls_retry = 0;
+        mp_buf_consume(b, (size_t)r);
+        total += r;
+    }
+    return total;
+}
+
+static void tls_shutdown_write(mp_hconn_t *c)
+{
+    SSL_shutdown(c->tls); /* close_notify, then the TCP FIN */
+    shutdown(c->fd, SHUT_WR);
+}
+
+static const mp_transport_ops_t tls_transport = {
+    .read = tls_read,
+    .write = tls_write,
+    .shutdown_write = tls_shutdown_write,
+};
+
+void mp_hconn_use_tls(mp_hconn_t *c, void *ssl)
+{
+    c->tls = ssl;
+    c->transport = &tls_transport;
+}
+
+void mp_hconn_kick_read(mp_hconn_t *c)
+{
+    if (c->rio != NULL && !c->dead)
+        ev_feed_event(c->w->loop, c->rio, EV_READ);
+}
 
 static void link_conn(mp_hconn_t *c)
 {
@@ -83,7 +180,9 @@ void mp_hconn_move(mp_hconn_t *to, mp_hconn_t *from, const mp_down_ops_t *ops)
     *to = *from;
     to->ops = ops;
     to->dead = false;
+    to->rio = NULL;      /* the new codec sets its own */
     from->config = NULL; /* the ref moved */
+    from->tls = NULL;
     from->dead = true;
     link_conn(to);
 }
@@ -91,6 +190,10 @@ void mp_hconn_move(mp_hconn_t *to, mp_hconn_t *from, const mp_down_ops_t *ops)
 void mp_hconn_fini(mp_hconn_t *c)
 {
     c->dead = true;
+    if (c->tls != NULL) {
+        SSL_free(c->tls);
+        c->tls = NULL;
+    }
     close(c->fd);
     unlink_conn(c);
     atomic_fetch_sub(&c->w->active_conns, 1);
@@ -101,7 +204,9 @@ void mp_hconn_fini(mp_hconn_t *c)
 
 void mp_http_accept(mp_worker_t *w, const mp_listener_t *l, int fd)
 {
-    if (l->hcm->codec_type == MP_CODEC_HTTP2)
+    if (l->tls != NULL)
+        mp_tls_accept(w, l, fd);
+    else if (l->hcm->codec_type == MP_CODEC_HTTP2)
         mp_h2_accept(w, l, fd);
     else
         mp_dconn_accept(w, l, fd);

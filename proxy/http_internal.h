@@ -145,6 +145,9 @@ struct mp_hconn {
     char peer[64], local[64];
     uint32_t buffer_limit;
     bool dead;
+    void *tls;          /* the connection's SSL when it came through TLS, else NULL (owned) */
+    uint32_t tls_retry; /* bytes of an SSL_write that must be retried as they were */
+    struct ev_io *rio;  /* the codec's read watcher: TLS re-arms it for data OpenSSL holds */
 };
 
 static inline ssize_t mp_hconn_read(mp_hconn_t *c, mp_buf_t *b, size_t max)
@@ -162,9 +165,13 @@ void mp_hconn_init(mp_hconn_t *c, const mp_down_ops_t *ops, mp_worker_t *w, cons
                    int fd);
 /* Unlinks, closes the socket and counts; the codec buries its object afterwards. */
 void mp_hconn_fini(mp_hconn_t *c);
-/* Hands a connection to another codec: `to` takes from's place (socket, snapshot ref, list
+/* Hands a connection to another codec: `to` takes from's place (socket, TLS, snapshot ref, list
  * entry, counts); from is left dead, to be buried without closing anything. */
 void mp_hconn_move(mp_hconn_t *to, mp_hconn_t *from, const mp_down_ops_t *ops);
+/* The connection's bytes go through TLS from now on (ssl: handshake done, ownership taken). */
+void mp_hconn_use_tls(mp_hconn_t *c, void *ssl);
+/* After a takeover: let the new codec read what the old side (or OpenSSL) already holds. */
+void mp_hconn_kick_read(mp_hconn_t *c);
 
 /* ---- downstream HTTP/1.1 connection (h1_downstream.c) ---- */
 
@@ -196,6 +203,15 @@ struct mp_dconn {
  * codec says so or (AUTO) the client's first bytes are the HTTP/2 preface. */
 void mp_http_accept(mp_worker_t *w, const mp_listener_t *l, int fd);
 void mp_dconn_accept(mp_worker_t *w, const mp_listener_t *l, int fd);
+/* Takes over a connection whose TLS handshake chose HTTP/1.1 (or nothing: codec AUTO still
+ * looks for the HTTP/2 preface). */
+void mp_dconn_takeover(mp_hconn_t *from);
+
+/* ---- TLS on accepted connections (tls_accept.c) ---- */
+
+/* Runs the server handshake with the listener's context, then hands the connection to the
+ * codec ALPN chose. */
+void mp_tls_accept(mp_worker_t *w, const mp_listener_t *l, int fd);
 /* Writes what is buffered; closes when close_after_write and everything went out. */
 void mp_dconn_flush(mp_dconn_t *dc);
 /* Closes now (abortive for an active stream). */

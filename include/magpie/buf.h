@@ -75,6 +75,13 @@ char *mp_buf_pullup(mp_buf_t *b, size_t n);
  * (EAGAIN included). */
 ssize_t mp_buf_read_fd(mp_buf_t *b, int fd, size_t max);
 
+/* Appends up to max bytes that fn produces straight into the buffer's slices (no copy): fn
+ * fills dst with at most len bytes and returns how many, 0 at EOF, or -1 with errno.  Returns
+ * the bytes appended, or fn's 0 / -1 when it produced none.  For sources that are not a plain fd
+ * (TLS). */
+typedef ssize_t (*mp_buf_source_fn)(void *ctx, char *dst, size_t len);
+ssize_t mp_buf_read_from(mp_buf_t *b, size_t max, mp_buf_source_fn fn, void *ctx);
+
 /* writev(2) from the start and consumes what was written.  Returns bytes written or -1 with
  * errno (EAGAIN included). */
 ssize_t mp_buf_write_fd(mp_buf_t *b, int fd);

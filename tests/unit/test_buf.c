@@ -207,6 +207,56 @@ static void test_fd_io(void)
     CHECK_INT(mp_slice_live_count(), live);
 }
 
+/* A source that hands out a fixed string a piece at a time, then EAGAIN. */
+typedef struct src {
+    const char *data;
+    size_t len, pos, chunk;
+} src_t;
+
+static ssize_t src_read(void *ctx, char *dst, size_t len)
+{
+    src_t *s = ctx;
+    if (s->pos == s->len) {
+        errno = EAGAIN;
+        return -1;
+    }
+    size_t n = s->len - s->pos;
+    n = n < len ? n : len;
+    n = n < s->chunk ? n : s->chunk;
+    memcpy(dst, s->data + s->pos, n);
+    s->pos += n;
+    return (ssize_t)n;
+}
+
+static void test_read_from(void)
+{
+    size_t big = 3 * MP_SLICE_SIZE + 100;
+    char *data = malloc(big);
+    for (size_t i = 0; i < big; i++)
+        data[i] = (char)('a' + i % 26);
+    mp_buf_t b;
+    mp_buf_init(&b);
+    mp_buf_append(&b, "x", 1); /* the first bytes land in the tail's room */
+    src_t s = {data, big, 0, big};
+    CHECK_INT(mp_buf_read_from(&b, big, src_read, &s), (long long)big);
+    CHECK_INT(mp_buf_len(&b), (long long)big + 1);
+    char *got = contents(&b);
+    CHECK(got[0] == 'x' && memcmp(got + 1, data, big) == 0);
+    free(got);
+    /* max bounds one call; a drained source ends the call early; nothing left is EAGAIN. */
+    mp_buf_clear(&b);
+    src_t t = {data, 1000, 0, 300};
+    CHECK_INT(mp_buf_read_from(&b, 500, src_read, &t), 300);
+    CHECK_INT(mp_buf_read_from(&b, 200, src_read, &t), 200);
+    CHECK_INT(mp_buf_read_from(&b, 5000, src_read, &t), 300);
+    CHECK_INT(mp_buf_read_from(&b, 5000, src_read, &t), 200);
+    CHECK_INT(mp_buf_read_from(&b, 5000, src_read, &t), -1);
+    CHECK_INT(errno, EAGAIN);
+    CHECK_INT(mp_buf_len(&b), 1000);
+    mp_buf_clear(&b);
+    free(data);
+}
+
 int main(void)
 {
     RUN(test_append_consume);
@@ -214,5 +264,6 @@ int main(void)
     RUN(test_move_shares);
     RUN(test_pullup);
     RUN(test_fd_io);
+    RUN(test_read_from);
     UNIT_DONE();
 }
