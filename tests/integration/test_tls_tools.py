@@ -336,7 +336,7 @@ def test_rotation_load_against_nginx_reload():
 
     res = pki.rotation_load("127.0.0.1", ng.port, rotate, rotations=3, requests=2000,
                             ca=p.ca.cert, server_name="localhost")
-    print("    %r" % res)
+    print("    %r" % res, flush=True)
     mp.eq(res.rotation_errors + [f[2] for f in res.failures[:3]], [], "rotation errors")
     mp.eq(res.failures[:5], [], "failed requests (%d of them; first 5 shown)" % len(res.failures))
     mp.check(res.requests >= 2000, "only %d requests" % res.requests)
