@@ -261,8 +261,7 @@ static int load_key(mp_tls_ctx_t *ctx, const char *pem, size_t len, const char *
 {
     char r[160];
     BIO *bio = BIO_new_mem_buf(pem, (int)len);
-    EVP_PKEY *key = bio ? PEM_read_bio_PrivateKey(bio, NULL, pem_password, (void *)password)
-                        : NULL;
+    EVP_PKEY *key = bio ? PEM_read_bio_PrivateKey(bio, NULL, pem_password, (void *)password) : NULL;
     BIO_free(bio);
     if (key == NULL)
         return mp_err_set(err, "private_key: cannot read a PEM private key from %s: %s", what,

@@ -187,7 +187,8 @@ static void set_session_id_context(mp_tls_ctx_t *ctx)
     unsigned int leaf_len = 0;
     if (leaf != NULL && X509_digest(leaf, EVP_sha256(), leaf_md, &leaf_len))
         EVP_DigestUpdate(h, leaf_md, leaf_len);
-    unsigned char flags[3] = {ctx->require_client_cert, ctx->verify_peer, (unsigned char)ctx->n_sans};
+    unsigned char flags[3] = {ctx->require_client_cert, ctx->verify_peer,
+                              (unsigned char)ctx->n_sans};
     EVP_DigestUpdate(h, flags, sizeof(flags));
     STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(SSL_CTX_get_cert_store(ctx->ssl));
     for (int i = 0; i < sk_X509_OBJECT_num(objs); i++) {
@@ -197,8 +198,8 @@ static void set_session_id_context(mp_tls_ctx_t *ctx)
     }
     EVP_DigestFinal_ex(h, md, &md_len);
     EVP_MD_CTX_free(h);
-    SSL_CTX_set_session_id_context(ctx->ssl, md,
-                                   md_len < SSL_MAX_SID_CTX_LENGTH ? md_len : SSL_MAX_SID_CTX_LENGTH);
+    SSL_CTX_set_session_id_context(
+        ctx->ssl, md, md_len < SSL_MAX_SID_CTX_LENGTH ? md_len : SSL_MAX_SID_CTX_LENGTH);
 }
 
 static int finish_server(mp_tls_ctx_t *ctx, mp_err_t *err)
