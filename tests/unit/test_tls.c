@@ -232,7 +232,7 @@ static const char cfg_fmt[] =
 
 #define CERT(n)                                                                                    \
     "{ certificate_chain: { filename: %1$s/" n ".pem }, private_key: { filename: %1$s/" n ".key "  \
-                                                                                          "} }"
+    "} }"
 #define DOWN_OK                                                                                    \
     "common_tls_context: { tls_certificates: [" CERT(                                              \
         "server") "], alpn_protocols: [h2, "                                                       \
