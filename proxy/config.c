@@ -10,6 +10,7 @@
 #include "magpie/access_log.h"
 #include "magpie/config.h"
 #include "magpie/route.h"
+#include "magpie/tls.h"
 
 mp_config_t *mp_config_ref(mp_config_t *c)
 {
@@ -97,6 +98,7 @@ void mp_config__listener_clear(mp_listener_t *l)
     free(l->name);
     mp_config__hcm_free(l->hcm);
     mp_config__tcp_proxy_free(l->tcp_proxy);
+    mp_tls_ctx_free(l->tls);
     memset(l, 0, sizeof(*l));
 }
 
@@ -108,6 +110,7 @@ void mp_config__cluster_free(mp_cluster_t *c)
     for (uint32_t i = 0; i < c->n_endpoints; i++)
         free(c->endpoints[i].address);
     free(c->endpoints);
+    mp_tls_ctx_free(c->tls);
     mp_hostset_release(atomic_load_explicit(&c->hosts, memory_order_acquire));
     free(c);
 }

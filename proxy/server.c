@@ -11,6 +11,7 @@
 #include "magpie/log.h"
 #include "magpie/server.h"
 #include "magpie/stats.h"
+#include "magpie/tls.h"
 #include "magpie/worker.h"
 
 mp_server_t *mp_server;
@@ -117,9 +118,32 @@ static void on_clusters_ready(void *ctx)
     mp_stats_gauge_set(s->stats.state, 0); /* LIVE */
 }
 
+/* TLS contexts translate (and `--mode validate` accepts them) before the TLS data path exists;
+ * serving such a config would carry plaintext where the operator asked for TLS, so refuse. */
+static int check_tls_servable(const mp_config_t *cfg, mp_err_t *err)
+{
+    if (mp_tls_datapath_ready())
+        return 0;
+    for (uint32_t i = 0; i < cfg->n_listeners; i++)
+        if (cfg->listeners[i].tls != NULL)
+            return mp_err_set(err,
+                              "listener %s: transport_socket: TLS is configured but not served "
+                              "yet (data path pending)",
+                              cfg->listeners[i].name);
+    for (uint32_t i = 0; i < cfg->n_clusters; i++)
+        if (cfg->clusters[i]->tls != NULL)
+            return mp_err_set(err,
+                              "cluster %s: transport_socket: TLS is configured but not served "
+                              "yet (data path pending)",
+                              cfg->clusters[i]->name);
+    return 0;
+}
+
 int mp_server_run(mp_server_t *s, mp_err_t *err)
 {
     mp_config_t *cfg = atomic_load(&s->config);
+    if (check_tls_servable(cfg, err) != 0)
+        return MP_ERROR;
     s->loop = ev_default_loop(EVFLAG_AUTO);
     s->start_ms = mp_now_ms();
     register_server_stats(s);

@@ -349,8 +349,6 @@ static int translate_endpoints(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_er
 
 static int check_unsupported(const mp_pb_cluster_t *pb, mp_err_t *err)
 {
-    if (pb->transport_socket != NULL)
-        return mp_err_set(err, "transport_socket: upstream TLS is not supported yet");
     if (pb->n_transport_socket_matches > 0)
         return mp_err_set(err, "transport_socket_matches: not supported yet");
     if (pb->circuit_breakers != NULL || pb->outlier_detection != NULL || pb->n_health_checks > 0)
@@ -382,6 +380,16 @@ mp_cluster_t *mp_translate__cluster(const mp_pb_cluster_t *pb, uint32_t index, m
         mp_config__cluster_free(c);
         return NULL;
     }
-    register_stats(c, pb->alt_stat_name && pb->alt_stat_name[0] ? pb->alt_stat_name : pb->name);
+    const char *stat_name =
+        pb->alt_stat_name && pb->alt_stat_name[0] ? pb->alt_stat_name : pb->name;
+    char *prefix = mp_xasprintf("cluster.%s.", stat_name);
+    int rc = mp_translate__transport_socket(pb->transport_socket, false, prefix, &c->tls, err);
+    free(prefix);
+    if (rc != 0) {
+        mp_config__cluster_free(c);
+        mp_err_prefix(err, "transport_socket.");
+        return NULL;
+    }
+    register_stats(c, stat_name);
     return c;
 }

@@ -83,6 +83,20 @@ int mp_translate__h2_options(const Envoy__Config__Core__V3__Http2ProtocolOptions
 int mp_translate__upgrade_type(const char *type, const mp_upgrade_config_t *prev, uint32_t n_prev,
                                char **out, mp_err_t *err);
 
+/* StringMatcher -> *m (zeroed by the caller; free with mp_string_matcher_free); safe_regex is
+ * compiled.  Errors are relative to the StringMatcher.  (translate_route.c) */
+int mp_translate__string_matcher(const Envoy__Type__Matcher__V3__StringMatcher *pb,
+                                 mp_string_matcher_t *m, mp_err_t *err);
+
+/* ---- transport sockets (translate_tls.c) ---- */
+
+/* A filter chain's (server) or a cluster's (!server) transport_socket -> *out: NULL for
+ * envoy.transport_sockets.raw_buffer, else a finished mp_tls_ctx_t with its ssl.* stats
+ * registered under stat_prefix ("listener.<addr>." / "cluster.<name>.").  Errors are relative
+ * to the TransportSocket ("typed_config.common_tls_context...."). */
+int mp_translate__transport_socket(const Envoy__Config__Core__V3__TransportSocket *pb, bool server,
+                                   const char *stat_prefix, mp_tls_ctx_t **out, mp_err_t *err);
+
 /* ---- per message kind ---- */
 
 /* Cluster -> a new mp_cluster_t at position index, stats registered, host set published. */

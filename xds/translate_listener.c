@@ -21,14 +21,19 @@ typedef Envoy__Config__Listener__V3__Filter pb_filter_t;
 
 /* Envoy names listener stats after the address with ':' made '_' ("listener.127.0.0.1_15001."),
  * or after stat_prefix when the listener sets one. */
-static void register_stats(const mp_pb_listener_t *pb, mp_listener_t *l)
+static void stat_name(const mp_pb_listener_t *pb, const mp_listener_t *l, char *name, size_t cap)
 {
-    char name[sizeof(l->addr.text)];
     const char *src = pb->stat_prefix && pb->stat_prefix[0] ? pb->stat_prefix : l->addr.text;
-    snprintf(name, sizeof(name), "%s", src);
+    snprintf(name, cap, "%s", src);
     for (char *p = name; *p; p++)
         if (*p == ':')
             *p = '_';
+}
+
+static void register_stats(const mp_pb_listener_t *pb, mp_listener_t *l)
+{
+    char name[sizeof(l->addr.text)];
+    stat_name(pb, l, name, sizeof(name));
     l->stats.downstream_cx_total = mp_stats_counterf("listener.%s.downstream_cx_total", name);
     l->stats.downstream_cx_active = mp_stats_gaugef("listener.%s.downstream_cx_active", name);
     l->stats.downstream_cx_destroy = mp_stats_counterf("listener.%s.downstream_cx_destroy", name);
@@ -106,13 +111,26 @@ static int translate_filter(const pb_filter_t *f, const mp_config_t *cfg, mp_lis
         err, "name: only " HCM_FILTER " and " TCP_PROXY_FILTER " are supported, not \"%s\"", name);
 }
 
-static int translate_chain(const pb_filter_chain_t *fc, const mp_config_t *cfg, mp_listener_t *l,
-                           mp_err_t *err)
+/* The chain's TLS context; its ssl.* stats sit beside the listener's ("listener.<name>.ssl."). */
+static int translate_transport(const mp_pb_listener_t *pb, const pb_filter_chain_t *fc,
+                               mp_listener_t *l, mp_err_t *err)
+{
+    char name[sizeof(l->addr.text)];
+    stat_name(pb, l, name, sizeof(name));
+    char prefix[sizeof(name) + 16];
+    snprintf(prefix, sizeof(prefix), "listener.%s.", name);
+    if (mp_translate__transport_socket(fc->transport_socket, true, prefix, &l->tls, err) != 0)
+        return mp_err_prefix(err, "transport_socket.");
+    return 0;
+}
+
+static int translate_chain(const mp_pb_listener_t *pb, const pb_filter_chain_t *fc,
+                           const mp_config_t *cfg, mp_listener_t *l, mp_err_t *err)
 {
     if (fc->filter_chain_match != NULL)
         return mp_err_set(err, "filter_chain_match: filter chain matching is not supported yet");
-    if (fc->transport_socket != NULL)
-        return mp_err_set(err, "transport_socket: TLS is not supported yet");
+    if (translate_transport(pb, fc, l, err) != 0)
+        return MP_ERROR;
     if (fc->n_filters != 1)
         return mp_err_set(err,
                           "filters: exactly one filter (" HCM_FILTER " or " TCP_PROXY_FILTER
@@ -157,7 +175,7 @@ int mp_translate__listener(const mp_pb_listener_t *pb, const mp_config_t *cfg, m
         mp_translate__u32(pb->per_connection_buffer_limit_bytes, DEFAULT_BUFFER_LIMIT);
     if (check_unsupported(pb, err) != 0)
         return MP_ERROR;
-    if (translate_chain(pb->filter_chains[0], cfg, l, err) != 0)
+    if (translate_chain(pb, pb->filter_chains[0], cfg, l, err) != 0)
         return mp_err_prefix(err, "filter_chains[0].");
     register_stats(pb, l);
     return 0;

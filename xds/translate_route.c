@@ -78,6 +78,12 @@ static int translate_string_matcher(const pb_string_matcher_t *pb, mp_string_mat
     }
 }
 
+int mp_translate__string_matcher(const Envoy__Type__Matcher__V3__StringMatcher *pb,
+                                 mp_string_matcher_t *m, mp_err_t *err)
+{
+    return translate_string_matcher(pb, m, err);
+}
+
 /* The deprecated one-field forms (exact_match, prefix_match, ...) are string_match in disguise. */
 static int translate_header_spec(const pb_header_matcher_t *pb, mp_header_matcher_t *h,
                                  mp_err_t *err)

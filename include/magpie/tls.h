@@ -11,6 +11,7 @@
 
 #include <openssl/ssl.h>
 
+#include "magpie/common.h"
 #include "magpie/config.h"
 
 typedef enum mp_san_type {
@@ -46,8 +47,15 @@ typedef struct mp_tls_ctx {
     uint32_t alpn_len;
     char *cert_desc;        /* where the certificate came from (path or "<inline>"), for /certs */
     int64_t cert_not_after; /* the leaf's notAfter (Unix seconds), for /certs; 0: none */
+    bool allow_expired;     /* allow_expired_certificate: an expired peer chain is accepted */
+    bool accept_untrusted;  /* trust_chain_verification ACCEPT_UNTRUSTED: failures only count */
+    uint32_t max_session_keys; /* upstream: sessions to keep for resumption (0: none) */
     mp_tls_stats_t stats;
 } mp_tls_ctx_t;
+
+/* Counting: the context's own callbacks count fail_verify_error, fail_verify_san and
+ * no_certificate (a handshake refused for want of a client certificate).  handshake,
+ * connection_error and session_reused are the data path's to count on its connections. */
 
 /* The ssl.* stats of a context: registered under prefix ("listener.127.0.0.1_443." style). */
 void mp_tls_stats_register(mp_tls_stats_t *st, const char *prefix);
@@ -56,6 +64,43 @@ void mp_tls_stats_register(mp_tls_stats_t *st, const char *prefix);
  * (true when there are none).  Pure; used by the verify callback and unit-tested. */
 bool mp_tls_peer_san_ok(const mp_tls_ctx_t *ctx, X509 *peer);
 
+/* Frees ctx, its SSL_CTX reference and everything it owns; NULL is a no-op.  Main thread. */
 void mp_tls_ctx_free(mp_tls_ctx_t *ctx);
+
+/* Whether magpie can carry connections over TLS yet.  False until the TLS data path lands:
+ * `--mode validate` accepts TLS configs, and serving one is refused (proxy/server.c). */
+bool mp_tls_datapath_ready(void);
+
+/* ---- building a context (main thread; xds/translate_tls.c drives these) ----
+ * Each setter returns 0, or MP_ERROR with err set to a message without a field path (the caller
+ * prepends the field); what names a file or "<inline>" for messages. */
+
+/* A new context with its SSL_CTX (TLS_server_method or TLS_client_method), TLS 1.2 to 1.3,
+ * partial writes, moving write buffers and released idle buffers.  NULL with err set. */
+mp_tls_ctx_t *mp_tls_ctx_new(bool server, mp_err_t *err);
+/* Versions as TLS1_2_VERSION etc.; 0 leaves the default.  min above max is an error. */
+int mp_tls_ctx_set_versions(mp_tls_ctx_t *ctx, int min, int max, mp_err_t *err);
+/* TLS 1.2 cipher names (OpenSSL or BoringSSL spelling; "[A|B]" groups are flattened in order).
+ * An unknown name fails as "[i]: unknown cipher suite \"X\"". */
+int mp_tls_ctx_set_ciphers(mp_tls_ctx_t *ctx, char *const *names, size_t n, mp_err_t *err);
+/* ECDH groups ("X25519", "P-256", ...); an unknown one fails as "[i]: ...". */
+int mp_tls_ctx_set_curves(mp_tls_ctx_t *ctx, char *const *names, size_t n, mp_err_t *err);
+int mp_tls_ctx_set_sigalgs(mp_tls_ctx_t *ctx, char *const *names, size_t n, mp_err_t *err);
+/* The certificate chain (leaf first) and its private key, PEM; password may be NULL.  Errors
+ * are prefixed "certificate_chain: " or "private_key: " and name chain_what / key_what.  Sets
+ * cert_desc and cert_not_after. */
+int mp_tls_ctx_use_cert(mp_tls_ctx_t *ctx, const char *chain, size_t chain_len,
+                        const char *chain_what, const char *key, size_t key_len,
+                        const char *key_what, const char *password, mp_err_t *err);
+/* Trusted CA certificates (PEM, one or more) for verifying the peer; sets verify_peer. */
+int mp_tls_ctx_set_trusted_ca(mp_tls_ctx_t *ctx, const char *pem, size_t len, const char *what,
+                              mp_err_t *err);
+/* ALPN protocol names (1..255 bytes each) -> ctx->alpn; "[i]: ..." on a bad one. */
+int mp_tls_ctx_set_alpn(mp_tls_ctx_t *ctx, char *const *protos, size_t n, mp_err_t *err);
+/* Takes ownership of sans (n entries, mp_xmalloc'd), appended to ctx's list. */
+void mp_tls_ctx_add_sans(mp_tls_ctx_t *ctx, mp_san_matcher_t *sans, uint32_t n);
+/* Last step: verification mode and callback, ALPN selection, session id context.  A server with
+ * require_client_cert but no trusted CA, or SAN matchers without a trusted CA, is an error. */
+int mp_tls_ctx_finish(mp_tls_ctx_t *ctx, mp_err_t *err);
 
 #endif

@@ -1170,6 +1170,54 @@ static void test_h2_cluster_errors(void)
                     "USE_DOWNSTREAM_PROTOCOL");
 }
 
+/* A filter chain's transport_socket in its YAML forms: raw_buffer by name or by type means no
+ * TLS; other names, the wrong context type and a TLS context without a certificate are errors
+ * with the path (the full TLS translation is tests/unit/test_tls.c). */
+static mp_config_t *load_socket(const char *socket, mp_err_t *err)
+{
+    char *fields = mp_xasprintf("          cluster: db\n");
+    char *yaml = mp_xasprintf(tcp_yaml, fields);
+    const char *at = strstr(yaml, "    - filters:\n");
+    char *edited = mp_xasprintf("%.*s    - transport_socket: %s\n      filters:\n%s",
+                                (int)(at - yaml), yaml, socket, at + strlen("    - filters:\n"));
+    mp_config_t *c = load_yaml(edited, NULL, err);
+    free(edited);
+    free(yaml);
+    free(fields);
+    return c;
+}
+
+#define TS "static_resources.listeners[0].filter_chains[0].transport_socket."
+
+static void test_transport_socket_forms(void)
+{
+    mp_err_t err = {{0}};
+    mp_config_t *c = load_socket("{ name: envoy.transport_sockets.raw_buffer }", &err);
+    CHECK(c != NULL && c->listeners[0].tls == NULL);
+    mp_config_unref(c);
+    c = load_socket("{ name: x, typed_config: { '@type': type.googleapis.com/envoy.extensions."
+                    "transport_sockets.raw_buffer.v3.RawBuffer } }",
+                    &err);
+    CHECK(c != NULL && c->listeners[0].tls == NULL);
+    mp_config_unref(c);
+    c = load_socket("{ name: envoy.transport_sockets.alts }", &err);
+    CHECK(c == NULL);
+    CHECK_STR(err.msg, TS "name: only envoy.transport_sockets.tls and "
+                          "envoy.transport_sockets.raw_buffer are supported, not "
+                          "\"envoy.transport_sockets.alts\"");
+    c = load_socket("{ name: envoy.transport_sockets.tls }", &err);
+    CHECK(c == NULL);
+    CHECK_STR(err.msg, TS "common_tls_context.tls_certificates: a server needs a certificate");
+    c = load_socket("{ name: envoy.transport_sockets.tls, typed_config: { '@type': "
+                    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
+                    "UpstreamTlsContext } }",
+                    &err);
+    CHECK(c == NULL);
+    CHECK(strstr(err.msg,
+                 TS "typed_config: a filter chain needs "
+                    "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext") != NULL);
+}
+
 int main(void)
 {
     mp_stats_thread_init();
@@ -1188,6 +1236,7 @@ int main(void)
     RUN(test_h2_hcm_errors);
     RUN(test_h2_route_errors);
     RUN(test_h2_cluster_errors);
+    RUN(test_transport_socket_forms);
     unlink(log_path);
     UNIT_DONE();
 }
