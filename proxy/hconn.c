@@ -64,7 +64,8 @@ static ssize_t ssl_source(void *ctx, char *dst, size_t len)
 {
     size_t n = 0;
     errno = 0;
-    return ssl_result(ctx, SSL_read_ex(ctx, dst, len, &n), n);
+    int ok = SSL_read_ex(ctx, dst, len, &n);
+    return ssl_result(ctx, ok, n);
 }
 
 static ssize_t tls_read(mp_hconn_t *c, mp_buf_t *b, size_t max)
@@ -90,7 +91,8 @@ static ssize_t tls_write(mp_hconn_t *c, mp_buf_t *b)
             mp_buf_copy_out(b, chunk, len);
         size_t n = 0;
         errno = 0;
-        ssize_t r = ssl_result(c->tls, SSL_write_ex(c->tls, chunk, len, &n), n);
+        int ok = SSL_write_ex(c->tls, chunk, len, &n);
+        ssize_t r = ssl_result(c->tls, ok, n);
         if (r <= 0) {
             c->tls_retry = (r < 0 && errno == EAGAIN) ? (uint32_t)len : 0;
             if (r == 0)

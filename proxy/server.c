@@ -118,23 +118,22 @@ static void on_clusters_ready(void *ctx)
     mp_stats_gauge_set(s->stats.state, 0); /* LIVE */
 }
 
-/* TLS contexts translate (and `--mode validate` accepts them) before the TLS data path exists;
- * serving such a config would carry plaintext where the operator asked for TLS, so refuse. */
+/* Downstream TLS is served for HTTP listeners; TLS in front of a TCP proxy and TLS to upstreams
+ * translate (and `--mode validate` accepts them) but are not served yet.  Serving such a config
+ * would carry plaintext where the operator asked for TLS, so refuse to start. */
 static int check_tls_servable(const mp_config_t *cfg, mp_err_t *err)
 {
-    if (mp_tls_datapath_ready())
-        return 0;
     for (uint32_t i = 0; i < cfg->n_listeners; i++)
-        if (cfg->listeners[i].tls != NULL)
+        if (cfg->listeners[i].tls != NULL && cfg->listeners[i].hcm == NULL)
             return mp_err_set(err,
-                              "listener %s: transport_socket: TLS is configured but not served "
-                              "yet (data path pending)",
+                              "listener %s: transport_socket: TLS in front of a TCP proxy is "
+                              "configured but not served yet",
                               cfg->listeners[i].name);
     for (uint32_t i = 0; i < cfg->n_clusters; i++)
         if (cfg->clusters[i]->tls != NULL)
             return mp_err_set(err,
-                              "cluster %s: transport_socket: TLS is configured but not served "
-                              "yet (data path pending)",
+                              "cluster %s: transport_socket: upstream TLS is configured but not "
+                              "served yet",
                               cfg->clusters[i]->name);
     return 0;
 }

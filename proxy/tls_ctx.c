@@ -13,11 +13,6 @@
 #include "magpie/stats.h"
 #include "magpie/tls.h"
 
-bool mp_tls_datapath_ready(void)
-{
-    return false;
-}
-
 void mp_tls_stats_register(mp_tls_stats_t *st, const char *prefix)
 {
     st->handshake = mp_stats_counterf("%sssl.handshake", prefix);

@@ -67,10 +67,6 @@ bool mp_tls_peer_san_ok(const mp_tls_ctx_t *ctx, X509 *peer);
 /* Frees ctx, its SSL_CTX reference and everything it owns; NULL is a no-op.  Main thread. */
 void mp_tls_ctx_free(mp_tls_ctx_t *ctx);
 
-/* Whether magpie can carry connections over TLS yet.  False until the TLS data path lands:
- * `--mode validate` accepts TLS configs, and serving one is refused (proxy/server.c). */
-bool mp_tls_datapath_ready(void);
-
 /* ---- building a context (main thread; xds/translate_tls.c drives these) ----
  * Each setter returns 0, or MP_ERROR with err set to a message without a field path (the caller
  * prepends the field); what names a file or "<inline>" for messages. */

@@ -489,8 +489,12 @@ def test_slow_upstream_reader_bounds_memory():
     # Held back by the window: when the client has sent its last byte, the upstream has taken
     # all but what the windows (256 KiB stream, 1 MiB connection), magpie's buffer limit and
     # the loopback socket buffers hold -- far from the whole body.
+    # Loopback socket buffers alone can hold ~10 MiB, so the check needs the full 64 MiB body
+    # to mean something; the sanitized run's 16 MiB only checks the bytes arrive.
     behind = total - up.body_progress
-    mp.check(behind < 12 * MIB, "client finished %d MiB ahead of the upstream" % (behind // MIB))
+    if not mp.SANITIZED:
+        mp.check(behind < 12 * MIB,
+                 "client finished %d MiB ahead of the upstream" % (behind // MIB))
     c.wait(lambda: c.done(sid), 120, "response to the slow upload")
     mp.eq(c.streams[sid].status, 200, "status")
     mp.eq(up.body_bytes, total, "upstream got every byte")

@@ -1,7 +1,8 @@
 """Issue 4, configuration half: TLS on a listener (DownstreamTlsContext) and a cluster
 (UpstreamTlsContext) with a CA and SPIFFE-style leaves made by the openssl CLI here.
 `--mode validate` accepts it and rejects a broken one naming the field and the file; serving it
-is refused until the TLS data path exists (docs/security.md)."""
+is refused where the TLS data path does not reach yet: TCP proxy listeners, upstreams
+(docs/security.md)."""
 
 import os
 import subprocess
@@ -112,11 +113,11 @@ def test_validate_rejects_key_of_another_certificate():
     mp.check("does not match the certificate" in out, out)
 
 
-def test_serving_tls_is_refused_until_the_data_path_exists():
+def test_serving_tls_before_a_tcp_proxy_is_refused():
     d = _pki()
     rc, out = mp.run_magpie(["-c", _config(d)], timeout=20)
     mp.check(rc != 0, "serving a TLS config must fail for now, not carry plaintext")
-    mp.check("TLS is configured but not served yet (data path pending)" in out, out)
+    mp.check("TLS in front of a TCP proxy is configured but not served yet" in out, out)
 
 
 if __name__ == "__main__":
