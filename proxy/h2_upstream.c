@@ -204,6 +204,7 @@ static void free_hc(mp_grave_t *g)
     mp_buf_clear(&hc->in);
     mp_buf_clear(&hc->out);
     free(hc->touched);
+    free(hc->sni);
     mp_config_unref(hc->config);
     free(hc);
 }
@@ -235,7 +236,7 @@ static void hc_close(mp_h2_uconn_t *hc, uint32_t flag, const char *details)
     ev_io_stop(loop, &hc->wio);
     ev_timer_stop(loop, &hc->timer);
     mp_worker_defer_cancel(hc->w, &hc->deferred);
-    close(hc->fd);
+    mp_tport_close(&hc->tp);
     mp_stats_dec(hc->cluster->stats.upstream_cx_active);
     mp_stats_inc(hc->cluster->stats.upstream_cx_destroy);
     mp_worker_bury(hc->w, &hc->grave, free_hc);
@@ -330,7 +331,7 @@ static int pump(mp_h2_uconn_t *hc)
         }
         if (mp_buf_len(&hc->out) == 0)
             break;
-        ssize_t n = mp_buf_write_fd(&hc->out, hc->fd);
+        ssize_t n = mp_tport_write(&hc->tp, &hc->out);
         if (n < 0)
             return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
         mp_stats_add(hc->cluster->stats.upstream_cx_tx_bytes_total, n);
@@ -670,7 +671,7 @@ static void rehome(mp_h2_uconn_t *hc, h2_ureq_t *r)
     r->us.stream = NULL;
     mp_h2u__ureq_mark_closed(r);
     s->up = NULL;
-    mp_h2u__attach_addr(s, mp_worker_pool(hc->w, s->cluster), &hc->addr);
+    mp_h2u__attach_addr(s, mp_worker_pool(hc->w, s->cluster), &hc->addr, hc->sni);
 }
 
 /* The server's SETTINGS arrived: start the streams that fit its limit, move the others.  A
@@ -738,10 +739,16 @@ static void dispatch_input(mp_h2_uconn_t *hc)
     mp_h2u__schedule(hc);
 }
 
+static void tls_step(mp_h2_uconn_t *hc);
+
 static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
 {
     mp_h2_uconn_t *hc = io->data;
-    ssize_t n = mp_buf_read_fd(&hc->in, hc->fd, READ_CHUNK);
+    if (hc->handshaking) {
+        tls_step(hc);
+        return;
+    }
+    ssize_t n = mp_tport_read(&hc->tp, &hc->in, READ_CHUNK);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
         return;
     if (n <= 0) {
@@ -769,11 +776,45 @@ static void submit_settings(mp_h2_uconn_t *hc)
     nghttp2_session_set_local_window_size(hc->session, NGHTTP2_FLAG_NONE, 0, (int32_t)conn_window);
 }
 
+/* TCP connected and, for a TLS cluster, the handshake done: the HTTP/2 preface goes out. */
+static void on_ready(mp_h2_uconn_t *hc)
+{
+    hc->state = H2_HANDSHAKE;
+    submit_settings(hc);
+    ev_io_start(hc->w->loop, &hc->rio);
+    mp_h2u__schedule(hc);
+}
+
+/* One step of the TLS handshake on whichever watcher OpenSSL waits for; the connect timeout
+ * still runs. */
+static void tls_step(mp_h2_uconn_t *hc)
+{
+    int events = 0;
+    char why[160] = "";
+    int rc = mp_tport_handshake(&hc->tp, hc->cluster->tls, &events, why, sizeof(why));
+    struct ev_loop *loop = hc->w->loop;
+    if (rc == MP_AGAIN) {
+        ev_io_stop(loop, events == EV_READ ? &hc->wio : &hc->rio);
+        ev_io_start(loop, events == EV_READ ? &hc->rio : &hc->wio);
+        return;
+    }
+    ev_io_stop(loop, &hc->rio);
+    ev_io_stop(loop, &hc->wio);
+    hc->handshaking = false;
+    if (rc != 0) {
+        mp_log_debug("upstream %s: TLS handshake: %s", hc->addr.text, why);
+        mp_stats_inc(hc->cluster->stats.upstream_cx_connect_fail);
+        hc_close(hc, MP_RF_UPSTREAM_CONNECT_FAIL, "tls_handshake_failure");
+        return;
+    }
+    on_ready(hc);
+}
+
 static void on_connected(mp_h2_uconn_t *hc)
 {
     int err = 0;
     socklen_t len = sizeof(err);
-    getsockopt(hc->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    getsockopt(hc->tp.fd, SOL_SOCKET, SO_ERROR, &err, &len);
     if (err != 0) {
         mp_log_debug("upstream %s: connect: %s", hc->addr.text, strerror(err));
         mp_stats_inc(hc->cluster->stats.upstream_cx_connect_fail);
@@ -781,16 +822,22 @@ static void on_connected(mp_h2_uconn_t *hc)
         return;
     }
     int one = 1;
-    setsockopt(hc->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    hc->state = H2_HANDSHAKE;
-    submit_settings(hc);
-    ev_io_start(hc->w->loop, &hc->rio);
-    mp_h2u__schedule(hc);
+    setsockopt(hc->tp.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (hc->tp.tls != NULL) {
+        hc->handshaking = true;
+        tls_step(hc);
+        return;
+    }
+    on_ready(hc);
 }
 
 static void on_writable(struct ev_loop *loop, ev_io *io, int revents)
 {
     mp_h2_uconn_t *hc = io->data;
+    if (hc->handshaking) {
+        tls_step(hc);
+        return;
+    }
     if (hc->state == H2_CONNECTING) {
         ev_io_stop(loop, &hc->wio);
         on_connected(hc);
@@ -833,7 +880,7 @@ static void new_session(mp_h2_uconn_t *hc)
 }
 
 mp_h2_uconn_t *mp_h2u__hc_new(mp_worker_t *w, mp_pool_t *pool, mp_stream_t *s,
-                              const mp_addr_t *addr, int fd)
+                              const mp_addr_t *addr, int fd, const char *sni)
 {
     mp_cluster_t *c = s->cluster;
     mp_h2_uconn_t *hc = mp_xcalloc(1, sizeof(*hc));
@@ -841,7 +888,8 @@ mp_h2_uconn_t *mp_h2u__hc_new(mp_worker_t *w, mp_pool_t *pool, mp_stream_t *s,
     /* The cluster lives in a snapshot that the connection may outlive the stream's use of. */
     hc->config = mp_config_ref(s->config);
     hc->cluster = c;
-    hc->fd = fd;
+    mp_tport_init(&hc->tp, w->loop, fd, &hc->rio);
+    hc->sni = sni != NULL ? mp_xstrdup(sni) : NULL;
     hc->addr = *addr;
     hc->state = H2_CONNECTING;
     mp_buf_init(&hc->in);

@@ -8,7 +8,7 @@
 #include "http_internal.h"
 
 typedef enum h2_state {
-    H2_CONNECTING, /* TCP connect in progress */
+    H2_CONNECTING, /* TCP connect (and TLS handshake) in progress */
     H2_HANDSHAKE,  /* preface sent, waiting for the server's SETTINGS (its stream limit) */
     H2_READY,      /* streams may be submitted */
 } h2_state_t;
@@ -42,7 +42,8 @@ struct mp_h2_uconn {
     mp_config_t *config; /* ref: the snapshot `cluster` belongs to */
     mp_cluster_t *cluster;
     mp_h2_uconn_t *prev, *next; /* in pool->h2 */
-    int fd;
+    mp_tport_t tp; /* the socket, and its TLS when the cluster has a transport_socket */
+    char *sni;     /* the host's name (owned), for TLS on connections made for rehomed streams */
     ev_io rio, wio;
     ev_timer timer; /* connect (and SETTINGS) timeout, or pool idle timeout */
     mp_addr_t addr;
@@ -60,6 +61,7 @@ struct mp_h2_uconn {
     bool goaway;        /* the server sent GOAWAY: streams above goaway_last_id refused */
     bool settings_seen; /* the server's first SETTINGS arrived during this read */
     bool dead;
+    bool handshaking; /* connected, TLS handshake under way (state still H2_CONNECTING) */
 };
 
 static inline h2_ureq_t *ureq_of(const mp_ustream_t *us)
@@ -75,11 +77,12 @@ void mp_h2u__close_gracefully(mp_h2_uconn_t *hc);
 ssize_t mp_h2u__read_body(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
                           uint32_t *data_flags, nghttp2_data_source *source, void *user_data);
 mp_h2_uconn_t *mp_h2u__hc_new(mp_worker_t *w, mp_pool_t *pool, mp_stream_t *s,
-                              const mp_addr_t *addr, int fd);
+                              const mp_addr_t *addr, int fd, const char *sni);
 void mp_h2u__pool_unlink(mp_h2_uconn_t *hc);
 void mp_h2u__schedule(mp_h2_uconn_t *hc);
 void mp_h2u__ureq_fail_later(h2_ureq_t *r, uint32_t flag, const char *details);
 void mp_h2u__ureq_mark_closed(h2_ureq_t *r);
-void mp_h2u__attach_addr(mp_stream_t *s, mp_pool_t *pool, const mp_addr_t *addr);
+/* sni: the host's name for TLS (NULL: none). */
+void mp_h2u__attach_addr(mp_stream_t *s, mp_pool_t *pool, const mp_addr_t *addr, const char *sni);
 
 #endif

@@ -203,7 +203,8 @@ static mp_h2_uconn_t *find_reusable(mp_pool_t *pool, const mp_addr_t *addr)
     return NULL;
 }
 
-static mp_h2_uconn_t *connect_new(mp_stream_t *s, mp_pool_t *pool, const mp_addr_t *addr)
+static mp_h2_uconn_t *connect_new(mp_stream_t *s, mp_pool_t *pool, const mp_addr_t *addr,
+                                  const char *sni)
 {
     mp_cluster_t *c = s->cluster;
     int fd = mp_net_connect(addr);
@@ -212,18 +213,24 @@ static mp_h2_uconn_t *connect_new(mp_stream_t *s, mp_pool_t *pool, const mp_addr
         mp_stream_on_upstream_failure(s, MP_RF_UPSTREAM_CONNECT_FAIL, "upstream_connect_failure");
         return NULL;
     }
-    mp_h2_uconn_t *hc = mp_h2u__hc_new(s->conn->w, pool, s, addr, fd);
+    mp_h2_uconn_t *hc = mp_h2u__hc_new(s->conn->w, pool, s, addr, fd, sni);
+    if (c->tls != NULL && mp_tport_tls_connect(&hc->tp, c->tls, sni, true) != 0) {
+        mp_stats_inc(c->stats.upstream_cx_connect_fail);
+        mp_h2u__close_gracefully(hc); /* nothing attached yet: no stream hears of it */
+        mp_stream_on_upstream_failure(s, MP_RF_UPSTREAM_CONNECT_FAIL, "tls_handshake_failure");
+        return NULL;
+    }
     ev_timer_set(&hc->timer, (double)c->connect_timeout_ms / 1000.0, 0.0);
     ev_timer_start(hc->w->loop, &hc->timer);
     ev_io_start(hc->w->loop, &hc->wio);
     return hc;
 }
 
-void mp_h2u__attach_addr(mp_stream_t *s, mp_pool_t *pool, const mp_addr_t *addr)
+void mp_h2u__attach_addr(mp_stream_t *s, mp_pool_t *pool, const mp_addr_t *addr, const char *sni)
 {
     mp_h2_uconn_t *hc = find_reusable(pool, addr);
     if (hc == NULL)
-        hc = connect_new(s, pool, addr);
+        hc = connect_new(s, pool, addr, sni);
     if (hc == NULL)
         return;
     h2_ureq_t *r = mp_xcalloc(1, sizeof(*r));
@@ -247,7 +254,7 @@ void mp_h2u__attach_addr(mp_stream_t *s, mp_pool_t *pool, const mp_addr_t *addr)
 
 void mp_h2_upstream_attach(mp_stream_t *s, mp_pool_t *pool, const mp_host_t *host)
 {
-    mp_h2u__attach_addr(s, pool, &host->addr);
+    mp_h2u__attach_addr(s, pool, &host->addr, host->hostname);
 }
 
 void mp_h2_pool_release(mp_pool_t *pool)

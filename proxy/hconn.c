@@ -14,6 +14,7 @@
 #include "magpie/stats.h"
 #include "magpie/tls.h"
 #include "http_internal.h"
+#include "transport.h"
 
 static ssize_t tcp_read(mp_hconn_t *c, mp_buf_t *b, size_t max)
 {
@@ -38,72 +39,18 @@ static const mp_transport_ops_t tcp_transport = {
 
 /* ---- TLS: OpenSSL between the socket and the codec ---- */
 
-/* OpenSSL's verdict as read(2) would give it: bytes, 0 at the end, -1 with errno. */
-static ssize_t ssl_result(SSL *ssl, int ok, size_t n)
-{
-    if (ok == 1)
-        return (ssize_t)n;
-    switch (SSL_get_error(ssl, 0)) {
-    case SSL_ERROR_WANT_READ:
-    case SSL_ERROR_WANT_WRITE:
-        errno = EAGAIN;
-        return -1;
-    case SSL_ERROR_ZERO_RETURN:
-        return 0; /* close_notify */
-    case SSL_ERROR_SYSCALL:
-        if (errno == 0)
-            return 0; /* the peer closed without close_notify: an end all the same */
-        return -1;
-    default:
-        errno = EPROTO;
-        return -1;
-    }
-}
-
-static ssize_t ssl_source(void *ctx, char *dst, size_t len)
-{
-    size_t n = 0;
-    errno = 0;
-    int ok = SSL_read_ex(ctx, dst, len, &n);
-    return ssl_result(ctx, ok, n);
-}
-
 static ssize_t tls_read(mp_hconn_t *c, mp_buf_t *b, size_t max)
 {
-    ERR_clear_error();
-    ssize_t n = mp_buf_read_from(b, max, ssl_source, c->tls);
-    /* Records OpenSSL already took off the socket raise no readiness event of their own. */
-    if (n > 0 && SSL_has_pending(c->tls))
+    bool pending = false;
+    ssize_t n = mp_tls_io_read(c->tls, b, max, &pending);
+    if (pending)
         mp_hconn_kick_read(c);
     return n;
 }
 
-/* Small segments are gathered into one record; a write OpenSSL could not finish is retried
- * with the same bytes, as it requires. */
 static ssize_t tls_write(mp_hconn_t *c, mp_buf_t *b)
 {
-    char chunk[16384];
-    ssize_t total = 0;
-    ERR_clear_error();
-    while (mp_buf_len(b) > 0) {
-        size_t len = c->tls_retry ? c->tls_retry : mp_buf_copy_out(b, chunk, sizeof(chunk));
-        if (c->tls_retry)
-            mp_buf_copy_out(b, chunk, len);
-        size_t n = 0;
-        errno = 0;
-        int ok = SSL_write_ex(c->tls, chunk, len, &n);
-        ssize_t r = ssl_result(c->tls, ok, n);
-        if (r <= 0) {
-            c->tls_retry = (r < 0 && errno == EAGAIN) ? (uint32_t)len : 0;
-            if (r == 0)
-                errno = EPIPE;
-            return total > 0 ? total : -1;
-        }
-        c->tls_retry = 0;
-        mp_buf_consume(b, (size_t)r);
-        total += r;
-    }
-    return total;
+    return mp_tls_io_write(c->tls, &c->tls_retry, b);
 }
 
 static void tls_shutdown_write(mp_hconn_t *c)

@@ -26,6 +26,7 @@
 #include "magpie/lb.h"
 #include "magpie/stream_info.h"
 #include "magpie/worker.h"
+#include "transport.h"
 
 typedef struct mp_dconn mp_dconn_t;
 typedef struct mp_stream mp_stream_t;
@@ -337,7 +338,7 @@ struct mp_uconn {
     mp_config_t *config; /* ref: the snapshot `cluster` belongs to */
     mp_cluster_t *cluster;
     mp_uconn_t *next_idle;
-    int fd;
+    mp_tport_t tp; /* the socket, and its TLS when the cluster has a transport_socket */
     ev_io rio, wio;
     ev_timer timer; /* connect timeout, or pool idle timeout */
     mp_addr_t addr;
@@ -355,6 +356,7 @@ struct mp_uconn {
     bool raw;         /* CONNECT terminated here: no HTTP on this connection, only the tunnel */
     bool tunnel;      /* after a 101 (2xx to CONNECT): bytes pass raw both ways; never reused */
     bool shut_after_write; /* the client's end of the tunnel: half-close once `out` is sent */
+    bool handshaking;      /* connected, TLS handshake under way (state still CONNECTING) */
 };
 
 void mp_pools_init(mp_worker_t *w);

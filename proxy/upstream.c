@@ -123,7 +123,7 @@ void mp_uconn_close(mp_uconn_t *u)
     ev_io_stop(loop, &u->rio);
     ev_io_stop(loop, &u->wio);
     ev_timer_stop(loop, &u->timer);
-    close(u->fd);
+    mp_tport_close(&u->tp);
     mp_stats_dec(u->cluster->stats.upstream_cx_active);
     mp_stats_inc(u->cluster->stats.upstream_cx_destroy);
     mp_worker_bury(u->w, &u->grave, free_uconn);
@@ -194,17 +194,19 @@ static void uconn_release(mp_uconn_t *u)
 static void uconn_block_read(mp_uconn_t *u, bool block)
 {
     u->read_blocked = block;
-    if (block)
+    if (block) {
         ev_io_stop(u->w->loop, &u->rio);
-    else if (!u->dead && !(u->tunnel && u->response_done))
+    } else if (!u->dead && !(u->tunnel && u->response_done)) {
         ev_io_start(u->w->loop, &u->rio);
+        mp_tport_kick_read(&u->tp);
+    }
 }
 
 /* Writes what the socket takes; -1 on a hard error (the bytes stay queued). */
 static int write_out(mp_uconn_t *u)
 {
     while (mp_buf_len(&u->out) > 0) {
-        ssize_t n = mp_buf_write_fd(&u->out, u->fd);
+        ssize_t n = mp_tport_write(&u->tp, &u->out);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 break;
@@ -219,7 +221,7 @@ static int write_out(mp_uconn_t *u)
     ev_io_stop(u->w->loop, &u->wio);
     if (u->shut_after_write) {
         u->shut_after_write = false;
-        shutdown(u->fd, SHUT_WR);
+        mp_tport_shutdown_write(&u->tp);
     }
     if (u->us.stream != NULL)
         mp_stream_upstream_drained(u->us.stream);
@@ -260,17 +262,9 @@ static void pump_tunnel(mp_uconn_t *u)
     }
 }
 
-static void on_connected(mp_uconn_t *u)
+/* TCP connected and, for a TLS cluster, the handshake done: the stream may send. */
+static void on_ready(mp_uconn_t *u)
 {
-    int err = 0;
-    socklen_t len = sizeof(err);
-    getsockopt(u->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-    if (err != 0) {
-        mp_log_debug("upstream %s: connect: %s", u->addr.text, strerror(err));
-        mp_stats_inc(u->cluster->stats.upstream_cx_connect_fail);
-        fail_stream(u, MP_RF_UPSTREAM_CONNECT_FAIL, "upstream_connect_failure");
-        return;
-    }
     ev_timer_stop(u->w->loop, &u->timer);
     u->state = MP_UCONN_ACTIVE;
     u->requests++;
@@ -281,9 +275,57 @@ static void on_connected(mp_uconn_t *u)
         answer_connect(u);
 }
 
+/* One step of the TLS handshake, on whichever watcher OpenSSL waits for; the connect timeout
+ * still runs. */
+static void tls_step(mp_uconn_t *u)
+{
+    int events = 0;
+    char why[160] = "";
+    int rc = mp_tport_handshake(&u->tp, u->cluster->tls, &events, why, sizeof(why));
+    struct ev_loop *loop = u->w->loop;
+    if (rc == MP_AGAIN) {
+        ev_io_stop(loop, events == EV_READ ? &u->wio : &u->rio);
+        ev_io_start(loop, events == EV_READ ? &u->rio : &u->wio);
+        return;
+    }
+    ev_io_stop(loop, &u->rio);
+    ev_io_stop(loop, &u->wio);
+    u->handshaking = false;
+    if (rc != 0) {
+        mp_log_debug("upstream %s: TLS handshake: %s", u->addr.text, why);
+        mp_stats_inc(u->cluster->stats.upstream_cx_connect_fail);
+        fail_stream(u, MP_RF_UPSTREAM_CONNECT_FAIL, "tls_handshake_failure");
+        return;
+    }
+    on_ready(u);
+}
+
+static void on_connected(mp_uconn_t *u)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    getsockopt(u->tp.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err != 0) {
+        mp_log_debug("upstream %s: connect: %s", u->addr.text, strerror(err));
+        mp_stats_inc(u->cluster->stats.upstream_cx_connect_fail);
+        fail_stream(u, MP_RF_UPSTREAM_CONNECT_FAIL, "upstream_connect_failure");
+        return;
+    }
+    if (u->tp.tls != NULL) {
+        u->handshaking = true;
+        tls_step(u);
+        return;
+    }
+    on_ready(u);
+}
+
 static void on_writable(struct ev_loop *loop, ev_io *io, int revents)
 {
     mp_uconn_t *u = io->data;
+    if (u->handshaking) {
+        tls_step(u);
+        return;
+    }
     if (u->state == MP_UCONN_CONNECTING) {
         ev_io_stop(loop, &u->wio);
         on_connected(u);
@@ -372,7 +414,11 @@ static void on_upstream_eof(mp_uconn_t *u)
 static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
 {
     mp_uconn_t *u = io->data;
-    ssize_t n = mp_buf_read_fd(&u->in, u->fd, READ_CHUNK);
+    if (u->handshaking) {
+        tls_step(u);
+        return;
+    }
+    ssize_t n = mp_tport_read(&u->tp, &u->in, READ_CHUNK);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK)
             return;
@@ -406,7 +452,7 @@ static mp_uconn_t *uconn_new(mp_worker_t *w, mp_pool_t *pool, mp_stream_t *s, co
     u->config = mp_config_ref(s->config);
     u->pool = pool;
     u->cluster = c;
-    u->fd = fd;
+    mp_tport_init(&u->tp, w->loop, fd, &u->rio);
     u->addr = *addr;
     mp_buf_init(&u->in);
     mp_buf_init(&u->out);
@@ -549,6 +595,13 @@ void mp_h1_upstream_attach(mp_stream_t *s, mp_pool_t *pool, const mp_host_t *hos
         return;
     }
     u = uconn_new(w, pool, s, &host->addr, fd);
+    /* Every connection to a TLS cluster is TLS, a CONNECT tunnel ending here included. */
+    if (c->tls != NULL && mp_tport_tls_connect(&u->tp, c->tls, host->hostname, false) != 0) {
+        mp_stats_inc(c->stats.upstream_cx_connect_fail);
+        mp_uconn_close(u);
+        mp_stream_on_upstream_failure(s, MP_RF_UPSTREAM_CONNECT_FAIL, "tls_handshake_failure");
+        return;
+    }
     u->us.ops = &h1_up_ops;
     u->raw = s->connect_terminate;
     u->state = MP_UCONN_CONNECTING;
