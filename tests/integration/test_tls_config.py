@@ -1,8 +1,8 @@
 """Issue 4, configuration half: TLS on a listener (DownstreamTlsContext) and a cluster
 (UpstreamTlsContext) with a CA and SPIFFE-style leaves made by the openssl CLI here.
 `--mode validate` accepts it and rejects a broken one naming the field and the file; serving it
-is refused where the TLS data path does not reach yet: TCP proxy listeners, upstreams
-(docs/security.md)."""
+is refused where the TLS data path does not reach yet: TLS on either side of a TCP proxy
+(docs/security.md); an HTTP route to a TLS cluster is served."""
 
 import os
 import subprocess
@@ -118,6 +118,30 @@ def test_serving_tls_before_a_tcp_proxy_is_refused():
     rc, out = mp.run_magpie(["-c", _config(d)], timeout=20)
     mp.check(rc != 0, "serving a TLS config must fail for now, not carry plaintext")
     mp.check("TLS in front of a TCP proxy is configured but not served yet" in out, out)
+
+
+
+def test_tcp_proxy_to_a_tls_cluster_is_refused():
+    d = _pki()
+    text = CONFIG % {"dir": d, "port": mp.free_port(), "server_key": "server.key"}
+    # The listener without its transport_socket: plain TCP in, TLS cluster out.
+    a = text.index("    - transport_socket:")
+    b = text.index("      filters:")
+    path = os.path.join(d, "tcp-to-tls.yaml")
+    with open(path, "w") as f:
+        f.write(text[:a] + "    - filters:\n" + text[b + len("      filters:\n"):])
+    rc, out = mp.run_magpie(["-c", path], timeout=20)
+    mp.check(rc != 0, "a TCP proxy to a TLS cluster must not start (it would send plaintext)")
+    mp.check("upstream TLS from a TCP proxy" in out and "backend" in out, out)
+
+
+def test_http_route_to_a_tls_cluster_starts():
+    d = _pki()
+    tls = CONFIG[CONFIG.index("    transport_socket:\n      name"):] % {"dir": d}
+    cfg = mp.simple_config(mp.free_port(), cluster_extra=tls.rstrip("\n"))
+    m = mp.Magpie(cfg, ports={"port": mp.free_port()})
+    mp.check(m.alive(), "magpie serves an HTTP listener routing to a TLS cluster")
+    mp.check("cluster.c1.ssl.handshake" in m.stats(), "the cluster's ssl.* stats exist")
 
 
 if __name__ == "__main__":
