@@ -187,14 +187,14 @@ static int apply_explicit(
     }
 }
 
-/* auto_config picks h2 or http/1.1 by ALPN, which needs upstream TLS: until that exists the
- * cluster speaks HTTP/1.1, the protocol Envoy falls back to without ALPN. */
+/* auto_config picks h2 or http/1.1 by ALPN on the upstream TLS handshake: until magpie chooses
+ * that way the cluster speaks HTTP/1.1, the protocol Envoy falls back to without ALPN. */
 static int apply_auto(const pb_ext_options_t *o, mp_cluster_t *c, mp_err_t *err)
 {
     const Envoy__Extensions__Upstreams__Http__V3__HttpProtocolOptions__AutoHttpConfig *a =
         o->auto_config;
-    mp_log_warn("cluster %s: auto_config needs upstream TLS with ALPN, which is not supported "
-                "yet; using HTTP/1.1",
+    mp_log_warn("cluster %s: auto_config (choosing the protocol by ALPN) is not supported yet; "
+                "using HTTP/1.1",
                 c->name);
     c->protocol = MP_UPSTREAM_HTTP1;
     return ext_h2(a->http2_protocol_options, a->http3_protocol_options, "auto_config", c, err);

@@ -310,7 +310,7 @@ struct mp_cluster {
     uint32_t max_requests_per_connection;       /* 0: unlimited */
     /* From typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.
      * HttpProtocolOptions"], else the deprecated http2_protocol_options / protocol_selection.
-     * auto_config is served as HTTP/1.1 until upstream TLS with ALPN exists. */
+     * auto_config is served as HTTP/1.1 until the protocol is chosen by ALPN. */
     mp_upstream_protocol_t protocol;
     mp_h2_options_t h2; /* used for HTTP/2 (and USE_DOWNSTREAM); defaults when not given */
     mp_tls_ctx_t *tls;  /* transport_socket (UpstreamTlsContext), or NULL: raw TCP */
