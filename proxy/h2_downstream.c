@@ -214,14 +214,11 @@ static int on_header(nghttp2_session *ss, const nghttp2_frame *f, const uint8_t 
     return 0;
 }
 
+/* nghttp2 refuses `te` only when it is not "trailers": as a name, it counts here. */
 static bool is_connection_specific(const uint8_t *n, size_t nl)
 {
-    static const char *const names[] = {"connection",        "keep-alive", "proxy-connection",
-                                        "transfer-encoding", "upgrade",    "te"};
-    for (size_t i = 0; i < MP_ARRAY_SIZE(names); i++)
-        if (strlen(names[i]) == nl && memcmp(names[i], n, nl) == 0)
-            return true;
-    return false;
+    return mp_http_is_connection_specific((const char *)n, nl) ||
+           (nl == 2 && memcmp(n, "te", 2) == 0);
 }
 
 /* Regular fields nghttp2 finds malformed (RFC 9113 8.2): the stream is reset with

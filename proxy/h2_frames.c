@@ -15,20 +15,11 @@ static nghttp2_nv nv_of(const char *name, size_t nl, const char *value, size_t v
  * sent; content-length is written from the message's own framing. */
 static bool skip_field(const mp_header_t *f)
 {
-    static const char *const names[] = {"connection",
-                                        "keep-alive",
-                                        "proxy-connection",
-                                        "transfer-encoding",
-                                        "upgrade",
-                                        "content-length",
-                                        "host",
-                                        "te"};
     if (f->name_len > 0 && f->name[0] == ':')
         return true;
-    for (size_t i = 0; i < MP_ARRAY_SIZE(names); i++)
-        if (strlen(names[i]) == f->name_len && memcmp(names[i], f->name, f->name_len) == 0)
-            return true;
-    return false;
+    return mp_http_is_connection_specific(f->name, f->name_len) ||
+           strcmp(f->name, "content-length") == 0 || strcmp(f->name, "host") == 0 ||
+           strcmp(f->name, "te") == 0;
 }
 
 /* nv holds room for fields->n + 2; status and length are rendered into the caller's buffers. */

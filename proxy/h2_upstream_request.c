@@ -14,11 +14,11 @@
 /* Fields that are connection-specific in HTTP/2 (RFC 9113 8.2.2), or that we write ourselves. */
 static bool skip_field(const mp_header_t *f)
 {
-    static const char *const names[] = {"connection",        "keep-alive",    "proxy-connection",
-                                        "transfer-encoding", "upgrade",       "host",
-                                        "http2-settings",    "content-length"};
-    for (size_t i = 0; i < MP_ARRAY_SIZE(names); i++)
-        if (strcmp(f->name, names[i]) == 0)
+    static const char *const ours[] = {"host", "http2-settings", "content-length"};
+    if (mp_http_is_connection_specific(f->name, f->name_len))
+        return true;
+    for (size_t i = 0; i < MP_ARRAY_SIZE(ours); i++)
+        if (strcmp(f->name, ours[i]) == 0)
             return true;
     return strcmp(f->name, "te") == 0 && !mp_strieq(f->value, f->value_len, "trailers");
 }

@@ -271,15 +271,24 @@ const char *mp_http_reason(int status)
     return r ? r->text : "Unknown";
 }
 
+static bool lname_is(const char *lname, size_t len, const char *name)
+{
+    return strlen(name) == len && memcmp(name, lname, len) == 0;
+}
+
+bool mp_http_is_connection_specific(const char *lname, size_t len)
+{
+    static const char *const names[] = {
+        "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade",
+    };
+    for (size_t i = 0; i < MP_ARRAY_SIZE(names); i++)
+        if (lname_is(lname, len, names[i]))
+            return true;
+    return false;
+}
+
 bool mp_http_is_hop_by_hop(const char *lname, size_t len)
 {
-    static const char *const hop[] = {
-        "connection", "keep-alive", "proxy-connection", "transfer-encoding",
-        "upgrade",    "te",         "trailer",
-    };
-    for (size_t i = 0; i < MP_ARRAY_SIZE(hop); i++) {
-        if (strlen(hop[i]) == len && memcmp(hop[i], lname, len) == 0)
-            return true;
-    }
-    return false;
+    return mp_http_is_connection_specific(lname, len) || lname_is(lname, len, "te") ||
+           lname_is(lname, len, "trailer");
 }

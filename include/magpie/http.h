@@ -79,4 +79,8 @@ const char *mp_http_reason(int status);
  * keep-alive, proxy-connection, transfer-encoding, upgrade, te, trailer. */
 bool mp_http_is_hop_by_hop(const char *lname, size_t len);
 
+/* The fields HTTP/2 forbids outright (RFC 9113 8.2.2): connection, keep-alive,
+ * proxy-connection, transfer-encoding, upgrade.  (`te` is allowed there as "trailers" only.) */
+bool mp_http_is_connection_specific(const char *lname, size_t len);
+
 #endif
