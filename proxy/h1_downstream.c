@@ -132,7 +132,7 @@ void mp_dconn_close(mp_dconn_t *dc, const char *why)
 
 static void begin_linger(mp_dconn_t *dc)
 {
-    dc->c.transport->shutdown_write(&dc->c);
+    mp_tport_shutdown_write(&dc->c.tp);
     dc->lingering = true;
     mp_buf_clear(&dc->in);
     ev_timer_stop(dc->c.w->loop, &dc->timer);
@@ -177,7 +177,7 @@ void mp_dconn_flush(mp_dconn_t *dc)
     ev_io_stop(dc->c.w->loop, &dc->wio);
     if (dc->shut_after_write) {
         dc->shut_after_write = false;
-        dc->c.transport->shutdown_write(&dc->c);
+        mp_tport_shutdown_write(&dc->c.tp);
     }
     if (dc->stream != NULL) {
         mp_stream_downstream_drained(dc->stream);
@@ -615,14 +615,14 @@ static mp_h1_limits_t limits_for(const mp_hcm_config_t *h)
 static void dconn_start(mp_dconn_t *dc)
 {
     mp_worker_t *w = dc->c.w;
-    int fd = dc->c.fd;
+    int fd = dc->c.tp.fd;
     mp_buf_init(&dc->in);
     mp_buf_init(&dc->out);
     mp_h1_limits_t lim = limits_for(dc->c.hcm);
     dc->parser = mp_h1_parser_new(MP_H1_REQUEST, &lim, &parser_callbacks, dc);
     ev_io_init(&dc->rio, on_readable, fd, EV_READ);
     dc->rio.data = dc;
-    dc->c.rio = &dc->rio;
+    dc->c.tp.rio = &dc->rio;
     ev_io_init(&dc->wio, on_writable, fd, EV_WRITE);
     dc->wio.data = dc;
     ev_init(&dc->timer, on_timer);

@@ -467,10 +467,10 @@ static bool conn_start(h2_conn_t *h)
     effective_options(&h->opt, &h->c.hcm->h2);
     mp_stats_inc(stats_of(h)->downstream_cx_http2_total);
     mp_stats_inc(stats_of(h)->downstream_cx_http2_active);
-    ev_io_init(&h->rio, on_readable, h->c.fd, EV_READ);
+    ev_io_init(&h->rio, on_readable, h->c.tp.fd, EV_READ);
     h->rio.data = h;
-    h->c.rio = &h->rio;
-    ev_io_init(&h->wio, on_writable, h->c.fd, EV_WRITE);
+    h->c.tp.rio = &h->rio;
+    ev_io_init(&h->wio, on_writable, h->c.tp.fd, EV_WRITE);
     h->wio.data = h;
     ev_init(&h->timer, on_timer);
     h->timer.data = h;
@@ -544,6 +544,6 @@ void mp_h2_takeover(mp_hconn_t *from, mp_buf_t *in, mp_http_msg_t *upgrade_req,
     if (h->c.dead)
         return;
     process_input(h);
-    if (h->c.tls != NULL)
+    if (h->c.tp.tls != NULL)
         mp_hconn_kick_read(&h->c); /* OpenSSL may hold the preface already */
 }

@@ -1,14 +1,10 @@
 /* The codec-independent part of downstream HTTP connections: accounting, the worker's list of
  * live connections, and the choice of codec for a new one. */
-#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <openssl/err.h>
-#include <openssl/ssl.h>
 
 #include "magpie/net.h"
 #include "magpie/stats.h"
@@ -16,65 +12,10 @@
 #include "http_internal.h"
 #include "transport.h"
 
-static ssize_t tcp_read(mp_hconn_t *c, mp_buf_t *b, size_t max)
-{
-    return mp_buf_read_fd(b, c->fd, max);
-}
-
-static ssize_t tcp_write(mp_hconn_t *c, mp_buf_t *b)
-{
-    return mp_buf_write_fd(b, c->fd);
-}
-
-static void tcp_shutdown_write(mp_hconn_t *c)
-{
-    shutdown(c->fd, SHUT_WR);
-}
-
-static const mp_transport_ops_t tcp_transport = {
-    .read = tcp_read,
-    .write = tcp_write,
-    .shutdown_write = tcp_shutdown_write,
-};
-
-/* ---- TLS: OpenSSL between the socket and the codec ---- */
-
-static ssize_t tls_read(mp_hconn_t *c, mp_buf_t *b, size_t max)
-{
-    bool pending = false;
-    ssize_t n = mp_tls_io_read(c->tls, b, max, &pending);
-    if (pending)
-        mp_hconn_kick_read(c);
-    return n;
-}
-
-static ssize_t tls_write(mp_hconn_t *c, mp_buf_t *b)
-{
-    return mp_tls_io_write(c->tls, &c->tls_retry, b);
-}
-
-static void tls_shutdown_write(mp_hconn_t *c)
-{
-    SSL_shutdown(c->tls); /* close_notify, then the TCP FIN */
-    shutdown(c->fd, SHUT_WR);
-}
-
-static const mp_transport_ops_t tls_transport = {
-    .read = tls_read,
-    .write = tls_write,
-    .shutdown_write = tls_shutdown_write,
-};
-
-void mp_hconn_use_tls(mp_hconn_t *c, void *ssl)
-{
-    c->tls = ssl;
-    c->transport = &tls_transport;
-}
-
 void mp_hconn_kick_read(mp_hconn_t *c)
 {
-    if (c->rio != NULL && !c->dead)
-        ev_feed_event(c->w->loop, c->rio, EV_READ);
+    if (!c->dead)
+        mp_tport_kick_read(&c->tp);
 }
 
 static void link_conn(mp_hconn_t *c)
@@ -102,9 +43,8 @@ void mp_hconn_init(mp_hconn_t *c, const mp_down_ops_t *ops, mp_worker_t *w, cons
                    int fd)
 {
     c->ops = ops;
-    c->transport = &tcp_transport;
     c->w = w;
-    c->fd = fd;
+    mp_tport_init(&c->tp, w->loop, fd, NULL);
     /* Responses leave in one writev per event loop pass; Nagle would only add a delayed-ACK
      * stall when a head and a body go out in separate passes. */
     int one = 1;
@@ -129,9 +69,9 @@ void mp_hconn_move(mp_hconn_t *to, mp_hconn_t *from, const mp_down_ops_t *ops)
     *to = *from;
     to->ops = ops;
     to->dead = false;
-    to->rio = NULL;      /* the new codec sets its own */
+    to->tp.rio = NULL;   /* the new codec sets its own */
     from->config = NULL; /* the ref moved */
-    from->tls = NULL;
+    from->tp.tls = NULL;
     from->dead = true;
     link_conn(to);
 }
@@ -139,11 +79,7 @@ void mp_hconn_move(mp_hconn_t *to, mp_hconn_t *from, const mp_down_ops_t *ops)
 void mp_hconn_fini(mp_hconn_t *c)
 {
     c->dead = true;
-    if (c->tls != NULL) {
-        SSL_free(c->tls);
-        c->tls = NULL;
-    }
-    close(c->fd);
+    mp_tport_close(&c->tp);
     unlink_conn(c);
     atomic_fetch_sub(&c->w->active_conns, 1);
     mp_stats_dec(c->hcm->stats.downstream_cx_active);

@@ -122,24 +122,14 @@ typedef struct mp_down_ops {
     void (*close)(mp_hconn_t *c, const char *why);
 } mp_down_ops_t;
 
-/* How a connection's bytes move: plain TCP here; TLS plugs in behind the same three calls, so
- * the codecs above never change.  read and write follow mp_buf_read_fd / mp_buf_write_fd
- * (bytes, 0 on EOF, -1 with errno, EAGAIN included). */
-typedef struct mp_transport_ops {
-    ssize_t (*read)(mp_hconn_t *c, mp_buf_t *b, size_t max);
-    ssize_t (*write)(mp_hconn_t *c, mp_buf_t *b);
-    void (*shutdown_write)(mp_hconn_t *c);
-} mp_transport_ops_t;
-
 /* The codec-independent part of a downstream HTTP connection; each codec's connection begins
  * with one.  Linked into the worker's list of live connections for drain and shutdown. */
 struct mp_hconn {
     mp_grave_t grave;
     const mp_down_ops_t *ops;
-    const mp_transport_ops_t *transport;
     mp_worker_t *w;
     mp_hconn_t *prev, *next;
-    int fd;
+    mp_tport_t tp;       /* the socket, and TLS over it when the handshake chose it */
     mp_config_t *config; /* ref for the connection's life */
     const mp_listener_t *listener;
     const mp_hcm_config_t *hcm;
@@ -151,14 +141,16 @@ struct mp_hconn {
     struct ev_io *rio;  /* the codec's read watcher: TLS re-arms it for data OpenSSL holds */
 };
 
+/* The codecs read and write through the transport (proxy/transport.h): plain TCP, or TLS after
+ * a handshake, the same calls either way. */
 static inline ssize_t mp_hconn_read(mp_hconn_t *c, mp_buf_t *b, size_t max)
 {
-    return c->transport->read(c, b, max);
+    return mp_tport_read(&c->tp, b, max);
 }
 
 static inline ssize_t mp_hconn_write(mp_hconn_t *c, mp_buf_t *b)
 {
-    return c->transport->write(c, b);
+    return mp_tport_write(&c->tp, b);
 }
 
 /* Fills the common part for an accepted socket and links it into the worker's list. */
@@ -169,8 +161,6 @@ void mp_hconn_fini(mp_hconn_t *c);
 /* Hands a connection to another codec: `to` takes from's place (socket, TLS, snapshot ref, list
  * entry, counts); from is left dead, to be buried without closing anything. */
 void mp_hconn_move(mp_hconn_t *to, mp_hconn_t *from, const mp_down_ops_t *ops);
-/* The connection's bytes go through TLS from now on (ssl: handshake done, ownership taken). */
-void mp_hconn_use_tls(mp_hconn_t *c, void *ssl);
 /* After a takeover: let the new codec read what the old side (or OpenSSL) already holds. */
 void mp_hconn_kick_read(mp_hconn_t *c);
 

@@ -74,9 +74,8 @@ static void handshake_done(tls_hs_t *hs)
     mp_stats_inc(hs->c.listener->tls->stats.handshake);
     if (SSL_session_reused(hs->ssl))
         mp_stats_inc(hs->c.listener->tls->stats.session_reused);
-    SSL *ssl = hs->ssl;
+    SSL *ssl = hs->ssl; /* already the connection's transport (hs->c.tp.tls) */
     hs->ssl = NULL;
-    mp_hconn_use_tls(&hs->c, ssl);
     ev_io_stop(hs->c.w->loop, &hs->io);
     ev_timer_stop(hs->c.w->loop, &hs->timer);
     if (alpn_is(ssl, "h2") || hs->c.hcm->codec_type == MP_CODEC_HTTP2) {
@@ -101,7 +100,7 @@ static void step(tls_hs_t *hs)
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
         struct ev_loop *loop = hs->c.w->loop;
         ev_io_stop(loop, &hs->io);
-        ev_io_set(&hs->io, hs->c.fd, e == SSL_ERROR_WANT_READ ? EV_READ : EV_WRITE);
+        ev_io_set(&hs->io, hs->c.tp.fd, e == SSL_ERROR_WANT_READ ? EV_READ : EV_WRITE);
         ev_io_start(loop, &hs->io);
         return;
     }
@@ -137,8 +136,8 @@ void mp_tls_accept(mp_worker_t *w, const mp_listener_t *l, int fd)
         return;
     }
     SSL_set_accept_state(hs->ssl);
-    /* Until the handshake ends the SSL belongs to the handshake; fini frees it on failure. */
-    hs->c.tls = hs->ssl;
+    /* The connection's transport from now on; fini frees it if the handshake fails. */
+    hs->c.tp.tls = hs->ssl;
     ev_io_init(&hs->io, on_io, fd, EV_READ);
     hs->io.data = hs;
     ev_timer_init(&hs->timer, on_timeout, HANDSHAKE_TIMEOUT_S, 0.0);
