@@ -15,7 +15,7 @@ OPT      ?= -O2 -g
 DEB_BUILD := build-essential pkg-config clang libclang-rt-14-dev llvm libev-dev libnghttp2-dev \
              node-llhttp libssl-dev libc-ares-dev libcjson-dev libyaml-dev libprotobuf-c-dev \
              protobuf-c-compiler libprotobuf-dev libpcre2-dev
-DEB_TEST  := curl nginx-light haproxy wrk nghttp2-client nghttp2-server python3 python3-h2 python3-grpcio \
+DEB_TEST  := curl nginx-light haproxy wrk nghttp2-client nghttp2-server python3 python3-h2 python3-grpcio python3-yaml \
              procps iproute2 openssl clang-format
 DEB_ALL   := $(DEB_BUILD) $(DEB_TEST)
 
