@@ -59,6 +59,8 @@ void mp_hconn_init(mp_hconn_t *c, const mp_down_ops_t *ops, mp_worker_t *w, cons
     atomic_fetch_add(&w->active_conns, 1);
     mp_stats_inc(l->stats.downstream_cx_total);
     mp_stats_inc(l->stats.downstream_cx_active);
+    if (c->hcm == NULL)
+        return; /* a TCP proxy's connection during its TLS handshake */
     mp_stats_inc(c->hcm->stats.downstream_cx_total);
     mp_stats_inc(c->hcm->stats.downstream_cx_active);
 }
@@ -76,13 +78,25 @@ void mp_hconn_move(mp_hconn_t *to, mp_hconn_t *from, const mp_down_ops_t *ops)
     link_conn(to);
 }
 
+void mp_hconn_give_tport(mp_hconn_t *c, mp_tport_t *to)
+{
+    unlink_conn(c);
+    atomic_fetch_sub(&c->w->active_conns, 1);
+    *to = c->tp;
+    to->rio = NULL;
+    c->tp.tls = NULL;
+    c->tp.fd = -1;
+    c->dead = true;
+}
+
 void mp_hconn_fini(mp_hconn_t *c)
 {
     c->dead = true;
     mp_tport_close(&c->tp);
     unlink_conn(c);
     atomic_fetch_sub(&c->w->active_conns, 1);
-    mp_stats_dec(c->hcm->stats.downstream_cx_active);
+    if (c->hcm != NULL)
+        mp_stats_dec(c->hcm->stats.downstream_cx_active);
     mp_stats_dec(c->listener->stats.downstream_cx_active);
     mp_stats_inc(c->listener->stats.downstream_cx_destroy);
 }

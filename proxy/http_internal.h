@@ -161,6 +161,11 @@ void mp_hconn_fini(mp_hconn_t *c);
 /* Hands a connection to another codec: `to` takes from's place (socket, TLS, snapshot ref, list
  * entry, counts); from is left dead, to be buried without closing anything. */
 void mp_hconn_move(mp_hconn_t *to, mp_hconn_t *from, const mp_down_ops_t *ops);
+/* Hands the connection's transport (socket and SSL) to *to, for a TCP proxy after the TLS
+ * handshake: unlinks c and drops it from the worker's active count, but leaves the listener's
+ * downstream_cx_* counts to the new owner, which ends them.  c is left dead, to be buried
+ * without closing anything. */
+void mp_hconn_give_tport(mp_hconn_t *c, mp_tport_t *to);
 /* After a takeover: let the new codec read what the old side (or OpenSSL) already holds. */
 void mp_hconn_kick_read(mp_hconn_t *c);
 

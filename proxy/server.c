@@ -118,44 +118,9 @@ static void on_clusters_ready(void *ctx)
     mp_stats_gauge_set(s->stats.state, 0); /* LIVE */
 }
 
-/* A TCP proxy's upstream connections are plain TCP (proxy/tcp_proxy.c). */
-static int check_tcp_proxy_clusters(const mp_listener_t *l, mp_err_t *err)
-{
-    for (uint32_t j = 0; j < l->tcp_proxy->n_clusters; j++) {
-        const mp_cluster_t *c = l->tcp_proxy->clusters[j].cluster;
-        if (c != NULL && c->tls != NULL)
-            return mp_err_set(err,
-                              "cluster %s: transport_socket: upstream TLS from a TCP proxy "
-                              "(listener %s) is configured but not served yet",
-                              c->name, l->name);
-    }
-    return 0;
-}
-
-/* TLS is served on HTTP listeners and from HTTP routes to upstream clusters; TLS around a TCP
- * proxy (either side) translates (and `--mode validate` accepts it) but is not served yet.
- * Serving such a config would carry plaintext where the operator asked for TLS, so refuse to
- * start. */
-static int check_tls_servable(const mp_config_t *cfg, mp_err_t *err)
-{
-    for (uint32_t i = 0; i < cfg->n_listeners; i++) {
-        const mp_listener_t *l = &cfg->listeners[i];
-        if (l->tls != NULL && l->hcm == NULL)
-            return mp_err_set(err,
-                              "listener %s: transport_socket: TLS in front of a TCP proxy is "
-                              "configured but not served yet",
-                              l->name);
-        if (l->tcp_proxy != NULL && check_tcp_proxy_clusters(l, err) != 0)
-            return MP_ERROR;
-    }
-    return 0;
-}
-
 int mp_server_run(mp_server_t *s, mp_err_t *err)
 {
     mp_config_t *cfg = atomic_load(&s->config);
-    if (check_tls_servable(cfg, err) != 0)
-        return MP_ERROR;
     s->loop = ev_default_loop(EVFLAG_AUTO);
     s->start_ms = mp_now_ms();
     register_server_stats(s);

@@ -7,7 +7,13 @@
  * being read until it drains to half (docs/tcp-proxy.md).  A FIN travels: EOF read on one side
  * becomes shutdown(SHUT_WR) on the other once its buffer is written, and the connection ends when
  * both directions have ended that way, on an error (both sockets reset), on the idle timeout or
- * at the drain deadline. */
+ * at the drain deadline.
+ *
+ * Both ends go through the shared transport (proxy/transport.h), so plain TCP and TLS are one
+ * path: a TLS listener's handshake (tls_accept.c) hands its finished connection here, and a
+ * cluster with an UpstreamTlsContext gets a client handshake after the TCP connect, inside the
+ * connect timeout, whose failure counts and retries like a failed connect.  With TLS a FIN is
+ * close_notify followed by the TCP FIN. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,17 +36,18 @@ typedef struct mp_tcp_conn mp_tcp_conn_t;
  * written to this one. */
 typedef struct tp_side {
     mp_tcp_conn_t *conn;
-    int fd; /* -1: none (upstream between attempts) */
+    mp_tport_t tp; /* tp.fd -1: none (upstream between attempts) */
     ev_io rio, wio;
     mp_buf_t out;
     bool read_eof;    /* this end's peer sent FIN */
-    bool write_shut;  /* we sent FIN to this end, after `out` drained */
+    bool write_shut;  /* we sent FIN (and close_notify) to this end, after `out` drained */
     bool read_paused; /* backpressure: the other side's `out` is over the limit */
 } tp_side_t;
 
 typedef enum tp_state {
-    TP_CONNECTING, /* upstream connect in progress; client bytes wait in up.out */
-    TP_OPEN,       /* both ends connected: bytes flow */
+    TP_CONNECTING,  /* upstream connect in progress; client bytes wait in up.out */
+    TP_HANDSHAKING, /* upstream TLS handshake in progress (TLS clusters); still waiting */
+    TP_OPEN,        /* both ends connected: bytes flow */
 } tp_state_t;
 
 struct mp_tcp_conn {
@@ -68,6 +75,7 @@ struct mp_tcp_conn {
 
 static void start_connect(mp_tcp_conn_t *c);
 static void flush_side(tp_side_t *s);
+static void tls_step(mp_tcp_conn_t *c);
 
 static inline tp_side_t *other_side(tp_side_t *s)
 {
@@ -82,7 +90,7 @@ static inline bool is_down(const tp_side_t *s)
 /* The upstream is written to and read from only once connected. */
 static inline bool side_open(const tp_side_t *s)
 {
-    return s->fd >= 0 && (is_down(s) || s->conn->state == TP_OPEN);
+    return s->tp.fd >= 0 && (is_down(s) || s->conn->state == TP_OPEN);
 }
 
 static void touch(mp_tcp_conn_t *c)
@@ -104,13 +112,13 @@ static void free_conn(mp_grave_t *g)
 }
 
 /* A reset tells the peer that the stream was cut short rather than ended (SO_LINGER 0). */
-static void close_fd(int fd, bool rst)
+static void close_tport(mp_tport_t *tp, bool rst)
 {
     if (rst) {
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
-        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        setsockopt(tp->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     }
-    close(fd);
+    mp_tport_close(tp);
 }
 
 static void end_lb_request(mp_tcp_conn_t *c)
@@ -129,9 +137,8 @@ static void close_upstream(mp_tcp_conn_t *c, bool rst)
     ev_io_stop(c->w->loop, &up->rio);
     ev_io_stop(c->w->loop, &up->wio);
     ev_timer_stop(c->w->loop, &c->connect_timer);
-    if (up->fd >= 0)
-        close_fd(up->fd, rst);
-    up->fd = -1;
+    if (up->tp.fd >= 0)
+        close_tport(&up->tp, rst);
     if (c->up_counted) {
         c->up_counted = false;
         mp_stats_dec(c->cluster->stats.upstream_cx_active);
@@ -171,8 +178,7 @@ static void tp_close(mp_tcp_conn_t *c, uint32_t flags, bool rst, const char *why
     ev_io_stop(c->w->loop, &c->down.rio);
     ev_io_stop(c->w->loop, &c->down.wio);
     ev_timer_stop(c->w->loop, &c->idle_timer);
-    close_fd(c->down.fd, rst);
-    c->down.fd = -1;
+    close_tport(&c->down.tp, rst);
     mp_stats_dec(c->listener->stats.downstream_cx_active);
     mp_stats_inc(c->listener->stats.downstream_cx_destroy);
     unlink_conn(c);
@@ -198,10 +204,13 @@ static void set_read_paused(tp_side_t *s, bool pause)
     if (is_down(s))
         mp_stats_inc(pause ? c->tp->stats.downstream_flow_control_paused_reading_total
                            : c->tp->stats.downstream_flow_control_resumed_reading_total);
-    if (pause || s->read_eof || !side_open(s))
+    if (pause || s->read_eof || !side_open(s)) {
         ev_io_stop(c->w->loop, &s->rio);
-    else
-        ev_io_start(c->w->loop, &s->rio);
+        return;
+    }
+    ev_io_start(c->w->loop, &s->rio);
+    /* Records OpenSSL decrypted before the pause raise no readiness event of their own. */
+    mp_tport_kick_read(&s->tp);
 }
 
 /* s's buffer drained: resume the reader below the low mark, pass a pending FIN on. */
@@ -212,7 +221,11 @@ static void after_drain(tp_side_t *s)
     if (src->read_paused && mp_buf_len(&s->out) <= c->limit / 2)
         set_read_paused(src, false);
     if (mp_buf_len(&s->out) == 0 && src->read_eof && !s->write_shut) {
-        shutdown(s->fd, SHUT_WR);
+        /* A close_notify the socket could not take yet goes out when it is writable. */
+        if (mp_tport_shutdown_write(&s->tp) == MP_AGAIN) {
+            ev_io_start(c->w->loop, &s->wio);
+            return;
+        }
         s->write_shut = true;
         maybe_finish(c);
     }
@@ -236,7 +249,7 @@ static void flush_side(tp_side_t *s)
     if (!side_open(s))
         return;
     while (mp_buf_len(&s->out) > 0) {
-        ssize_t n = mp_buf_write_fd(&s->out, s->fd);
+        ssize_t n = mp_tport_write(&s->tp, &s->out);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 break;
@@ -284,7 +297,11 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
     tp_side_t *src = io->data;
     tp_side_t *dst = other_side(src);
     mp_tcp_conn_t *c = src->conn;
-    ssize_t n = mp_buf_read_fd(&dst->out, src->fd, READ_CHUNK);
+    if (c->state == TP_HANDSHAKING && !is_down(src)) {
+        tls_step(c);
+        return;
+    }
+    ssize_t n = mp_tport_read(&src->tp, &dst->out, READ_CHUNK);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK)
             return;
@@ -351,23 +368,57 @@ static void on_connect_timer(struct ev_loop *loop, ev_timer *t, int revents)
     attempt_failed(c, "connect timeout");
 }
 
+/* Connected (and, for a TLS cluster, the handshake done): bytes flow. */
+static void on_upstream_open(mp_tcp_conn_t *c)
+{
+    ev_timer_stop(c->w->loop, &c->connect_timer);
+    c->state = TP_OPEN;
+    ev_io_start(c->w->loop, &c->up.rio);
+    mp_tport_kick_read(&c->up.tp); /* what OpenSSL read past the handshake's last record */
+    start_idle_timer(c);
+    /* Client bytes that arrived while connecting, and a client FIN, go out now. */
+    flush_side(&c->up);
+}
+
+/* One step of the client handshake on whichever watcher OpenSSL waits for.  A failure (certificate
+ * verdicts and connection_error counted in the cluster's ssl.*) is a failed connect attempt. */
+static void tls_step(mp_tcp_conn_t *c)
+{
+    int events = 0;
+    char why[160] = "";
+    int rc = mp_tport_handshake(&c->up.tp, c->cluster->tls, &events, why, sizeof(why));
+    struct ev_loop *loop = c->w->loop;
+    if (rc == MP_AGAIN) {
+        ev_io_stop(loop, events == EV_READ ? &c->up.wio : &c->up.rio);
+        ev_io_start(loop, events == EV_READ ? &c->up.rio : &c->up.wio);
+        return;
+    }
+    ev_io_stop(loop, &c->up.rio);
+    ev_io_stop(loop, &c->up.wio);
+    if (rc != 0) {
+        char msg[200];
+        snprintf(msg, sizeof(msg), "TLS handshake: %s", why);
+        attempt_failed(c, msg);
+        return;
+    }
+    on_upstream_open(c);
+}
+
 static void on_connected(mp_tcp_conn_t *c)
 {
     int err = 0;
     socklen_t len = sizeof(err);
-    getsockopt(c->up.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    getsockopt(c->up.tp.fd, SOL_SOCKET, SO_ERROR, &err, &len);
     if (err != 0) {
         attempt_failed(c, strerror(err));
         return;
     }
-    ev_timer_stop(c->w->loop, &c->connect_timer);
-    c->state = TP_OPEN;
-    ev_io_set(&c->up.wio, c->up.fd, EV_WRITE);
-    ev_io_set(&c->up.rio, c->up.fd, EV_READ);
-    ev_io_start(c->w->loop, &c->up.rio);
-    start_idle_timer(c);
-    /* Client bytes that arrived while connecting, and a client FIN, go out now. */
-    flush_side(&c->up);
+    if (c->up.tp.tls != NULL) {
+        c->state = TP_HANDSHAKING;
+        tls_step(c);
+        return;
+    }
+    on_upstream_open(c);
 }
 
 static void on_upstream_writable(struct ev_loop *loop, ev_io *io, int revents)
@@ -376,6 +427,10 @@ static void on_upstream_writable(struct ev_loop *loop, ev_io *io, int revents)
     if (up->conn->state == TP_CONNECTING) {
         ev_io_stop(loop, io);
         on_connected(up->conn);
+        return;
+    }
+    if (up->conn->state == TP_HANDSHAKING) {
+        tls_step(up->conn);
         return;
     }
     flush_side(up);
@@ -406,15 +461,24 @@ static bool connect_host(mp_tcp_conn_t *c, int idx)
         mp_stats_inc(c->cluster->stats.upstream_cx_connect_fail);
         return false;
     }
+    mp_tport_init(&c->up.tp, c->w->loop, fd, &c->up.rio);
+    /* SNI as the HTTP router sends it: the context's sni, else the host's name. */
+    if (c->cluster->tls != NULL &&
+        mp_tport_tls_connect(&c->up.tp, c->cluster->tls, host->hostname, false) != 0) {
+        mp_log_debug("tcp_proxy %s: upstream %s: no SSL object", c->peer, host->addr.text);
+        mp_stats_inc(c->cluster->stats.upstream_cx_connect_fail);
+        mp_tport_close(&c->up.tp);
+        return false;
+    }
     if (pool != NULL) {
         mp_lb_request_start(pool->lb, c->hosts, idx);
         c->lb_started = true;
     }
-    c->up.fd = fd;
     c->up_counted = true;
     mp_stats_inc(c->cluster->stats.upstream_cx_total);
     mp_stats_inc(c->cluster->stats.upstream_cx_active);
     ev_io_set(&c->up.wio, fd, EV_WRITE);
+    ev_io_set(&c->up.rio, fd, EV_READ);
     ev_io_start(c->w->loop, &c->up.wio);
     ev_timer_set(&c->connect_timer, (double)c->cluster->connect_timeout_ms / 1000.0, 0.0);
     ev_timer_start(c->w->loop, &c->connect_timer);
@@ -455,19 +519,24 @@ static const mp_tcp_cluster_weight_t *pick_cluster(const mp_tcp_proxy_config_t *
 
 /* ---- accepting ---- */
 
-static void init_side(mp_tcp_conn_t *c, tp_side_t *s, int fd,
+/* tp: the side's transport, taken over (its read watcher becomes the side's); NULL: none yet. */
+static void init_side(mp_tcp_conn_t *c, tp_side_t *s, const mp_tport_t *tp,
                       void (*on_write)(struct ev_loop *, ev_io *, int))
 {
     s->conn = c;
-    s->fd = fd;
+    if (tp != NULL)
+        s->tp = *tp;
+    else
+        mp_tport_init(&s->tp, c->w->loop, -1, NULL);
+    s->tp.rio = &s->rio;
     mp_buf_init(&s->out);
-    ev_io_init(&s->rio, on_readable, fd, EV_READ);
+    ev_io_init(&s->rio, on_readable, s->tp.fd, EV_READ);
     s->rio.data = s;
-    ev_io_init(&s->wio, on_write, fd, EV_WRITE);
+    ev_io_init(&s->wio, on_write, s->tp.fd, EV_WRITE);
     s->wio.data = s;
 }
 
-static mp_tcp_conn_t *conn_new(mp_worker_t *w, const mp_listener_t *l, int fd)
+static mp_tcp_conn_t *conn_new(mp_worker_t *w, const mp_listener_t *l, const mp_tport_t *tp)
 {
     mp_tcp_conn_t *c = mp_xcalloc(1, sizeof(*c));
     c->w = w;
@@ -476,14 +545,14 @@ static mp_tcp_conn_t *conn_new(mp_worker_t *w, const mp_listener_t *l, int fd)
     c->tp = l->tcp_proxy;
     c->limit = l->per_connection_buffer_limit_bytes;
     c->host_idx = -1;
-    init_side(c, &c->down, fd, on_writable);
-    init_side(c, &c->up, -1, on_upstream_writable);
+    init_side(c, &c->down, tp, on_writable);
+    init_side(c, &c->up, NULL, on_upstream_writable);
     ev_init(&c->connect_timer, on_connect_timer);
     c->connect_timer.data = c;
     ev_init(&c->idle_timer, on_idle_timer);
     c->idle_timer.data = c;
-    mp_net_peer_text(fd, c->peer, sizeof(c->peer));
-    mp_net_local_text(fd, c->local, sizeof(c->local));
+    mp_net_peer_text(tp->fd, c->peer, sizeof(c->peer));
+    mp_net_local_text(tp->fd, c->local, sizeof(c->local));
     gettimeofday(&c->info.start_time, NULL);
     c->info.start_ns = mp_now_ns();
     c->info.downstream_remote_address = c->peer;
@@ -496,11 +565,10 @@ static mp_tcp_conn_t *conn_new(mp_worker_t *w, const mp_listener_t *l, int fd)
     return c;
 }
 
-void mp_tcp_proxy_accept(mp_worker_t *w, const mp_listener_t *l, int fd)
+/* The listener's downstream_cx_* already count the connection. */
+static void start_conn(mp_worker_t *w, const mp_listener_t *l, const mp_tport_t *tp)
 {
-    mp_tcp_conn_t *c = conn_new(w, l, fd);
-    mp_stats_inc(l->stats.downstream_cx_total);
-    mp_stats_inc(l->stats.downstream_cx_active);
+    mp_tcp_conn_t *c = conn_new(w, l, tp);
     mp_stats_inc(c->tp->stats.downstream_cx_total);
     const mp_tcp_cluster_weight_t *cw = pick_cluster(c->tp);
     c->info.upstream_cluster = cw->name;
@@ -513,7 +581,30 @@ void mp_tcp_proxy_accept(mp_worker_t *w, const mp_listener_t *l, int fd)
     c->hosts = mp_cluster_hosts_acquire(c->cluster);
     /* Client bytes are read (into up.out, bounded by the limit) while the upstream connects. */
     ev_io_start(w->loop, &c->down.rio);
+    mp_tport_kick_read(&c->down.tp); /* what the client sent with its handshake's last flight */
     start_connect(c);
+}
+
+void mp_tcp_proxy_accept(mp_worker_t *w, const mp_listener_t *l, int fd)
+{
+    if (l->tls != NULL) {
+        mp_tls_accept(w, l, fd); /* comes back through mp_tcp_proxy_accept_tport */
+        return;
+    }
+    mp_stats_inc(l->stats.downstream_cx_total);
+    mp_stats_inc(l->stats.downstream_cx_active);
+    mp_tport_t tp;
+    mp_tport_init(&tp, w->loop, fd, NULL);
+    start_conn(w, l, &tp);
+}
+
+void mp_tcp_proxy_accept_tport(mp_hconn_t *from)
+{
+    mp_worker_t *w = from->w;
+    const mp_listener_t *l = from->listener;
+    mp_tport_t tp;
+    mp_hconn_give_tport(from, &tp);
+    start_conn(w, l, &tp);
 }
 
 void mp_tcp_proxy_close_all(mp_worker_t *w, const char *why)

@@ -8,8 +8,16 @@
 
 /* Takes ownership of fd, accepted on l (l->tcp_proxy != NULL): picks a cluster and a host and
  * starts connecting.  The connection is tracked in w->tcp_conns and w->active_conns until it
- * ends; it may end (and be queued for freeing) before this returns. */
+ * ends; it may end (and be queued for freeing) before this returns.  On a TLS listener (l->tls)
+ * the server handshake runs first (mp_tls_accept), which hands the connection back through
+ * mp_tcp_proxy_accept_tport. */
 void mp_tcp_proxy_accept(mp_worker_t *w, const mp_listener_t *l, int fd);
+
+/* Takes over a connection whose server TLS handshake just finished (tls_accept.c), on a listener
+ * with a tcp_proxy: its transport (socket and SSL) moves here (mp_hconn_give_tport), and from is
+ * left dead for its owner to bury.  From here on as mp_tcp_proxy_accept, with the decrypted
+ * bytes proxied. */
+void mp_tcp_proxy_accept_tport(mp_hconn_t *from);
 
 /* Closes every TCP proxy connection of w now (drain deadline, shutdown). */
 void mp_tcp_proxy_close_all(mp_worker_t *w, const char *why);

@@ -1,7 +1,8 @@
 /* The server side of a TLS handshake on an accepted connection.  While it runs, the connection
  * is an mp_hconn of its own (counted, drained and closed like any other); once it is done, the
  * codec the client chose by ALPN takes the connection over (h2: HTTP/2; http/1.1 or nothing:
- * HTTP/1.1, or HTTP/2 by its preface with codec AUTO) and reads through TLS from then on. */
+ * HTTP/1.1, or HTTP/2 by its preface with codec AUTO) and reads through TLS from then on.  On
+ * a TCP proxy listener the TCP proxy takes it instead, whatever ALPN chose. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,6 +13,7 @@
 #include "magpie/stats.h"
 #include "magpie/tls.h"
 #include "http_internal.h"
+#include "tcp_proxy.h"
 
 #define HANDSHAKE_TIMEOUT_S 10.0 /* Envoy's transport_socket_connect_timeout default */
 
@@ -78,7 +80,9 @@ static void handshake_done(tls_hs_t *hs)
     hs->ssl = NULL;
     ev_io_stop(hs->c.w->loop, &hs->io);
     ev_timer_stop(hs->c.w->loop, &hs->timer);
-    if (alpn_is(ssl, "h2") || hs->c.hcm->codec_type == MP_CODEC_HTTP2) {
+    if (hs->c.listener->tcp_proxy != NULL) {
+        mp_tcp_proxy_accept_tport(&hs->c);
+    } else if (alpn_is(ssl, "h2") || hs->c.hcm->codec_type == MP_CODEC_HTTP2) {
         mp_buf_t none;
         mp_buf_init(&none);
         mp_h2_takeover(&hs->c, &none, NULL, NULL);

@@ -104,11 +104,23 @@ ssize_t mp_tport_write(mp_tport_t *t, mp_buf_t *b)
     return mp_tls_io_write(t->tls, &t->tls_retry, b);
 }
 
-void mp_tport_shutdown_write(mp_tport_t *t)
+int mp_tport_shutdown_write(mp_tport_t *t)
 {
-    if (t->tls != NULL)
-        SSL_shutdown(t->tls); /* close_notify, then the TCP FIN */
+    if (t->write_shut)
+        return 0;
+    if (t->tls != NULL) {
+        ERR_clear_error();
+        int r = SSL_shutdown(t->tls);
+        /* A full socket leaves the alert unsent (the next call sends it); a FIN now would cut
+         * it off, and the peer would see a truncation instead of an end.  Only one call may
+         * follow a sent close_notify: once it is out, SSL_shutdown would go on to read the
+         * peer's, consuming the application data still in flight. */
+        if (r < 0 && SSL_get_error(t->tls, r) == SSL_ERROR_WANT_WRITE)
+            return MP_AGAIN;
+    }
     shutdown(t->fd, SHUT_WR);
+    t->write_shut = true;
+    return 0;
 }
 
 void mp_tport_kick_read(mp_tport_t *t)

@@ -16,11 +16,12 @@
 #include "magpie/buf.h"
 #include "magpie/tls.h"
 
-/* An upstream connection's transport.  tls NULL: plain TCP. */
+/* A connection's transport, either side.  tls NULL: plain TCP. */
 typedef struct mp_tport {
     int fd;
     SSL *tls;           /* owned; freed by mp_tport_close */
     uint32_t tls_retry; /* bytes of an SSL_write that must be retried as they were */
+    bool write_shut;    /* mp_tport_shutdown_write finished */
     struct ev_loop *loop;
     ev_io *rio; /* fed a read event when OpenSSL holds decrypted bytes the socket won't signal */
 } mp_tport_t;
@@ -39,7 +40,10 @@ ssize_t mp_tls_io_write(SSL *ssl, uint32_t *retry, mp_buf_t *b);
 void mp_tport_init(mp_tport_t *t, struct ev_loop *loop, int fd, ev_io *rio);
 ssize_t mp_tport_read(mp_tport_t *t, mp_buf_t *b, size_t max);
 ssize_t mp_tport_write(mp_tport_t *t, mp_buf_t *b);
-void mp_tport_shutdown_write(mp_tport_t *t);
+/* Ends the writing direction: TLS close_notify, then the TCP FIN.  0 when done, MP_AGAIN when
+ * the socket could not take the close_notify yet (call again once it is writable; the FIN waits
+ * for it).  Reading goes on: the peer may still send (TLS 1.2 and 1.3 both allow it). */
+int mp_tport_shutdown_write(mp_tport_t *t);
 /* After the read watcher is started again: let it see what OpenSSL already holds. */
 void mp_tport_kick_read(mp_tport_t *t);
 /* Frees the SSL and closes the socket. */
