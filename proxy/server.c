@@ -119,16 +119,30 @@ static void on_clusters_ready(void *ctx)
 }
 
 /* A TCP proxy's upstream connections are plain TCP (proxy/tcp_proxy.c). */
-static int check_tcp_proxy_clusters(const mp_listener_t *l, mp_err_t *err)
+static int check_tcp_proxy_clusters(const mp_listener_t *l, const mp_filter_chain_t *fc,
+                                    mp_err_t *err)
 {
-    for (uint32_t j = 0; j < l->tcp_proxy->n_clusters; j++) {
-        const mp_cluster_t *c = l->tcp_proxy->clusters[j].cluster;
+    for (uint32_t j = 0; j < fc->tcp_proxy->n_clusters; j++) {
+        const mp_cluster_t *c = fc->tcp_proxy->clusters[j].cluster;
         if (c != NULL && c->tls != NULL)
             return mp_err_set(err,
                               "cluster %s: transport_socket: upstream TLS from a TCP proxy "
                               "(listener %s) is configured but not served yet",
                               c->name, l->name);
     }
+    return 0;
+}
+
+static int check_chain_servable(const mp_listener_t *l, const mp_filter_chain_t *fc,
+                                mp_err_t *err)
+{
+    if (fc->tls != NULL && fc->hcm == NULL)
+        return mp_err_set(err,
+                          "listener %s: transport_socket: TLS in front of a TCP proxy is "
+                          "configured but not served yet",
+                          l->name);
+    if (fc->tcp_proxy != NULL && check_tcp_proxy_clusters(l, fc, err) != 0)
+        return MP_ERROR;
     return 0;
 }
 
@@ -140,13 +154,11 @@ static int check_tls_servable(const mp_config_t *cfg, mp_err_t *err)
 {
     for (uint32_t i = 0; i < cfg->n_listeners; i++) {
         const mp_listener_t *l = &cfg->listeners[i];
-        if (l->tls != NULL && l->hcm == NULL)
-            return mp_err_set(err,
-                              "listener %s: transport_socket: TLS in front of a TCP proxy is "
-                              "configured but not served yet",
-                              l->name);
-        if (l->tcp_proxy != NULL && check_tcp_proxy_clusters(l, err) != 0)
-            return MP_ERROR;
+        for (uint32_t k = 0; k <= l->n_chains; k++) {
+            const mp_filter_chain_t *fc = k < l->n_chains ? &l->chains[k] : l->default_chain;
+            if (fc != NULL && check_chain_servable(l, fc, err) != 0)
+                return MP_ERROR;
+        }
     }
     return 0;
 }

@@ -49,6 +49,7 @@ struct mp_tcp_conn {
     mp_tcp_conn_t *prev, *next; /* w->tcp_conns */
     mp_config_t *config;        /* ref for the connection's life: cluster and config live there */
     const mp_listener_t *listener;
+    const mp_filter_chain_t *chain; /* the filter chain the connection matched */
     const mp_tcp_proxy_config_t *tp;
     mp_cluster_t *cluster;
     mp_hostset_t *hosts; /* ref, taken at the first attempt */
@@ -467,13 +468,15 @@ static void init_side(mp_tcp_conn_t *c, tp_side_t *s, int fd,
     s->wio.data = s;
 }
 
-static mp_tcp_conn_t *conn_new(mp_worker_t *w, const mp_listener_t *l, int fd)
+static mp_tcp_conn_t *conn_new(mp_worker_t *w, const mp_listener_t *l,
+                               const mp_filter_chain_t *fc, int fd)
 {
     mp_tcp_conn_t *c = mp_xcalloc(1, sizeof(*c));
     c->w = w;
     c->config = mp_config_ref(w->config);
     c->listener = l;
-    c->tp = l->tcp_proxy;
+    c->chain = fc;
+    c->tp = fc->tcp_proxy;
     c->limit = l->per_connection_buffer_limit_bytes;
     c->host_idx = -1;
     init_side(c, &c->down, fd, on_writable);
@@ -496,9 +499,10 @@ static mp_tcp_conn_t *conn_new(mp_worker_t *w, const mp_listener_t *l, int fd)
     return c;
 }
 
-void mp_tcp_proxy_accept(mp_worker_t *w, const mp_listener_t *l, int fd)
+void mp_tcp_proxy_accept(mp_worker_t *w, const mp_listener_t *l, const mp_filter_chain_t *fc,
+                         int fd)
 {
-    mp_tcp_conn_t *c = conn_new(w, l, fd);
+    mp_tcp_conn_t *c = conn_new(w, l, fc, fd);
     mp_stats_inc(l->stats.downstream_cx_total);
     mp_stats_inc(l->stats.downstream_cx_active);
     mp_stats_inc(c->tp->stats.downstream_cx_total);

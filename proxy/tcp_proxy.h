@@ -6,10 +6,12 @@
 
 #include "http_internal.h"
 
-/* Takes ownership of fd, accepted on l (l->tcp_proxy != NULL): picks a cluster and a host and
+/* Takes ownership of fd, accepted on l, whose filter chain fc is a TCP proxy
+ * (fc->tcp_proxy != NULL): picks a cluster and a host and
  * starts connecting.  The connection is tracked in w->tcp_conns and w->active_conns until it
  * ends; it may end (and be queued for freeing) before this returns. */
-void mp_tcp_proxy_accept(mp_worker_t *w, const mp_listener_t *l, int fd);
+void mp_tcp_proxy_accept(mp_worker_t *w, const mp_listener_t *l, const mp_filter_chain_t *fc,
+                         int fd);
 
 /* Closes every TCP proxy connection of w now (drain deadline, shutdown). */
 void mp_tcp_proxy_close_all(mp_worker_t *w, const char *why);
