@@ -185,9 +185,8 @@ static int score_src_port(const mp_chain_match_t *m, const mp_conn_facts_t *f)
 }
 
 static const score_fn levels[N_LEVELS] = {
-    score_dst_port,      score_dst_ip,      score_server_names,
-    score_transport,     score_alpn,        score_direct_src_ip,
-    score_source_type,   score_src_ip,      score_src_port,
+    score_dst_port,      score_dst_ip,      score_server_names, score_transport, score_alpn,
+    score_direct_src_ip, score_source_type, score_src_ip,       score_src_port,
 };
 
 /* Keeps only the best-scoring candidates of one level; returns how many remain. */
@@ -314,15 +313,14 @@ static bool same_match(const mp_chain_match_t *a, const mp_chain_match_t *b)
     const char *tb = b->transport_protocol ? b->transport_protocol : "";
     return a->destination_port == b->destination_port && a->source_type == b->source_type &&
            strcmp(ta, tb) == 0 &&
-           same_cidrs(a->prefix_ranges, a->n_prefix_ranges, b->prefix_ranges,
-                      b->n_prefix_ranges) &&
+           same_cidrs(a->prefix_ranges, a->n_prefix_ranges, b->prefix_ranges, b->n_prefix_ranges) &&
            same_strs(a->server_names, a->n_server_names, b->server_names, b->n_server_names) &&
-           same_strs(a->application_protocols, a->n_application_protocols,
-                     b->application_protocols, b->n_application_protocols) &&
+           same_strs(a->application_protocols, a->n_application_protocols, b->application_protocols,
+                     b->n_application_protocols) &&
            same_cidrs(a->direct_source_prefix_ranges, a->n_direct_source_prefix_ranges,
                       b->direct_source_prefix_ranges, b->n_direct_source_prefix_ranges) &&
-           same_cidrs(a->source_prefix_ranges, a->n_source_prefix_ranges,
-                      b->source_prefix_ranges, b->n_source_prefix_ranges) &&
+           same_cidrs(a->source_prefix_ranges, a->n_source_prefix_ranges, b->source_prefix_ranges,
+                      b->n_source_prefix_ranges) &&
            same_ports(a->source_ports, a->n_source_ports, b->source_ports, b->n_source_ports);
 }
 

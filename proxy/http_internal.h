@@ -133,8 +133,9 @@ struct mp_hconn {
     mp_tport_t tp;       /* the socket, and TLS over it when the handshake chose it */
     mp_config_t *config; /* ref for the connection's life */
     const mp_listener_t *listener;
-    const mp_filter_chain_t *chain; /* the filter chain the connection matched (proxy/chain_match.c) */
-    const mp_hcm_config_t *hcm;     /* chain->hcm */
+    const mp_filter_chain_t
+        *chain;                 /* the filter chain the connection matched (proxy/chain_match.c) */
+    const mp_hcm_config_t *hcm; /* chain->hcm */
     char peer[64], local[64];
     uint32_t buffer_limit;
     bool dead;

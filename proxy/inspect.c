@@ -77,8 +77,10 @@ static void parse_alpn(rd_t ext, mp_client_hello_t *out)
     rd_t list = take_vec(&ext, 2);
     while (!list.bad && list.n > 0) {
         rd_t proto = take_vec(&list, 1);
+        /* A NUL inside would make the name compare as a shorter one: skip it (found by
+         * fuzz_client_hello). */
         if (list.bad || proto.n == 0 || proto.n >= sizeof(out->alpn[0]) ||
-            out->n_alpn == MP_CH_MAX_ALPN)
+            out->n_alpn == MP_CH_MAX_ALPN || memchr(proto.p, '\0', proto.n) != NULL)
             continue;
         memcpy(out->alpn[out->n_alpn], proto.p, proto.n);
         out->alpn[out->n_alpn][proto.n] = '\0';
@@ -135,8 +137,7 @@ static long gather_records(const uint8_t *buf, size_t len, uint8_t *hs, size_t c
     return (long)n;
 }
 
-mp_inspect_result_t mp_inspect_client_hello(const uint8_t *buf, size_t len,
-                                            mp_client_hello_t *out)
+mp_inspect_result_t mp_inspect_client_hello(const uint8_t *buf, size_t len, mp_client_hello_t *out)
 {
     static _Thread_local uint8_t hs[MP_CH_MAX_HELLO + 4];
     memset(out, 0, sizeof(*out));

@@ -100,8 +100,7 @@ static void finish(mp_inspect_t *in)
 
 static void abandon(mp_inspect_t *in, const char *why)
 {
-    mp_log_debug("listener %s: closing a connection during listener filters: %s", in->l->name,
-                 why);
+    mp_log_debug("listener %s: closing a connection during listener filters: %s", in->l->name, why);
     unlink_inspect(in);
     drop(in->l, in->fd);
     free(in);

@@ -133,8 +133,7 @@ static int check_tcp_proxy_clusters(const mp_listener_t *l, const mp_filter_chai
     return 0;
 }
 
-static int check_chain_servable(const mp_listener_t *l, const mp_filter_chain_t *fc,
-                                mp_err_t *err)
+static int check_chain_servable(const mp_listener_t *l, const mp_filter_chain_t *fc, mp_err_t *err)
 {
     if (fc->tls != NULL && fc->hcm == NULL)
         return mp_err_set(err,

@@ -468,8 +468,8 @@ static void init_side(mp_tcp_conn_t *c, tp_side_t *s, int fd,
     s->wio.data = s;
 }
 
-static mp_tcp_conn_t *conn_new(mp_worker_t *w, const mp_listener_t *l,
-                               const mp_filter_chain_t *fc, int fd)
+static mp_tcp_conn_t *conn_new(mp_worker_t *w, const mp_listener_t *l, const mp_filter_chain_t *fc,
+                               int fd)
 {
     mp_tcp_conn_t *c = mp_xcalloc(1, sizeof(*c));
     c->w = w;

@@ -157,8 +157,7 @@ static int check_tls_inspector(const pb_listener_filter_t *f, mp_err_t *err)
     return 0;
 }
 
-static int translate_listener_filter(const pb_listener_filter_t *f, mp_listener_t *l,
-                                     mp_err_t *err)
+static int translate_listener_filter(const pb_listener_filter_t *f, mp_listener_t *l, mp_err_t *err)
 {
     const char *type = listener_filter_type(f);
     const char *name = f->name ? f->name : "";
@@ -188,8 +187,7 @@ int mp_translate__listener_filters(const mp_pb_listener_t *pb, mp_listener_t *l,
     for (size_t i = 0; i < pb->n_listener_filters; i++)
         if (translate_listener_filter(pb->listener_filters[i], l, err) != 0)
             return mp_err_prefix(err, "listener_filters[%zu].", i);
-    if (mp_translate__duration_ms(pb->listener_filters_timeout,
-                                  DEFAULT_LISTENER_FILTERS_TIMEOUT_MS,
+    if (mp_translate__duration_ms(pb->listener_filters_timeout, DEFAULT_LISTENER_FILTERS_TIMEOUT_MS,
                                   &l->listener_filters_timeout_ms, err) != 0)
         return mp_err_prefix(err, "listener_filters_timeout: ");
     l->continue_on_listener_filters_timeout = pb->continue_on_listener_filters_timeout;
@@ -204,7 +202,7 @@ void mp_translate__warn_inspectors(const mp_listener_t *l)
                     "transport_protocol \"raw_buffer\"",
                     l->name);
     if ((l->chain_uses & MP_CHAIN_USES_ALPN) && !l->tls_inspector && !l->http_inspector)
-        mp_log_warn("listener %s: a filter chain matches on application_protocols but neither "
-                    TLS_INSPECTOR " nor " HTTP_INSPECTOR " is configured",
+        mp_log_warn("listener %s: a filter chain matches on application_protocols but "
+                    "neither " TLS_INSPECTOR " nor " HTTP_INSPECTOR " is configured",
                     l->name);
 }

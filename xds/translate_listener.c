@@ -68,8 +68,8 @@ static ProtobufCMessage *unpack_config(const pb_filter_t *f, const ProtobufCMess
     return m;
 }
 
-static int translate_hcm_filter(const pb_filter_t *f, const mp_config_t *cfg,
-                                mp_filter_chain_t *l, mp_err_t *err)
+static int translate_hcm_filter(const pb_filter_t *f, const mp_config_t *cfg, mp_filter_chain_t *l,
+                                mp_err_t *err)
 {
     ProtobufCMessage *m = unpack_config(
         f,

@@ -486,11 +486,11 @@ typedef struct mp_chain_match {
 /* One filter chain: its match, its terminal network filter (exactly one of hcm and tcp_proxy)
  * and its transport socket.  Owned by the listener (and so by the snapshot). */
 typedef struct mp_filter_chain {
-    char *name;            /* FilterChain.name, or "" */
+    char *name; /* FilterChain.name, or "" */
     mp_chain_match_t match;
-    mp_hcm_config_t *hcm;              /* HTTP connection manager, or NULL */
-    mp_tcp_proxy_config_t *tcp_proxy;  /* TCP proxy, or NULL */
-    mp_tls_ctx_t *tls; /* transport_socket (DownstreamTlsContext), or NULL: raw */
+    mp_hcm_config_t *hcm;             /* HTTP connection manager, or NULL */
+    mp_tcp_proxy_config_t *tcp_proxy; /* TCP proxy, or NULL */
+    mp_tls_ctx_t *tls;                /* transport_socket (DownstreamTlsContext), or NULL: raw */
 } mp_filter_chain_t;
 
 /* What the listener filters and the chains need, decided at translation. */
@@ -506,10 +506,10 @@ typedef struct mp_listener {
     uint32_t per_connection_buffer_limit_bytes; /* default 1 MiB */
     mp_filter_chain_t *chains;                  /* filter_chains, in config order */
     uint32_t n_chains;
-    mp_filter_chain_t *default_chain; /* default_filter_chain, or NULL */
-    bool tls_inspector;               /* envoy.filters.listener.tls_inspector configured */
-    bool http_inspector;              /* envoy.filters.listener.http_inspector configured */
-    uint64_t listener_filters_timeout_ms;      /* default 15000; 0: no timeout */
+    mp_filter_chain_t *default_chain;     /* default_filter_chain, or NULL */
+    bool tls_inspector;                   /* envoy.filters.listener.tls_inspector configured */
+    bool http_inspector;                  /* envoy.filters.listener.http_inspector configured */
+    uint64_t listener_filters_timeout_ms; /* default 15000; 0: no timeout */
     bool continue_on_listener_filters_timeout; /* default false: close on timeout */
     unsigned chain_uses;                       /* MP_CHAIN_USES_* over all chains */
     mp_listener_stats_t stats;                 /* listener.<addr>. */

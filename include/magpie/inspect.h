@@ -31,8 +31,7 @@ typedef struct mp_client_hello {
 /* Parses the TLS records at buf[0..len) as the start of a connection: handshake records
  * (type 22) carrying a ClientHello, possibly fragmented over several records.  GREASE values
  * and unknown extensions are skipped; a hello without SNI or ALPN is DONE with those empty. */
-mp_inspect_result_t mp_inspect_client_hello(const uint8_t *buf, size_t len,
-                                            mp_client_hello_t *out);
+mp_inspect_result_t mp_inspect_client_hello(const uint8_t *buf, size_t len, mp_client_hello_t *out);
 
 /* The most bytes the HTTP inspector looks at for a request line. */
 #define MP_HTTP_INSPECT_MAX 4096

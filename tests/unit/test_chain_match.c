@@ -44,7 +44,6 @@ static void set_names(mp_chain_match_t *m, const char *a, const char *b)
     m->n_server_names = b ? 2 : 1;
 }
 
-
 static void set_alpn(mp_chain_match_t *m, const char *a, const char *b)
 {
     uint32_t i = index_of(m);
@@ -81,8 +80,8 @@ static void set_src_port(mp_chain_match_t *m, uint32_t port)
 
 static mp_conn_facts_t facts(const char *dst, uint16_t dport, const char *src, uint16_t sport)
 {
-    mp_conn_facts_t f = {.sni = "", .transport = "raw_buffer", .dst_port = dport,
-                         .src_port = sport};
+    mp_conn_facts_t f = {
+        .sni = "", .transport = "raw_buffer", .dst_port = dport, .src_port = sport};
     mp_cidr_t r;
     mp_cidr_parse(&r, dst, strchr(dst, ':') ? 128 : 32);
     f.dst_ip = r.ip;

@@ -393,7 +393,8 @@ static void test_translate_sds(void)
     CHECK(c != NULL);
     if (c == NULL)
         fprintf(stderr, "load: %s\n", err.msg);
-    CHECK(c && c->listeners[0].chains[0].tls->verify_peer && c->listeners[0].chains[0].tls->n_sans == 1);
+    CHECK(c && c->listeners[0].chains[0].tls->verify_peer &&
+          c->listeners[0].chains[0].tls->n_sans == 1);
     mp_config_unref(c);
     const char *m = load_err("common_tls_context: { tls_certificate_sds_secret_configs: [{ name: "
                              "nope, sds_config: { path: %1$s/sds.yaml } }] }",
