@@ -159,14 +159,20 @@ static void known_names_init(known_names_t *k, const mp_config_t *cfg)
     k->clusters = mp_xcalloc(cfg->n_clusters + 1, sizeof(char *));
     for (uint32_t i = 0; i < cfg->n_clusters; i++)
         k->clusters[k->n_clusters++] = cfg->clusters[i]->name;
-    k->prefixes = mp_xcalloc(2 * cfg->n_listeners + 1, sizeof(char *));
+    uint32_t n_chains = 0;
+    for (uint32_t i = 0; i < cfg->n_listeners; i++)
+        n_chains += cfg->listeners[i].n_chains + 1;
+    k->prefixes = mp_xcalloc(n_chains + 1, sizeof(char *));
     k->listeners = mp_xcalloc(2 * cfg->n_listeners + 1, sizeof(char *));
     for (uint32_t i = 0; i < cfg->n_listeners; i++) {
         const mp_listener_t *l = &cfg->listeners[i];
-        if (l->hcm && l->hcm->stat_prefix)
-            k->prefixes[k->n_prefixes++] = l->hcm->stat_prefix;
-        if (l->tcp_proxy && l->tcp_proxy->stat_prefix)
-            k->prefixes[k->n_prefixes++] = l->tcp_proxy->stat_prefix;
+        for (uint32_t j = 0; j <= l->n_chains; j++) {
+            const mp_filter_chain_t *fc = j < l->n_chains ? &l->chains[j] : l->default_chain;
+            if (fc != NULL && fc->hcm && fc->hcm->stat_prefix)
+                k->prefixes[k->n_prefixes++] = fc->hcm->stat_prefix;
+            if (fc != NULL && fc->tcp_proxy && fc->tcp_proxy->stat_prefix)
+                k->prefixes[k->n_prefixes++] = fc->tcp_proxy->stat_prefix;
+        }
         /* Both spellings: Envoy's "127.0.0.1_80" and the plain "127.0.0.1:80". */
         k->listeners[k->n_listeners++] = stat_form_address(l->addr.text);
         k->listeners[k->n_listeners++] = mp_xstrdup(l->addr.text);

@@ -93,12 +93,39 @@ void mp_config__tcp_proxy_free(mp_tcp_proxy_config_t *t)
     free(t);
 }
 
+static void free_strings(char **v, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+void mp_config__chain_clear(mp_filter_chain_t *fc)
+{
+    mp_chain_match_t *m = &fc->match;
+    free(fc->name);
+    free(m->prefix_ranges);
+    free_strings(m->server_names, m->n_server_names);
+    free(m->transport_protocol);
+    free_strings(m->application_protocols, m->n_application_protocols);
+    free(m->direct_source_prefix_ranges);
+    free(m->source_prefix_ranges);
+    free(m->source_ports);
+    mp_config__hcm_free(fc->hcm);
+    mp_config__tcp_proxy_free(fc->tcp_proxy);
+    mp_tls_ctx_free(fc->tls);
+    memset(fc, 0, sizeof(*fc));
+}
+
 void mp_config__listener_clear(mp_listener_t *l)
 {
     free(l->name);
-    mp_config__hcm_free(l->hcm);
-    mp_config__tcp_proxy_free(l->tcp_proxy);
-    mp_tls_ctx_free(l->tls);
+    for (uint32_t i = 0; i < l->n_chains; i++)
+        mp_config__chain_clear(&l->chains[i]);
+    free(l->chains);
+    if (l->default_chain != NULL)
+        mp_config__chain_clear(l->default_chain);
+    free(l->default_chain);
     memset(l, 0, sizeof(*l));
 }
 

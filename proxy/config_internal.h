@@ -18,6 +18,8 @@ void mp_config__tcp_proxy_free(mp_tcp_proxy_config_t *t);
 
 /* Frees the contents of an embedded listener (l itself is an array element). */
 void mp_config__listener_clear(mp_listener_t *l);
+/* Frees what one filter chain owns (not the struct) and zeroes it. */
+void mp_config__chain_clear(mp_filter_chain_t *fc);
 
 /* Closes the log's file (not stdout/stderr) and frees its path and format. */
 void mp_config__access_log_clear(mp_access_log_t *log);

@@ -636,10 +636,10 @@ static void dconn_start(mp_dconn_t *dc)
     arm_idle_timer(dc);
 }
 
-void mp_dconn_accept(mp_worker_t *w, const mp_listener_t *l, int fd)
+void mp_dconn_accept(mp_worker_t *w, const mp_listener_t *l, const mp_filter_chain_t *fc, int fd)
 {
     mp_dconn_t *dc = mp_xcalloc(1, sizeof(*dc));
-    mp_hconn_init(&dc->c, &h1_ops, w, l, fd);
+    mp_hconn_init(&dc->c, &h1_ops, w, l, fc, fd);
     dconn_start(dc);
 }
 

@@ -485,10 +485,10 @@ static bool conn_start(h2_conn_t *h)
     return true;
 }
 
-void mp_h2_accept(mp_worker_t *w, const mp_listener_t *l, int fd)
+void mp_h2_accept(mp_worker_t *w, const mp_listener_t *l, const mp_filter_chain_t *fc, int fd)
 {
     h2_conn_t *h = conn_new();
-    mp_hconn_init(&h->c, h2_conn_ops(), w, l, fd);
+    mp_hconn_init(&h->c, h2_conn_ops(), w, l, fc, fd);
     if (conn_start(h))
         mp_worker_defer(w, &h->flusher);
 }

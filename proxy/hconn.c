@@ -40,7 +40,7 @@ static void unlink_conn(mp_hconn_t *c)
 }
 
 void mp_hconn_init(mp_hconn_t *c, const mp_down_ops_t *ops, mp_worker_t *w, const mp_listener_t *l,
-                   int fd)
+                   const mp_filter_chain_t *fc, int fd)
 {
     c->ops = ops;
     c->w = w;
@@ -51,7 +51,8 @@ void mp_hconn_init(mp_hconn_t *c, const mp_down_ops_t *ops, mp_worker_t *w, cons
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->config = mp_config_ref(w->config);
     c->listener = l;
-    c->hcm = l->hcm;
+    c->chain = fc;
+    c->hcm = fc->hcm;
     c->buffer_limit = l->per_connection_buffer_limit_bytes;
     mp_net_peer_text(fd, c->peer, sizeof(c->peer));
     mp_net_local_text(fd, c->local, sizeof(c->local));
@@ -101,12 +102,12 @@ void mp_hconn_fini(mp_hconn_t *c)
     mp_stats_inc(c->listener->stats.downstream_cx_destroy);
 }
 
-void mp_http_accept(mp_worker_t *w, const mp_listener_t *l, int fd)
+void mp_http_accept(mp_worker_t *w, const mp_listener_t *l, const mp_filter_chain_t *fc, int fd)
 {
-    if (l->tls != NULL)
-        mp_tls_accept(w, l, fd);
-    else if (l->hcm->codec_type == MP_CODEC_HTTP2)
-        mp_h2_accept(w, l, fd);
+    if (fc->tls != NULL)
+        mp_tls_accept(w, l, fc, fd);
+    else if (fc->hcm->codec_type == MP_CODEC_HTTP2)
+        mp_h2_accept(w, l, fc, fd);
     else
-        mp_dconn_accept(w, l, fd);
+        mp_dconn_accept(w, l, fc, fd);
 }

@@ -89,6 +89,7 @@ struct mp_worker {
     atomic_bool exited;            /* the loop has ended; join will not block */
     mp_hconn_t *conns;             /* all live downstream HTTP connections (doubly linked) */
     struct mp_tcp_conn *tcp_conns; /* live TCP proxy connections (proxy/tcp_proxy.c) */
+    struct mp_inspect *inspecting; /* accepted, listener filters still peeking (listener.c) */
 };
 
 /* ---- downstream connections, any codec ---- */
@@ -132,7 +133,9 @@ struct mp_hconn {
     mp_tport_t tp;       /* the socket, and TLS over it when the handshake chose it */
     mp_config_t *config; /* ref for the connection's life */
     const mp_listener_t *listener;
-    const mp_hcm_config_t *hcm;
+    const mp_filter_chain_t
+        *chain;                 /* the filter chain the connection matched (proxy/chain_match.c) */
+    const mp_hcm_config_t *hcm; /* chain->hcm */
     char peer[64], local[64];
     uint32_t buffer_limit;
     bool dead;
@@ -155,7 +158,7 @@ static inline ssize_t mp_hconn_write(mp_hconn_t *c, mp_buf_t *b)
 
 /* Fills the common part for an accepted socket and links it into the worker's list. */
 void mp_hconn_init(mp_hconn_t *c, const mp_down_ops_t *ops, mp_worker_t *w, const mp_listener_t *l,
-                   int fd);
+                   const mp_filter_chain_t *fc, int fd);
 /* Unlinks, closes the socket and counts; the codec buries its object afterwards. */
 void mp_hconn_fini(mp_hconn_t *c);
 /* Hands a connection to another codec: `to` takes from's place (socket, TLS, snapshot ref, list
@@ -197,17 +200,17 @@ struct mp_dconn {
 
 /* Accepts a connection for an HTTP connection manager listener: HTTP/1.1, or HTTP/2 when the
  * codec says so or (AUTO) the client's first bytes are the HTTP/2 preface. */
-void mp_http_accept(mp_worker_t *w, const mp_listener_t *l, int fd);
-void mp_dconn_accept(mp_worker_t *w, const mp_listener_t *l, int fd);
+void mp_http_accept(mp_worker_t *w, const mp_listener_t *l, const mp_filter_chain_t *fc, int fd);
+void mp_dconn_accept(mp_worker_t *w, const mp_listener_t *l, const mp_filter_chain_t *fc, int fd);
 /* Takes over a connection whose TLS handshake chose HTTP/1.1 (or nothing: codec AUTO still
  * looks for the HTTP/2 preface). */
 void mp_dconn_takeover(mp_hconn_t *from);
 
 /* ---- TLS on accepted connections (tls_accept.c) ---- */
 
-/* Runs the server handshake with the listener's context, then hands the connection to the
- * codec ALPN chose. */
-void mp_tls_accept(mp_worker_t *w, const mp_listener_t *l, int fd);
+/* Runs the server handshake with the chain's context (fc->tls), then hands the connection to
+ * the codec ALPN chose. */
+void mp_tls_accept(mp_worker_t *w, const mp_listener_t *l, const mp_filter_chain_t *fc, int fd);
 /* Writes what is buffered; closes when close_after_write and everything went out. */
 void mp_dconn_flush(mp_dconn_t *dc);
 /* Closes now (abortive for an active stream). */
@@ -216,7 +219,7 @@ void mp_dconn_close(mp_dconn_t *dc, const char *why);
 /* ---- downstream HTTP/2 connection (h2_downstream.c) ---- */
 
 /* A connection that speaks HTTP/2 from its first byte (codec_type HTTP2). */
-void mp_h2_accept(mp_worker_t *w, const mp_listener_t *l, int fd);
+void mp_h2_accept(mp_worker_t *w, const mp_listener_t *l, const mp_filter_chain_t *fc, int fd);
 /* Takes over an HTTP/1.1 connection: `in` holds the bytes read and not parsed (the start of
  * the preface), moved out.  upgrade_req (owned) is a request that asked for h2c with the
  * HTTP2-Settings value settings: it becomes stream 1, answered over HTTP/2 after a 101. */

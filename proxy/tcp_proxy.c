@@ -56,6 +56,7 @@ struct mp_tcp_conn {
     mp_tcp_conn_t *prev, *next; /* w->tcp_conns */
     mp_config_t *config;        /* ref for the connection's life: cluster and config live there */
     const mp_listener_t *listener;
+    const mp_filter_chain_t *chain; /* the filter chain the connection matched */
     const mp_tcp_proxy_config_t *tp;
     mp_cluster_t *cluster;
     mp_hostset_t *hosts; /* ref, taken at the first attempt */
@@ -536,13 +537,15 @@ static void init_side(mp_tcp_conn_t *c, tp_side_t *s, const mp_tport_t *tp,
     s->wio.data = s;
 }
 
-static mp_tcp_conn_t *conn_new(mp_worker_t *w, const mp_listener_t *l, const mp_tport_t *tp)
+static mp_tcp_conn_t *conn_new(mp_worker_t *w, const mp_listener_t *l, const mp_filter_chain_t *fc,
+                               const mp_tport_t *tp)
 {
     mp_tcp_conn_t *c = mp_xcalloc(1, sizeof(*c));
     c->w = w;
     c->config = mp_config_ref(w->config);
     c->listener = l;
-    c->tp = l->tcp_proxy;
+    c->chain = fc;
+    c->tp = fc->tcp_proxy;
     c->limit = l->per_connection_buffer_limit_bytes;
     c->host_idx = -1;
     init_side(c, &c->down, tp, on_writable);
@@ -566,9 +569,10 @@ static mp_tcp_conn_t *conn_new(mp_worker_t *w, const mp_listener_t *l, const mp_
 }
 
 /* The listener's downstream_cx_* already count the connection. */
-static void start_conn(mp_worker_t *w, const mp_listener_t *l, const mp_tport_t *tp)
+static void start_conn(mp_worker_t *w, const mp_listener_t *l, const mp_filter_chain_t *fc,
+                       const mp_tport_t *tp)
 {
-    mp_tcp_conn_t *c = conn_new(w, l, tp);
+    mp_tcp_conn_t *c = conn_new(w, l, fc, tp);
     mp_stats_inc(c->tp->stats.downstream_cx_total);
     const mp_tcp_cluster_weight_t *cw = pick_cluster(c->tp);
     c->info.upstream_cluster = cw->name;
@@ -585,17 +589,18 @@ static void start_conn(mp_worker_t *w, const mp_listener_t *l, const mp_tport_t 
     start_connect(c);
 }
 
-void mp_tcp_proxy_accept(mp_worker_t *w, const mp_listener_t *l, int fd)
+void mp_tcp_proxy_accept(mp_worker_t *w, const mp_listener_t *l, const mp_filter_chain_t *fc,
+                         int fd)
 {
-    if (l->tls != NULL) {
-        mp_tls_accept(w, l, fd); /* comes back through mp_tcp_proxy_accept_tport */
+    if (fc->tls != NULL) {
+        mp_tls_accept(w, l, fc, fd); /* comes back through mp_tcp_proxy_accept_tport */
         return;
     }
     mp_stats_inc(l->stats.downstream_cx_total);
     mp_stats_inc(l->stats.downstream_cx_active);
     mp_tport_t tp;
     mp_tport_init(&tp, w->loop, fd, NULL);
-    start_conn(w, l, &tp);
+    start_conn(w, l, fc, &tp);
 }
 
 void mp_tcp_proxy_accept_tport(mp_hconn_t *from)
@@ -603,8 +608,9 @@ void mp_tcp_proxy_accept_tport(mp_hconn_t *from)
     mp_worker_t *w = from->w;
     const mp_listener_t *l = from->listener;
     mp_tport_t tp;
+    const mp_filter_chain_t *fc = from->chain;
     mp_hconn_give_tport(from, &tp);
-    start_conn(w, l, &tp);
+    start_conn(w, l, fc, &tp);
 }
 
 void mp_tcp_proxy_close_all(mp_worker_t *w, const char *why)

@@ -6,12 +6,14 @@
 
 #include "http_internal.h"
 
-/* Takes ownership of fd, accepted on l (l->tcp_proxy != NULL): picks a cluster and a host and
+/* Takes ownership of fd, accepted on l, whose filter chain fc is a TCP proxy
+ * (fc->tcp_proxy != NULL): picks a cluster and a host and
  * starts connecting.  The connection is tracked in w->tcp_conns and w->active_conns until it
- * ends; it may end (and be queued for freeing) before this returns.  On a TLS listener (l->tls)
+ * ends; it may end (and be queued for freeing) before this returns.  On a TLS chain (fc->tls)
  * the server handshake runs first (mp_tls_accept), which hands the connection back through
  * mp_tcp_proxy_accept_tport. */
-void mp_tcp_proxy_accept(mp_worker_t *w, const mp_listener_t *l, int fd);
+void mp_tcp_proxy_accept(mp_worker_t *w, const mp_listener_t *l, const mp_filter_chain_t *fc,
+                         int fd);
 
 /* Takes over a connection whose server TLS handshake just finished (tls_accept.c), on a listener
  * with a tcp_proxy: its transport (socket and SSL) moves here (mp_hconn_give_tport), and from is

@@ -73,14 +73,14 @@ static bool alpn_is(SSL *ssl, const char *proto)
 
 static void handshake_done(tls_hs_t *hs)
 {
-    mp_stats_inc(hs->c.listener->tls->stats.handshake);
+    mp_stats_inc(hs->c.chain->tls->stats.handshake);
     if (SSL_session_reused(hs->ssl))
-        mp_stats_inc(hs->c.listener->tls->stats.session_reused);
+        mp_stats_inc(hs->c.chain->tls->stats.session_reused);
     SSL *ssl = hs->ssl; /* already the connection's transport (hs->c.tp.tls) */
     hs->ssl = NULL;
     ev_io_stop(hs->c.w->loop, &hs->io);
     ev_timer_stop(hs->c.w->loop, &hs->timer);
-    if (hs->c.listener->tcp_proxy != NULL) {
+    if (hs->c.chain->tcp_proxy != NULL) {
         mp_tcp_proxy_accept_tport(&hs->c);
     } else if (alpn_is(ssl, "h2") || hs->c.hcm->codec_type == MP_CODEC_HTTP2) {
         mp_buf_t none;
@@ -109,7 +109,7 @@ static void step(tls_hs_t *hs)
         return;
     }
     /* Certificate verdicts were counted by the verify callback; this counts the failure. */
-    mp_stats_inc(hs->c.listener->tls->stats.connection_error);
+    mp_stats_inc(hs->c.chain->tls->stats.connection_error);
     char why[160];
     ERR_error_string_n(ERR_peek_last_error(), why, sizeof(why));
     hs_end(hs, false, why);
@@ -123,15 +123,15 @@ static void on_io(struct ev_loop *loop, ev_io *io, int revents)
 static void on_timeout(struct ev_loop *loop, ev_timer *t, int revents)
 {
     tls_hs_t *hs = t->data;
-    mp_stats_inc(hs->c.listener->tls->stats.connection_error);
+    mp_stats_inc(hs->c.chain->tls->stats.connection_error);
     hs_end(hs, false, "handshake timeout");
 }
 
-void mp_tls_accept(mp_worker_t *w, const mp_listener_t *l, int fd)
+void mp_tls_accept(mp_worker_t *w, const mp_listener_t *l, const mp_filter_chain_t *fc, int fd)
 {
     tls_hs_t *hs = mp_xcalloc(1, sizeof(*hs));
-    mp_hconn_init(&hs->c, &hs_ops, w, l, fd);
-    hs->ssl = SSL_new(l->tls->ssl);
+    mp_hconn_init(&hs->c, &hs_ops, w, l, fc, fd);
+    hs->ssl = SSL_new(fc->tls->ssl);
     if (hs->ssl == NULL || SSL_set_fd(hs->ssl, fd) != 1) {
         if (hs->ssl != NULL)
             SSL_free(hs->ssl);

@@ -11,6 +11,7 @@
 #include "magpie/net.h"
 #include "magpie/stats.h"
 #include "http_internal.h"
+#include "listener.h"
 #include "tcp_proxy.h"
 
 #define LISTEN_BACKLOG 1024
@@ -26,10 +27,7 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
                 mp_log_warn("listener %s: accept: %s", wl->listener->addr.text, strerror(errno));
             return;
         }
-        if (wl->listener->tcp_proxy != NULL)
-            mp_tcp_proxy_accept(wl->worker, wl->listener, fd);
-        else
-            mp_http_accept(wl->worker, wl->listener, fd);
+        mp_listener_accept(wl->worker, wl->listener, fd);
     }
 }
 
@@ -134,6 +132,7 @@ static void begin_drain(mp_worker_t *w)
         return;
     w->draining = true;
     stop_listeners(w);
+    mp_listener_close_inspecting(w);
     for (mp_hconn_t *c = w->conns, *next; c != NULL; c = next) {
         next = c->next;
         c->ops->drain(c);

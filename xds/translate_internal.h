@@ -103,6 +103,18 @@ int mp_translate__transport_socket(const Envoy__Config__Core__V3__TransportSocke
 mp_cluster_t *mp_translate__cluster(const mp_pb_cluster_t *pb, uint32_t index, mp_err_t *err);
 
 /* Listener -> *out (zeroed by the caller).  cfg supplies the clusters that routes resolve. */
+/* FilterChainMatch -> m (NULL: every criterion empty).  0 or MP_ERROR with err set
+ * (xds/translate_chain_match.c). */
+int mp_translate__chain_match(const Envoy__Config__Listener__V3__FilterChainMatch *pb,
+                              mp_chain_match_t *m, mp_err_t *err);
+
+/* listener_filters, listener_filters_timeout and continue_on_listener_filters_timeout -> l. */
+int mp_translate__listener_filters(const mp_pb_listener_t *pb, mp_listener_t *l, mp_err_t *err);
+
+/* Logs Envoy's warning when chains match on what only an inspector can tell (SNI, transport
+ * protocol, ALPN) and no inspector is configured. */
+void mp_translate__warn_inspectors(const mp_listener_t *l);
+
 int mp_translate__listener(const mp_pb_listener_t *pb, const mp_config_t *cfg, mp_listener_t *out,
                            mp_err_t *err);
 

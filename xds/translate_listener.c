@@ -1,5 +1,6 @@
-/* envoy.config.listener.v3.Listener -> mp_listener_t.  One filter chain holding one network
- * filter for now (http_connection_manager or tcp_proxy): filter-chain matching comes with TLS. */
+/* envoy.config.listener.v3.Listener -> mp_listener_t: its filter chains (each holding one
+ * network filter, http_connection_manager or tcp_proxy, and an optional transport socket), the
+ * default chain, and the listener filters (xds/translate_chain_match.c). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,6 +8,7 @@
 #include "translate_internal.h"
 
 #include "../proxy/config_internal.h"
+#include "magpie/chain_match.h"
 #include "magpie/json_pb.h"
 #include "magpie/stats.h"
 
@@ -38,6 +40,8 @@ static void register_stats(const mp_pb_listener_t *pb, mp_listener_t *l)
     l->stats.downstream_cx_active = mp_stats_gaugef("listener.%s.downstream_cx_active", name);
     l->stats.downstream_cx_destroy = mp_stats_counterf("listener.%s.downstream_cx_destroy", name);
     l->stats.no_filter_chain_match = mp_stats_counterf("listener.%s.no_filter_chain_match", name);
+    l->stats.downstream_pre_cx_timeout =
+        mp_stats_counterf("listener.%s.downstream_pre_cx_timeout", name);
 }
 
 /* The type inside a typed_config ("type.googleapis.com/x.y.Z" -> "x.y.Z"), or "". */
@@ -64,7 +68,7 @@ static ProtobufCMessage *unpack_config(const pb_filter_t *f, const ProtobufCMess
     return m;
 }
 
-static int translate_hcm_filter(const pb_filter_t *f, const mp_config_t *cfg, mp_listener_t *l,
+static int translate_hcm_filter(const pb_filter_t *f, const mp_config_t *cfg, mp_filter_chain_t *l,
                                 mp_err_t *err)
 {
     ProtobufCMessage *m = unpack_config(
@@ -79,7 +83,7 @@ static int translate_hcm_filter(const pb_filter_t *f, const mp_config_t *cfg, mp
 }
 
 static int translate_tcp_proxy_filter(const pb_filter_t *f, const mp_config_t *cfg,
-                                      mp_listener_t *l, mp_err_t *err)
+                                      mp_filter_chain_t *l, mp_err_t *err)
 {
     ProtobufCMessage *m = unpack_config(
         f, &envoy__extensions__filters__network__tcp_proxy__v3__tcp_proxy__descriptor, err);
@@ -92,7 +96,7 @@ static int translate_tcp_proxy_filter(const pb_filter_t *f, const mp_config_t *c
 
 /* A network filter is known by the type inside its typed_config, else by its name (Envoy's
  * rule). */
-static int translate_filter(const pb_filter_t *f, const mp_config_t *cfg, mp_listener_t *l,
+static int translate_filter(const pb_filter_t *f, const mp_config_t *cfg, mp_filter_chain_t *l,
                             mp_err_t *err)
 {
     const char *type = filter_type(f);
@@ -111,53 +115,72 @@ static int translate_filter(const pb_filter_t *f, const mp_config_t *cfg, mp_lis
         err, "name: only " HCM_FILTER " and " TCP_PROXY_FILTER " are supported, not \"%s\"", name);
 }
 
-/* The chain's TLS context; its ssl.* stats sit beside the listener's ("listener.<name>.ssl."). */
+/* The chain's TLS context; its ssl.* stats sit beside the listener's ("listener.<name>.ssl."),
+ * shared by the listener's chains as Envoy's are. */
 static int translate_transport(const mp_pb_listener_t *pb, const pb_filter_chain_t *fc,
-                               mp_listener_t *l, mp_err_t *err)
+                               const mp_listener_t *l, mp_filter_chain_t *out, mp_err_t *err)
 {
     char name[sizeof(l->addr.text)];
     stat_name(pb, l, name, sizeof(name));
     char prefix[sizeof(name) + 16];
     snprintf(prefix, sizeof(prefix), "listener.%s.", name);
-    if (mp_translate__transport_socket(fc->transport_socket, true, prefix, &l->tls, err) != 0)
+    if (mp_translate__transport_socket(fc->transport_socket, true, prefix, &out->tls, err) != 0)
         return mp_err_prefix(err, "transport_socket.");
     return 0;
 }
 
 static int translate_chain(const mp_pb_listener_t *pb, const pb_filter_chain_t *fc,
-                           const mp_config_t *cfg, mp_listener_t *l, mp_err_t *err)
+                           const mp_config_t *cfg, const mp_listener_t *l, mp_filter_chain_t *out,
+                           mp_err_t *err)
 {
-    if (fc->filter_chain_match != NULL)
-        return mp_err_set(err, "filter_chain_match: filter chain matching is not supported yet");
-    if (translate_transport(pb, fc, l, err) != 0)
+    out->name = mp_xstrdup(fc->name != NULL ? fc->name : "");
+    /* The default chain's filter_chain_match is ignored, as Envoy ignores it. */
+    const bool is_default = fc == pb->default_filter_chain;
+    if (!is_default && mp_translate__chain_match(fc->filter_chain_match, &out->match, err) != 0)
+        return mp_err_prefix(err, "filter_chain_match.");
+    if (translate_transport(pb, fc, l, out, err) != 0)
         return MP_ERROR;
     if (fc->n_filters != 1)
         return mp_err_set(err,
                           "filters: exactly one filter (" HCM_FILTER " or " TCP_PROXY_FILTER
                           ") is supported, got %zu",
                           fc->n_filters);
-    if (translate_filter(fc->filters[0], cfg, l, err) != 0)
+    if (translate_filter(fc->filters[0], cfg, out, err) != 0)
         return mp_err_prefix(err, "filters[0].");
     return 0;
 }
 
 static int check_unsupported(const mp_pb_listener_t *pb, mp_err_t *err)
 {
-    if (pb->n_listener_filters > 0)
-        return mp_err_set(err, "listener_filters: not supported yet");
-    if (pb->default_filter_chain != NULL)
-        return mp_err_set(err, "default_filter_chain: not supported yet");
     if (pb->n_additional_addresses > 0)
         return mp_err_set(err, "additional_addresses: not supported yet");
     if (pb->api_listener != NULL || pb->udp_listener_config != NULL ||
         pb->listener_specifier_case !=
             ENVOY__CONFIG__LISTENER__V3__LISTENER__LISTENER_SPECIFIER__NOT_SET)
         return mp_err_set(err, "only TCP listeners are supported");
-    if (pb->n_filter_chains != 1)
-        return mp_err_set(err,
-                          "filter_chains: exactly one filter chain is supported, got %zu "
-                          "(filter chain matching is not supported yet)",
-                          pb->n_filter_chains);
+    if (pb->n_filter_chains == 0 && pb->default_filter_chain == NULL)
+        return mp_err_set(err, "filter_chains: at least one filter chain (or a "
+                               "default_filter_chain) is required");
+    return 0;
+}
+
+static int translate_chains(const mp_pb_listener_t *pb, const mp_config_t *cfg, mp_listener_t *l,
+                            mp_err_t *err)
+{
+    l->chains = mp_xcalloc(pb->n_filter_chains + 1, sizeof(*l->chains));
+    for (size_t i = 0; i < pb->n_filter_chains; i++) {
+        l->n_chains = (uint32_t)i + 1;
+        if (translate_chain(pb, pb->filter_chains[i], cfg, l, &l->chains[i], err) != 0)
+            return mp_err_prefix(err, "filter_chains[%zu].", i);
+        l->chain_uses |= mp_chain_match_uses(&l->chains[i].match);
+    }
+    if (mp_chain_match_check_unique(l->chains, l->n_chains, err) != 0)
+        return MP_ERROR;
+    if (pb->default_filter_chain == NULL)
+        return 0;
+    l->default_chain = mp_xcalloc(1, sizeof(*l->default_chain));
+    if (translate_chain(pb, pb->default_filter_chain, cfg, l, l->default_chain, err) != 0)
+        return mp_err_prefix(err, "default_filter_chain.");
     return 0;
 }
 
@@ -175,8 +198,11 @@ int mp_translate__listener(const mp_pb_listener_t *pb, const mp_config_t *cfg, m
         mp_translate__u32(pb->per_connection_buffer_limit_bytes, DEFAULT_BUFFER_LIMIT);
     if (check_unsupported(pb, err) != 0)
         return MP_ERROR;
-    if (translate_chain(pb, pb->filter_chains[0], cfg, l, err) != 0)
-        return mp_err_prefix(err, "filter_chains[0].");
+    if (mp_translate__listener_filters(pb, l, err) != 0)
+        return MP_ERROR;
+    if (translate_chains(pb, cfg, l, err) != 0)
+        return MP_ERROR;
+    mp_translate__warn_inspectors(l);
     register_stats(pb, l);
     return 0;
 }

@@ -412,7 +412,7 @@ typedef struct mp_hcm_config {
 
 typedef struct mp_listener_stats {
     mp_stat_id_t downstream_cx_total, downstream_cx_active, downstream_cx_destroy,
-        no_filter_chain_match;
+        no_filter_chain_match, downstream_pre_cx_timeout;
 } mp_listener_stats_t;
 
 /* ---- the TCP proxy network filter (envoy.filters.network.tcp_proxy) ---- */
@@ -442,15 +442,77 @@ typedef struct mp_tcp_proxy_config {
     mp_tcp_proxy_stats_t stats; /* tcp.<stat_prefix>. */
 } mp_tcp_proxy_config_t;
 
-/* A listener's single filter chain holds exactly one of hcm and tcp_proxy. */
+/* ---- filter chains and their match (envoy.config.listener.v3.FilterChainMatch) ---- */
+
+/* An IP address as the matcher compares it: IPv4 (4 bytes) or IPv6 (16); an IPv4-mapped IPv6
+ * address is stored as IPv4. */
+typedef struct mp_ip {
+    uint8_t family; /* AF_INET, AF_INET6, or 0: unknown (never matches a range) */
+    uint8_t b[16];
+} mp_ip_t;
+
+/* core.v3.CidrRange: address_prefix/prefix_len, host bits cleared at translation. */
+typedef struct mp_cidr {
+    mp_ip_t ip;
+    uint8_t len;
+} mp_cidr_t;
+
+typedef enum mp_source_type {
+    MP_SOURCE_ANY,      /* ANY (the default; matches every connection, as a fallback) */
+    MP_SOURCE_LOCAL,    /* SAME_IP_OR_LOOPBACK: source is loopback or the destination IP */
+    MP_SOURCE_EXTERNAL, /* EXTERNAL: anything else */
+} mp_source_type_t;
+
+/* One chain's criteria; an empty criterion (0, NULL, n == 0, MP_SOURCE_ANY) matches any
+ * connection but loses to a chain that names a matching value (proxy/chain_match.c). */
+typedef struct mp_chain_match {
+    uint32_t destination_port; /* 0: any */
+    mp_cidr_t *prefix_ranges;  /* destination IP */
+    uint32_t n_prefix_ranges;
+    char **server_names; /* lower case; exact, or "*.suffix" (the suffix stored with its dot) */
+    uint32_t n_server_names;
+    char *transport_protocol; /* "tls", "raw_buffer", ...; NULL: any */
+    char **application_protocols;
+    uint32_t n_application_protocols;
+    mp_cidr_t *direct_source_prefix_ranges;
+    uint32_t n_direct_source_prefix_ranges;
+    mp_source_type_t source_type;
+    mp_cidr_t *source_prefix_ranges;
+    uint32_t n_source_prefix_ranges;
+    uint32_t *source_ports;
+    uint32_t n_source_ports;
+} mp_chain_match_t;
+
+/* One filter chain: its match, its terminal network filter (exactly one of hcm and tcp_proxy)
+ * and its transport socket.  Owned by the listener (and so by the snapshot). */
+typedef struct mp_filter_chain {
+    char *name; /* FilterChain.name, or "" */
+    mp_chain_match_t match;
+    mp_hcm_config_t *hcm;             /* HTTP connection manager, or NULL */
+    mp_tcp_proxy_config_t *tcp_proxy; /* TCP proxy, or NULL */
+    mp_tls_ctx_t *tls;                /* transport_socket (DownstreamTlsContext), or NULL: raw */
+} mp_filter_chain_t;
+
+/* What the listener filters and the chains need, decided at translation. */
+enum {
+    MP_CHAIN_USES_ADDRESSES = 1 << 0, /* some chain matches on an address or a port */
+    MP_CHAIN_USES_TLS = 1 << 1,       /* server_names or transport_protocol */
+    MP_CHAIN_USES_ALPN = 1 << 2,      /* application_protocols */
+};
+
 typedef struct mp_listener {
     char *name;
     mp_addr_t addr;
     uint32_t per_connection_buffer_limit_bytes; /* default 1 MiB */
-    mp_hcm_config_t *hcm;                       /* HTTP connection manager, or NULL */
-    mp_tcp_proxy_config_t *tcp_proxy;           /* TCP proxy, or NULL */
-    mp_tls_ctx_t *tls; /* the chain's transport_socket (DownstreamTlsContext), or NULL: raw */
-    mp_listener_stats_t stats; /* listener.<addr>. */
+    mp_filter_chain_t *chains;                  /* filter_chains, in config order */
+    uint32_t n_chains;
+    mp_filter_chain_t *default_chain;     /* default_filter_chain, or NULL */
+    bool tls_inspector;                   /* envoy.filters.listener.tls_inspector configured */
+    bool http_inspector;                  /* envoy.filters.listener.http_inspector configured */
+    uint64_t listener_filters_timeout_ms; /* default 15000; 0: no timeout */
+    bool continue_on_listener_filters_timeout; /* default false: close on timeout */
+    unsigned chain_uses;                       /* MP_CHAIN_USES_* over all chains */
+    mp_listener_stats_t stats;                 /* listener.<addr>. */
 } mp_listener_t;
 
 /* ---- the snapshot ---- */

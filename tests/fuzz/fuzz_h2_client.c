@@ -191,7 +191,7 @@ static void open_client(mp_worker_t *w, fuzz_conns_t *fc, int i, const char *req
     /* A small socket buffer, so that a paused client pushes back within a few KiB. */
     int small = 4096;
     setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
-    mp_http_accept(w, &config->listeners[i], sv[0]);
+    mp_http_accept(w, &config->listeners[i], &config->listeners[i].chains[0], sv[0]);
     (void)!send(sv[1], req, len, MSG_NOSIGNAL);
     fc->client[i] = sv[1];
 }

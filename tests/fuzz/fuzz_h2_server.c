@@ -74,7 +74,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
         return 0;
     mp_worker_t *w = mp_worker_new_inline(config, loop);
-    mp_h2_accept(w, &config->listeners[0], sv[0]);
+    mp_h2_accept(w, &config->listeners[0], &config->listeners[0].chains[0], sv[0]);
     static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     (void)!write(sv[1], preface, sizeof(preface) - 1);
     /* In slices, so that frames cross read boundaries as they do on a real socket. */

@@ -61,6 +61,7 @@ static mp_config_t cfg;
 static mp_cluster_t c_backend, c_dotted, c_quote;
 static mp_cluster_t *clusters[] = {&c_backend, &c_dotted, &c_quote};
 static mp_listener_t listener;
+static mp_filter_chain_t chain;
 static mp_hcm_config_t hcm;
 static int fake_bootstrap;
 
@@ -95,7 +96,9 @@ static void setup(void)
     atomic_init(&c_quote.hosts, make_hosts(0, NULL));
     hcm.stat_prefix = "ingress_http";
     listener.name = "ingress";
-    listener.hcm = &hcm;
+    chain.hcm = &hcm;
+    listener.chains = &chain;
+    listener.n_chains = 1;
     struct sockaddr_in *sin = (struct sockaddr_in *)&listener.addr.ss;
     sin->sin_family = AF_INET;
     sin->sin_port = htons(8080);

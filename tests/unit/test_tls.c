@@ -277,7 +277,7 @@ static void test_translate_ok(void)
         fprintf(stderr, "load: %s\n", err.msg);
         return;
     }
-    const mp_tls_ctx_t *s = c->listeners[0].tls;
+    const mp_tls_ctx_t *s = c->listeners[0].chains[0].tls;
     CHECK(s != NULL && s->server && s->require_client_cert && s->verify_peer);
     CHECK_INT(s->n_sans, 1);
     CHECK(s->sans[0].type == MP_SAN_URI && !s->sans[0].any_type);
@@ -393,7 +393,8 @@ static void test_translate_sds(void)
     CHECK(c != NULL);
     if (c == NULL)
         fprintf(stderr, "load: %s\n", err.msg);
-    CHECK(c && c->listeners[0].tls->verify_peer && c->listeners[0].tls->n_sans == 1);
+    CHECK(c && c->listeners[0].chains[0].tls->verify_peer &&
+          c->listeners[0].chains[0].tls->n_sans == 1);
     mp_config_unref(c);
     const char *m = load_err("common_tls_context: { tls_certificate_sds_secret_configs: [{ name: "
                              "nope, sds_config: { path: %1$s/sds.yaml } }] }",
@@ -473,7 +474,7 @@ static void test_handshakes(void)
     CHECK(c != NULL);
     if (c == NULL)
         return;
-    const mp_tls_ctx_t *s = c->listeners[0].tls;
+    const mp_tls_ctx_t *s = c->listeners[0].chains[0].tls;
     /* magpie's client context (foo's certificate) against magpie's server context: mutual TLS,
      * the client's SPIFFE SAN accepted, the server's DNS SAN accepted, h2 chosen by ALPN */
     pair_t p;

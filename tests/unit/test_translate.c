@@ -410,13 +410,13 @@ static void test_full_bootstrap(void)
     CHECK_INT(l->per_connection_buffer_limit_bytes, 32768);
     CHECK(stat_exists("listener.127.0.0.1_15001.downstream_cx_total"));
     CHECK(mp_stats_kind(l->stats.downstream_cx_active) == MP_STAT_GAUGE);
-    check_hcm(l->hcm);
-    check_routes(l->hcm->routes, c);
+    check_hcm(l->chains[0].hcm);
+    check_routes(l->chains[0].hcm->routes, c);
     l = &c->listeners[1];
     CHECK_STR(l->addr.text, "[::1]:15006");
     CHECK_INT(l->per_connection_buffer_limit_bytes, 1024 * 1024);
     CHECK(stat_exists("listener.[__1]_15006.downstream_cx_total"));
-    const mp_hcm_config_t *h = l->hcm;
+    const mp_hcm_config_t *h = l->chains[0].hcm;
     CHECK_INT(h->codec_type, MP_CODEC_AUTO);
     CHECK_INT(h->max_request_headers_kb, 60);
     CHECK_INT(h->max_headers_count, 100);
@@ -529,8 +529,9 @@ static void test_errors(void)
                  "        typed_config:\n",
                  "    - filters: []\n    - filters:\n      - name: "
                  "envoy.filters.network.http_connection_manager\n        typed_config:\n",
-                 "static_resources.listeners[0].filter_chains: exactly one filter chain is "
-                 "supported, got 2 (filter chain matching is not supported yet)");
+                 "static_resources.listeners[0].filter_chains[0].filters: exactly one filter "
+                 "(envoy.filters.network.http_connection_manager or "
+                 "envoy.filters.network.tcp_proxy) is supported, got 0");
     char *from = mp_xasprintf("path: %s", log_path);
     expect_error(from, "path: /nonexistent/dir/log",
                  HCM "access_log[0].typed_config.path: cannot open \"/nonexistent/dir/log\": No "
@@ -584,7 +585,7 @@ static void test_default_config(void)
     CHECK_INT(c->n_listeners, 1);
     CHECK_STR(c->listeners[0].name, "default");
     CHECK_STR(c->listeners[0].addr.text, "127.0.0.1:15001");
-    const mp_hcm_config_t *h = c->listeners[0].hcm;
+    const mp_hcm_config_t *h = c->listeners[0].chains[0].hcm;
     CHECK_STR(h->stat_prefix, "ingress_http");
     CHECK_INT(h->n_access_logs, 1);
     CHECK_INT(h->access_logs[0].sink, MP_ALOG_STDOUT);
@@ -700,8 +701,8 @@ static void test_tcp_proxy(void)
         return;
     }
     const mp_listener_t *l = &c->listeners[0];
-    CHECK(l->hcm == NULL);
-    const mp_tcp_proxy_config_t *t = l->tcp_proxy;
+    CHECK(l->chains[0].hcm == NULL);
+    const mp_tcp_proxy_config_t *t = l->chains[0].tcp_proxy;
     CHECK(t != NULL);
     if (t == NULL)
         goto out;
@@ -726,9 +727,9 @@ out:
 
     /* Defaults: one cluster of weight 1, idle timeout 1 h, one connect attempt. */
     c = load_tcp("          cluster: db\n", &err);
-    CHECK(c != NULL && c->listeners[0].tcp_proxy != NULL);
-    if (c != NULL && c->listeners[0].tcp_proxy != NULL) {
-        t = c->listeners[0].tcp_proxy;
+    CHECK(c != NULL && c->listeners[0].chains[0].tcp_proxy != NULL);
+    if (c != NULL && c->listeners[0].chains[0].tcp_proxy != NULL) {
+        t = c->listeners[0].chains[0].tcp_proxy;
         CHECK_INT(t->n_clusters, 1);
         CHECK(t->clusters[0].cluster == c->clusters[0]);
         CHECK_INT(t->idle_timeout_ms, 3600000);
@@ -737,7 +738,7 @@ out:
     }
     mp_config_unref(c);
     c = load_tcp("          cluster: db\n          idle_timeout: 0s\n", &err);
-    CHECK(c != NULL && c->listeners[0].tcp_proxy->idle_timeout_ms == 0);
+    CHECK(c != NULL && c->listeners[0].chains[0].tcp_proxy->idle_timeout_ms == 0);
     mp_config_unref(c);
 }
 
@@ -905,7 +906,7 @@ static void test_h2_defaults(void)
     mp_config_t *c = load_full(&err);
     if (c == NULL)
         return;
-    const mp_hcm_config_t *h = c->listeners[0].hcm;
+    const mp_hcm_config_t *h = c->listeners[0].chains[0].hcm;
     check_h2_defaults(&h->h2);
     CHECK_INT(h->n_upgrades, 0);
     CHECK_INT(h->max_stream_duration_ms, 0);
@@ -1008,8 +1009,8 @@ static void test_h2_fields(void)
     CHECK(c != NULL);
     if (c == NULL)
         return;
-    check_h2_hcm(c->listeners[0].hcm);
-    check_h2_routes(&c->listeners[0].hcm->routes->vhosts[0]);
+    check_h2_hcm(c->listeners[0].chains[0].hcm);
+    check_h2_routes(&c->listeners[0].chains[0].hcm->routes->vhosts[0]);
     check_h2_clusters(c);
     mp_config_unref(c);
 }
@@ -1193,12 +1194,12 @@ static void test_transport_socket_forms(void)
 {
     mp_err_t err = {{0}};
     mp_config_t *c = load_socket("{ name: envoy.transport_sockets.raw_buffer }", &err);
-    CHECK(c != NULL && c->listeners[0].tls == NULL);
+    CHECK(c != NULL && c->listeners[0].chains[0].tls == NULL);
     mp_config_unref(c);
     c = load_socket("{ name: x, typed_config: { '@type': type.googleapis.com/envoy.extensions."
                     "transport_sockets.raw_buffer.v3.RawBuffer } }",
                     &err);
-    CHECK(c != NULL && c->listeners[0].tls == NULL);
+    CHECK(c != NULL && c->listeners[0].chains[0].tls == NULL);
     mp_config_unref(c);
     c = load_socket("{ name: envoy.transport_sockets.alts }", &err);
     CHECK(c == NULL);
