@@ -7,6 +7,7 @@
 
 #include "config_internal.h"
 #include "magpie/filter.h"
+#include "magpie/rbac.h"
 #include "magpie/access_log.h"
 #include "magpie/config.h"
 #include "magpie/route.h"
@@ -98,6 +99,9 @@ void mp_config__listener_clear(mp_listener_t *l)
     free(l->name);
     mp_config__hcm_free(l->hcm);
     mp_config__tcp_proxy_free(l->tcp_proxy);
+    for (uint32_t i = 0; i < l->n_rbac_filters; i++)
+        mp_rbac_filter_config_free(&l->rbac_filters[i]);
+    free(l->rbac_filters);
     mp_tls_ctx_free(l->tls);
     memset(l, 0, sizeof(*l));
 }

@@ -11,6 +11,7 @@
 #include "magpie/net.h"
 #include "magpie/stats.h"
 #include "http_internal.h"
+#include "rbac_network.h"
 #include "tcp_proxy.h"
 
 #define LISTEN_BACKLOG 1024
@@ -25,6 +26,11 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
             if (errno == EMFILE || errno == ENFILE)
                 mp_log_warn("listener %s: accept: %s", wl->listener->addr.text, strerror(errno));
             return;
+        }
+        /* A TLS connection is checked after its handshake (tls_accept.c). */
+        if (wl->listener->tls == NULL && !mp_rbac_network_allows(wl->listener, fd, NULL)) {
+            close(fd);
+            continue;
         }
         if (wl->listener->tcp_proxy != NULL)
             mp_tcp_proxy_accept(wl->worker, wl->listener, fd);

@@ -449,6 +449,10 @@ typedef struct mp_listener {
     uint32_t per_connection_buffer_limit_bytes; /* default 1 MiB */
     mp_hcm_config_t *hcm;                       /* HTTP connection manager, or NULL */
     mp_tcp_proxy_config_t *tcp_proxy;           /* TCP proxy, or NULL */
+    /* envoy.filters.network.rbac filters before the terminal one, in order (proxy/rbac_network.c):
+     * checked when a plain connection is accepted, or right after the TLS handshake. */
+    struct mp_rbac_filter_config *rbac_filters;
+    uint32_t n_rbac_filters;
     mp_tls_ctx_t *tls; /* the chain's transport_socket (DownstreamTlsContext), or NULL: raw */
     mp_listener_stats_t stats; /* listener.<addr>. */
 } mp_listener_t;
