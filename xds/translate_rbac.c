@@ -142,7 +142,7 @@ static int translate_permission(const pb_permission_t *pb, mp_rbac_rule_t *r, mp
     case ENVOY__CONFIG__RBAC__V3__PERMISSION__RULE_MATCHER:
         return mp_err_set(err, "matcher: permission matcher extensions are not supported");
     default:
-        return mp_err_set(err, "no rule set, or a permission kind magpie does not support");
+        return mp_err_set(err, "rule: not set, or a permission kind magpie does not support");
     }
 }
 
@@ -202,7 +202,7 @@ static int translate_principal(const pb_principal_t *pb, mp_rbac_rule_t *r, mp_e
     case ENVOY__CONFIG__RBAC__V3__PRINCIPAL__IDENTIFIER_METADATA:
         return mp_err_set(err, "metadata: metadata principals are not supported");
     default:
-        return mp_err_set(err, "no identifier set, or a principal kind magpie does not support");
+        return mp_err_set(err, "identifier: not set, or a principal kind magpie does not support");
     }
 }
 
