@@ -20,8 +20,8 @@ static bool check_filters(const mp_listener_t *l, const mp_rbac_input_t *in, int
             continue;
         char peer[64];
         mp_net_peer_text(fd, peer, sizeof(peer));
-        mp_log_info("listener %s: rbac %s: connection from %s denied (%s)", l->name,
-                    c->stat_prefix, peer, res.details);
+        mp_log_info("listener %s: rbac %s: connection from %s denied (%s)", l->name, c->stat_prefix,
+                    peer, res.details);
         return false;
     }
     return true;

@@ -35,8 +35,7 @@ static char *subject_text(mp_rbac_peer_buf_t *b, X509 *cert)
 }
 
 /* URI SANs first in b->strings, then DNS SANs: uri_sans and dns_sans are two runs of it. */
-static void load_sans(mp_rbac_peer_buf_t *b, X509 *cert, const char **ptrs, int type,
-                      uint32_t *n)
+static void load_sans(mp_rbac_peer_buf_t *b, X509 *cert, const char **ptrs, int type, uint32_t *n)
 {
     GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
     if (names == NULL)

@@ -131,7 +131,7 @@ static int translate_permission(const pb_permission_t *pb, mp_rbac_rule_t *r, mp
                    : mp_err_prefix(err, "destination_port_range: ");
     case ENVOY__CONFIG__RBAC__V3__PERMISSION__RULE_NOT_RULE:
         return translate_not(pb->not_rule, false, r, err) == 0 ? 0
-                                                              : mp_err_prefix(err, "not_rule.");
+                                                               : mp_err_prefix(err, "not_rule.");
     case ENVOY__CONFIG__RBAC__V3__PERMISSION__RULE_REQUESTED_SERVER_NAME:
         r->kind = MP_RBAC_SNI;
         return mp_translate__string_matcher(pb->requested_server_name, &r->str, err) == 0
@@ -308,9 +308,9 @@ int mp_translate__network_rbac(const Envoy__Config__Listener__V3__Filter *f,
 {
     if (f->config_type_case != ENVOY__CONFIG__LISTENER__V3__FILTER__CONFIG_TYPE_TYPED_CONFIG)
         return mp_err_set(err, "typed_config: required");
-    ProtobufCMessage *m = mp_pb_any_unpack(
-        &f->typed_config->base, &envoy__extensions__filters__network__rbac__v3__rbac__descriptor,
-        err);
+    ProtobufCMessage *m =
+        mp_pb_any_unpack(&f->typed_config->base,
+                         &envoy__extensions__filters__network__rbac__v3__rbac__descriptor, err);
     if (m == NULL)
         return mp_err_prefix(err, "typed_config: ");
     const pb_net_rbac_t *pb = (const pb_net_rbac_t *)m;

@@ -111,8 +111,8 @@ static void test_permissions(void)
     CHECK(!allows("{any: false}", ANY, &e.in));
     CHECK(allows("{header: {name: ':method', string_match: {exact: GET}}}", ANY, &e.in));
     CHECK(!allows("{header: {name: ':method', string_match: {exact: POST}}}", ANY, &e.in));
-    CHECK(allows("{header: {name: ':authority', string_match: {suffix: example.com}}}", ANY,
-                 &e.in));
+    CHECK(
+        allows("{header: {name: ':authority', string_match: {suffix: example.com}}}", ANY, &e.in));
     CHECK(allows("{header: {name: ':path', string_match: {contains: 'x=/admin'}}}", ANY, &e.in));
     CHECK(allows("{header: {name: x-team, present_match: true}}", ANY, &e.in));
     CHECK(!allows("{header: {name: x-missing, string_match: {exact: ''}}}", ANY, &e.in));
@@ -129,8 +129,9 @@ static void test_permissions(void)
     CHECK(!allows("{requested_server_name: {prefix: web.}}", ANY, &e.in));
     CHECK(allows("{not_rule: {url_path: {path: {prefix: /admin}}}}", ANY, &e.in));
     CHECK(!allows("{not_rule: {any: true}}", ANY, &e.in));
-    CHECK(allows("{and_rules: {rules: [{destination_port: 8080}, {url_path: {path: {prefix: /api}}}]}}",
-                 ANY, &e.in));
+    CHECK(allows(
+        "{and_rules: {rules: [{destination_port: 8080}, {url_path: {path: {prefix: /api}}}]}}", ANY,
+        &e.in));
     CHECK(!allows("{and_rules: {rules: [{destination_port: 8080}, {destination_port: 9}]}}", ANY,
                   &e.in));
     CHECK(allows("{or_rules: {rules: [{destination_port: 9}, {destination_port: 8080}]}}", ANY,
@@ -160,8 +161,7 @@ static void test_principals(void)
     CHECK(allows(ANY, "{authenticated: {principal_name: {suffix: .svc}}}", &e.in));
     CHECK(allows(ANY, "{direct_remote_ip: {address_prefix: 10.0.0.0, prefix_len: 8}}", &e.in));
     CHECK(allows(ANY, "{source_ip: {address_prefix: 10.1.2.3, prefix_len: 32}}", &e.in));
-    CHECK(!allows(ANY, "{direct_remote_ip: {address_prefix: 192.168.0.0, prefix_len: 16}}",
-                  &e.in));
+    CHECK(!allows(ANY, "{direct_remote_ip: {address_prefix: 192.168.0.0, prefix_len: 16}}", &e.in));
     CHECK(allows(ANY, "{remote_ip: {address_prefix: 192.168.0.0, prefix_len: 16}}", &e.in));
     CHECK(!allows(ANY, "{remote_ip: {address_prefix: 10.0.0.0, prefix_len: 8}}", &e.in));
     CHECK(!allows(ANY, "{remote_ip: {address_prefix: '::', prefix_len: 0}}", &e.in));
