@@ -7,6 +7,7 @@
 
 #include "config_internal.h"
 #include "magpie/filter.h"
+#include "magpie/rbac.h"
 #include "magpie/access_log.h"
 #include "magpie/config.h"
 #include "magpie/route.h"
@@ -114,6 +115,9 @@ void mp_config__chain_clear(mp_filter_chain_t *fc)
     mp_config__hcm_free(fc->hcm);
     mp_config__tcp_proxy_free(fc->tcp_proxy);
     mp_tls_ctx_free(fc->tls);
+    for (uint32_t i = 0; i < fc->n_rbac_filters; i++)
+        mp_rbac_filter_config_free(&fc->rbac_filters[i]);
+    free(fc->rbac_filters);
     memset(fc, 0, sizeof(*fc));
 }
 

@@ -13,6 +13,7 @@
 #include "magpie/log.h"
 #include "magpie/stats.h"
 #include "listener.h"
+#include "rbac_network.h"
 #include "tcp_proxy.h"
 
 typedef struct mp_inspect mp_inspect_t;
@@ -60,6 +61,11 @@ static void dispatch(mp_worker_t *w, const mp_listener_t *l, const mp_conn_facts
         mp_log_debug("listener %s: no filter chain matches (sni \"%s\", transport %s, %u ALPN); "
                      "closing",
                      l->name, f->sni, f->transport, f->n_alpn);
+        drop(l, fd);
+        return;
+    }
+    /* A TLS connection is checked after its handshake (tls_accept.c), when its peer is known. */
+    if (fc->tls == NULL && !mp_rbac_network_allows(l, fc, fd, NULL)) {
         drop(l, fd);
         return;
     }

@@ -174,7 +174,7 @@ static bool range_match(const mp_header_matcher_t *hm, const char *v, size_t len
     return n >= hm->range_start && n < hm->range_end;
 }
 
-static bool header_matches(const mp_header_matcher_t *hm, const mp_http_msg_t *req)
+bool mp_header_matcher_match(const mp_header_matcher_t *hm, const mp_http_msg_t *req)
 {
     const char *v;
     size_t len;
@@ -230,7 +230,7 @@ static bool query_matches(const mp_query_matcher_t *qm, const char *path)
 bool mp_route__headers_match(const mp_route_t *r, const mp_http_msg_t *req)
 {
     for (uint32_t i = 0; i < r->n_headers; i++)
-        if (!header_matches(&r->headers[i], req))
+        if (!mp_header_matcher_match(&r->headers[i], req))
             return false;
     for (uint32_t i = 0; i < r->n_query; i++)
         if (!query_matches(&r->query[i], req->path))

@@ -14,6 +14,7 @@
 #include "magpie/tls.h"
 #include "http_internal.h"
 #include "tcp_proxy.h"
+#include "rbac_network.h"
 
 #define HANDSHAKE_TIMEOUT_S 10.0 /* Envoy's transport_socket_connect_timeout default */
 
@@ -76,6 +77,10 @@ static void handshake_done(tls_hs_t *hs)
     mp_stats_inc(hs->c.chain->tls->stats.handshake);
     if (SSL_session_reused(hs->ssl))
         mp_stats_inc(hs->c.chain->tls->stats.session_reused);
+    if (!mp_rbac_network_allows(hs->c.listener, hs->c.chain, hs->c.tp.fd, hs->ssl)) {
+        hs_end(hs, false, "denied by network RBAC");
+        return;
+    }
     SSL *ssl = hs->ssl; /* already the connection's transport (hs->c.tp.tls) */
     hs->ssl = NULL;
     ev_io_stop(hs->c.w->loop, &hs->io);

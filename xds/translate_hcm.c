@@ -2,6 +2,7 @@
  * mp_hcm_config_t: codec and HTTP/2 options, upgrade types, inline route table, HTTP filter names,
  * limits and timeouts, access logs, and the http.<stat_prefix>.* stats. */
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,7 +115,7 @@ static const mp_http_filter_ops_t *lookup_filter(const pb_http_filter_t *f)
 
 /* Builds one filter's config from its typed_config; 0 or MP_ERROR with err set. */
 static int create_filter(const pb_http_filter_t *f, const mp_http_filter_ops_t *ops,
-                         mp_http_filter_t *out, mp_err_t *err)
+                         const mp_hcm_config_t *h, mp_http_filter_t *out, mp_err_t *err)
 {
     ProtobufCMessage *msg = NULL;
     if (f->typed_config != NULL) {
@@ -122,7 +123,11 @@ static int create_filter(const pb_http_filter_t *f, const mp_http_filter_ops_t *
         if (msg == NULL)
             return mp_err_prefix(err, "typed_config: ");
     }
-    out->config = ops->create_config(msg, err);
+    char prefix[512];
+    snprintf(prefix, sizeof(prefix), "http.%s.", h->stat_prefix);
+    const mp_http_filter_context_t ctx = {.stat_prefix = prefix};
+    out->config = ops->create_config_ctx != NULL ? ops->create_config_ctx(msg, &ctx, err)
+                                                 : ops->create_config(msg, err);
     if (msg != NULL)
         protobuf_c_message_free_unpacked(msg, NULL);
     if (out->config == NULL)
@@ -152,7 +157,7 @@ static int translate_filters(const mp_pb_hcm_t *pb, mp_hcm_config_t *h, mp_err_t
         }
         if (ops->terminal && i + 1 != pb->n_http_filters)
             return mp_err_set(err, "http_filters[%zu]: %s must be the last filter", i, ops->name);
-        if (create_filter(f, ops, &h->http_filters[h->n_http_filters], err) != 0)
+        if (create_filter(f, ops, h, &h->http_filters[h->n_http_filters], err) != 0)
             return mp_err_prefix(err, "http_filters[%zu].", i);
         h->n_http_filters++;
     }

@@ -83,10 +83,31 @@ int mp_translate__h2_options(const Envoy__Config__Core__V3__Http2ProtocolOptions
 int mp_translate__upgrade_type(const char *type, const mp_upgrade_config_t *prev, uint32_t n_prev,
                                char **out, mp_err_t *err);
 
+/* HeaderMatcher -> *h (zeroed by the caller; free h->name and mp_string_matcher_free(&h->str)).
+ * Errors are relative to the HeaderMatcher.  (translate_route.c) */
+int mp_translate__header_matcher(const Envoy__Config__Route__V3__HeaderMatcher *pb,
+                                 mp_header_matcher_t *h, mp_err_t *err);
 /* StringMatcher -> *m (zeroed by the caller; free with mp_string_matcher_free); safe_regex is
  * compiled.  Errors are relative to the StringMatcher.  (translate_route.c) */
 int mp_translate__string_matcher(const Envoy__Type__Matcher__V3__StringMatcher *pb,
                                  mp_string_matcher_t *m, mp_err_t *err);
+
+/* ---- RBAC (translate_rbac.c) ---- */
+
+struct mp_rbac_filter_config;
+/* A listener filter envoy.filters.network.rbac -> *c (zeroed by the caller; free with
+ * mp_rbac_filter_config_free), its <stat_prefix>.rbac.* counters registered.  Errors are
+ * relative to the Filter ("typed_config.rules..."). */
+int mp_translate__network_rbac(const Envoy__Config__Listener__V3__Filter *f,
+                               struct mp_rbac_filter_config *c, mp_err_t *err);
+
+/* The filters a chain lists before its terminal one: each must be envoy.filters.network.rbac
+ * (by typed_config type, else by name).  *out gets n configs (NULL when n is 0).  Errors are
+ * relative to the FilterChain ("filters[0].typed_config..."); *out is then still set and
+ * freed with the listener. */
+int mp_translate__network_rbac_list(Envoy__Config__Listener__V3__Filter *const *filters, size_t n,
+                                    struct mp_rbac_filter_config **out, uint32_t *n_out,
+                                    mp_err_t *err);
 
 /* ---- transport sockets (translate_tls.c) ---- */
 

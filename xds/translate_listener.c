@@ -140,13 +140,16 @@ static int translate_chain(const mp_pb_listener_t *pb, const pb_filter_chain_t *
         return mp_err_prefix(err, "filter_chain_match.");
     if (translate_transport(pb, fc, l, out, err) != 0)
         return MP_ERROR;
-    if (fc->n_filters != 1)
-        return mp_err_set(err,
-                          "filters: exactly one filter (" HCM_FILTER " or " TCP_PROXY_FILTER
-                          ") is supported, got %zu",
-                          fc->n_filters);
-    if (translate_filter(fc->filters[0], cfg, out, err) != 0)
-        return mp_err_prefix(err, "filters[0].");
+    if (fc->n_filters == 0)
+        return mp_err_set(err, "filters: one terminal filter (" HCM_FILTER " or " TCP_PROXY_FILTER
+                               ") is required");
+    /* Network RBAC filters may come first (translate_rbac.c); the last filter is terminal. */
+    size_t last = fc->n_filters - 1;
+    if (mp_translate__network_rbac_list(fc->filters, last, &out->rbac_filters, &out->n_rbac_filters,
+                                        err) != 0)
+        return MP_ERROR;
+    if (translate_filter(fc->filters[last], cfg, out, err) != 0)
+        return mp_err_prefix(err, "filters[%zu].", last);
     return 0;
 }
 

@@ -139,6 +139,12 @@ static int translate_header_matcher(const pb_header_matcher_t *pb, mp_header_mat
     return translate_header_spec(pb, h, err);
 }
 
+int mp_translate__header_matcher(const Envoy__Config__Route__V3__HeaderMatcher *pb,
+                                 mp_header_matcher_t *h, mp_err_t *err)
+{
+    return translate_header_matcher(pb, h, err);
+}
+
 static int translate_query_matcher(const pb_query_matcher_t *pb, mp_query_matcher_t *q,
                                    mp_err_t *err)
 {

@@ -491,6 +491,10 @@ typedef struct mp_filter_chain {
     mp_hcm_config_t *hcm;             /* HTTP connection manager, or NULL */
     mp_tcp_proxy_config_t *tcp_proxy; /* TCP proxy, or NULL */
     mp_tls_ctx_t *tls;                /* transport_socket (DownstreamTlsContext), or NULL: raw */
+    /* envoy.filters.network.rbac filters before the terminal one, in order (proxy/rbac_network.c):
+     * checked when a plain connection is accepted, or right after the TLS handshake. */
+    struct mp_rbac_filter_config *rbac_filters;
+    uint32_t n_rbac_filters;
 } mp_filter_chain_t;
 
 /* What the listener filters and the chains need, decided at translation. */

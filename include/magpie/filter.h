@@ -23,6 +23,11 @@ typedef enum mp_filter_status {
     MP_FILTER_STOP,     /* answered or taken over: no further filter runs */
 } mp_filter_status_t;
 
+/* What a filter's config factory may know of the connection manager that owns it. */
+typedef struct mp_http_filter_context {
+    const char *stat_prefix; /* "http.<HCM stat_prefix>.", for the filter's own stats */
+} mp_http_filter_context_t;
+
 typedef struct mp_http_filter_ops {
     const char *name; /* Envoy extension name, "envoy.filters.http.router" */
     const char
@@ -31,6 +36,9 @@ typedef struct mp_http_filter_ops {
     /* Main thread, at translation: typed_config (an unpacked message of type_name, or NULL when
      * absent) -> the filter's immutable config.  NULL with err set rejects the listener. */
     void *(*create_config)(const ProtobufCMessage *typed_config, mp_err_t *err);
+    /* Optional; when set it is called instead of create_config, with the owning HCM's context. */
+    void *(*create_config_ctx)(const ProtobufCMessage *typed_config,
+                               const mp_http_filter_context_t *ctx, mp_err_t *err);
     void (*free_config)(void *config);
     /* Worker, per stream. */
     mp_filter_status_t (*decode_headers)(const void *config, mp_stream_t *s, mp_http_msg_t *req);

@@ -38,6 +38,10 @@ char *mp_route_redirect_location(const mp_route_t *r, const mp_http_msg_t *req);
 /* Applies a mutation: removes first, then adds per each op's append action. */
 void mp_header_mutation_apply(const mp_header_mutation_t *m, mp_headers_t *h);
 
+/* One header matcher against req's headers; ":method", ":path", ":authority" and ":scheme" read
+ * the request's fields, so HTTP/1 requests match them too.  Worker or main thread. */
+bool mp_header_matcher_match(const mp_header_matcher_t *hm, const mp_http_msg_t *req);
+
 /* String matcher on a length-counted subject. */
 bool mp_string_matcher_match(const mp_string_matcher_t *m, const char *s, size_t len);
 

@@ -529,9 +529,9 @@ static void test_errors(void)
                  "        typed_config:\n",
                  "    - filters: []\n    - filters:\n      - name: "
                  "envoy.filters.network.http_connection_manager\n        typed_config:\n",
-                 "static_resources.listeners[0].filter_chains[0].filters: exactly one filter "
+                 "static_resources.listeners[0].filter_chains[0].filters: one terminal filter "
                  "(envoy.filters.network.http_connection_manager or "
-                 "envoy.filters.network.tcp_proxy) is supported, got 0");
+                 "envoy.filters.network.tcp_proxy) is required");
     char *from = mp_xasprintf("path: %s", log_path);
     expect_error(from, "path: /nonexistent/dir/log",
                  HCM "access_log[0].typed_config.path: cannot open \"/nonexistent/dir/log\": No "
