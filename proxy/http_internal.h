@@ -140,7 +140,8 @@ struct mp_hconn {
     void *tls;          /* the connection's SSL when it came through TLS, else NULL (owned) */
     uint32_t tls_retry; /* bytes of an SSL_write that must be retried as they were */
     struct ev_io *rio;  /* the codec's read watcher: TLS re-arms it for data OpenSSL holds */
-    mp_tls_ident_t ident; /* the certificates' facts, loaded on first use (mp_hconn_ident) */
+    /* The certificates' facts, loaded on first use (mp_hconn_ident); freed by mp_hconn_fini. */
+    mp_tls_ident_t ident;
 };
 
 /* The codecs read and write through the transport (proxy/transport.h): plain TCP, or TLS after

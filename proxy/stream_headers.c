@@ -1,5 +1,6 @@
 /* Request and response header policy of the connection manager: hop-by-hop removal, the
- * x-forwarded-* (client certificate included) and x-request-id headers, and response framing decisions. */
+ * x-forwarded-* (client certificate included) and x-request-id headers, and response framing
+ * decisions. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

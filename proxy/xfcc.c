@@ -116,8 +116,7 @@ static void join_existing(const mp_headers_t *h, sb_t *sb)
     }
 }
 
-void mp_xfcc_apply(mp_headers_t *h, mp_xfcc_mode_t mode, uint32_t details,
-                   const mp_tls_ident_t *id)
+void mp_xfcc_apply(mp_headers_t *h, mp_xfcc_mode_t mode, uint32_t details, const mp_tls_ident_t *id)
 {
     bool mtls = id != NULL && id->peer_cert;
     mp_xfcc_action_t act = mp_xfcc_decide(mode, mtls);

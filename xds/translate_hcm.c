@@ -1,6 +1,7 @@
 /* envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager ->
  * mp_hcm_config_t: codec and HTTP/2 options, upgrade types, inline route table, HTTP filter names,
- * limits and timeouts, x-forwarded-client-cert policy, access logs, and the http.<stat_prefix>.* stats. */
+ * limits and timeouts, x-forwarded-client-cert policy, access logs, and the http.<stat_prefix>.*
+ * stats. */
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>

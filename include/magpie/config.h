@@ -421,8 +421,8 @@ typedef struct mp_hcm_config {
     char *server_name;                /* default "magpie" */
     mp_server_header_t server_header; /* server_header_transformation */
     bool proxy_100_continue;
-    mp_xfcc_mode_t xfcc_mode; /* forward_client_cert_details */
-    uint32_t xfcc_details;    /* set_current_client_cert_details: MP_XFCC_* bits */
+    mp_xfcc_mode_t xfcc_mode;      /* forward_client_cert_details */
+    uint32_t xfcc_details;         /* set_current_client_cert_details: MP_XFCC_* bits */
     mp_h2_options_t h2;            /* http2_protocol_options; defaults when absent */
     mp_upgrade_config_t *upgrades; /* upgrade_configs (connect_config always false) */
     uint32_t n_upgrades;

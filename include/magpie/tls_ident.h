@@ -19,26 +19,26 @@ typedef struct mp_tls_ident {
     bool loaded;     /* the facts below are filled (mp_tls_ident_get) */
     bool pem_loaded; /* peer_cert_url and peer_chain_url are filled (mp_tls_ident_get_pem) */
     /* The peer (for a listener: the client). */
-    bool peer_cert;         /* it presented a certificate: the connection is mutual TLS */
-    char **peer_uri_sans;   /* URI SANs in certificate order (a SPIFFE ID is one) */
+    bool peer_cert;       /* it presented a certificate: the connection is mutual TLS */
+    char **peer_uri_sans; /* URI SANs in certificate order (a SPIFFE ID is one) */
     uint32_t n_peer_uri_sans;
-    char **peer_dns_sans;   /* DNS SANs in certificate order */
+    char **peer_dns_sans; /* DNS SANs in certificate order */
     uint32_t n_peer_dns_sans;
-    char *peer_uri_joined;  /* the URI SANs joined by ',' (Envoy's log form); NULL when none */
-    char *peer_subject;     /* RFC 2253 ("CN=client,O=acme"); NULL without a certificate */
-    char *peer_serial;      /* lower-case hex, no leading zeros; NULL without a certificate */
-    char peer_sha256[65];   /* lower-case hex SHA-256 of the leaf's DER; "" without one */
-    char *peer_cert_url;    /* URL-encoded PEM of the leaf (after mp_tls_ident_get_pem) */
-    char *peer_chain_url;   /* URL-encoded PEM of leaf then the chain it sent */
+    char *peer_uri_joined; /* the URI SANs joined by ',' (Envoy's log form); NULL when none */
+    char *peer_subject;    /* RFC 2253 ("CN=client,O=acme"); NULL without a certificate */
+    char *peer_serial;     /* lower-case hex, no leading zeros; NULL without a certificate */
+    char peer_sha256[65];  /* lower-case hex SHA-256 of the leaf's DER; "" without one */
+    char *peer_cert_url;   /* URL-encoded PEM of the leaf (after mp_tls_ident_get_pem) */
+    char *peer_chain_url;  /* URL-encoded PEM of leaf then the chain it sent */
     /* This end (the certificate magpie presented on the connection). */
     char **local_uri_sans;
     uint32_t n_local_uri_sans;
     char *local_uri_joined; /* joined by ','; NULL when none */
     char *local_subject;    /* RFC 2253, or NULL */
     /* The session. */
-    const char *version;    /* "TLSv1.3", "TLSv1.2" (OpenSSL's static strings) */
-    const char *cipher;     /* "TLS_AES_128_GCM_SHA256", "ECDHE-RSA-AES128-GCM-SHA256", ... */
-    char *session_id;       /* lower-case hex, or NULL when the session has none */
+    const char *version; /* "TLSv1.3", "TLSv1.2" (OpenSSL's static strings) */
+    const char *cipher;  /* "TLS_AES_128_GCM_SHA256", "ECDHE-RSA-AES128-GCM-SHA256", ... */
+    char *session_id;    /* lower-case hex, or NULL when the session has none */
 } mp_tls_ident_t;
 
 /* Facts of id's connection, computed from id->ssl on the first call and cached; NULL when

@@ -158,8 +158,11 @@ static void test_tls_commands(void)
     setup();
     CHECK_RENDER(fmt, "- - - - - - - - -");
     int dummy;
-    mp_tls_ident_t id = {.ssl = (SSL *)&dummy, .loaded = true, .version = "TLSv1.3",
-                         .cipher = "TLS_AES_128_GCM_SHA256", .local_subject = "CN=server"};
+    mp_tls_ident_t id = {.ssl = (SSL *)&dummy,
+                         .loaded = true,
+                         .version = "TLSv1.3",
+                         .cipher = "TLS_AES_128_GCM_SHA256",
+                         .local_subject = "CN=server"};
     info.downstream_tls = &id;
     /* TLS without a client certificate: only the session and our own side are known. */
     CHECK_RENDER(fmt, "- - - CN=server TLSv1.3 TLS_AES_128_GCM_SHA256 - - -");
