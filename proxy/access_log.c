@@ -15,6 +15,7 @@
 
 #include "magpie/access_log.h"
 #include "magpie/common.h"
+#include "magpie/tls_ident.h"
 
 const char mp_access_log_default_format[] =
     "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" "
@@ -46,6 +47,15 @@ typedef enum part_kind {
     PART_LOCAL_ADDRESS_NO_PORT,
     PART_ROUTE_NAME,
     PART_HOSTNAME,
+    PART_PEER_URI_SAN,
+    PART_LOCAL_URI_SAN,
+    PART_PEER_SUBJECT,
+    PART_LOCAL_SUBJECT,
+    PART_TLS_VERSION,
+    PART_TLS_CIPHER,
+    PART_PEER_FINGERPRINT_256,
+    PART_PEER_SERIAL,
+    PART_TLS_SESSION_ID,
     PART_UNAVAILABLE, /* a command Envoy knows whose fact magpie does not record: always "-" */
 } part_kind_t;
 
@@ -83,6 +93,15 @@ static const command_t commands[] = {
     {"DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT", PART_LOCAL_ADDRESS_NO_PORT, ARG_NONE},
     {"ROUTE_NAME", PART_ROUTE_NAME, ARG_NONE},
     {"HOSTNAME", PART_HOSTNAME, ARG_NONE},
+    {"DOWNSTREAM_PEER_URI_SAN", PART_PEER_URI_SAN, ARG_NONE},
+    {"DOWNSTREAM_LOCAL_URI_SAN", PART_LOCAL_URI_SAN, ARG_NONE},
+    {"DOWNSTREAM_PEER_SUBJECT", PART_PEER_SUBJECT, ARG_NONE},
+    {"DOWNSTREAM_LOCAL_SUBJECT", PART_LOCAL_SUBJECT, ARG_NONE},
+    {"DOWNSTREAM_TLS_VERSION", PART_TLS_VERSION, ARG_NONE},
+    {"DOWNSTREAM_TLS_CIPHER", PART_TLS_CIPHER, ARG_NONE},
+    {"DOWNSTREAM_PEER_FINGERPRINT_256", PART_PEER_FINGERPRINT_256, ARG_NONE},
+    {"DOWNSTREAM_PEER_SERIAL", PART_PEER_SERIAL, ARG_NONE},
+    {"DOWNSTREAM_TLS_SESSION_ID", PART_TLS_SESSION_ID, ARG_NONE},
     {"REQUEST_DURATION", PART_UNAVAILABLE, ARG_NONE},
     {"RESPONSE_DURATION", PART_UNAVAILABLE, ARG_NONE},
     {"RESPONSE_TX_DURATION", PART_UNAVAILABLE, ARG_NONE},
@@ -413,6 +432,37 @@ static const char *number(uint64_t v, char *scratch, size_t cap)
     return scratch;
 }
 
+/* The downstream TLS facts, loaded on the connection's first log line that asks (once per
+ * connection); NULL for plain connections, so every TLS command prints "-" there. */
+static const char *tls_value(part_kind_t kind, const mp_stream_info_t *info)
+{
+    const mp_tls_ident_t *id = mp_tls_ident_get(info->downstream_tls);
+    if (id == NULL)
+        return NULL;
+    switch (kind) {
+    case PART_PEER_URI_SAN:
+        return id->peer_uri_joined;
+    case PART_LOCAL_URI_SAN:
+        return id->local_uri_joined;
+    case PART_PEER_SUBJECT:
+        return id->peer_subject;
+    case PART_LOCAL_SUBJECT:
+        return id->local_subject;
+    case PART_TLS_VERSION:
+        return id->version;
+    case PART_TLS_CIPHER:
+        return id->cipher;
+    case PART_PEER_FINGERPRINT_256:
+        return id->peer_sha256[0] ? id->peer_sha256 : NULL;
+    case PART_PEER_SERIAL:
+        return id->peer_serial;
+    case PART_TLS_SESSION_ID:
+        return id->session_id;
+    default:
+        return NULL;
+    }
+}
+
 /* Value of a command part, or NULL when the fact is missing (rendered "-"). */
 static const char *part_value(const part_t *p, const mp_stream_info_t *info, char *scratch,
                               size_t cap)
@@ -456,6 +506,16 @@ static const char *part_value(const part_t *p, const mp_stream_info_t *info, cha
         return info->route_name;
     case PART_HOSTNAME:
         return p->text;
+    case PART_PEER_URI_SAN:
+    case PART_LOCAL_URI_SAN:
+    case PART_PEER_SUBJECT:
+    case PART_LOCAL_SUBJECT:
+    case PART_TLS_VERSION:
+    case PART_TLS_CIPHER:
+    case PART_PEER_FINGERPRINT_256:
+    case PART_PEER_SERIAL:
+    case PART_TLS_SESSION_ID:
+        return tls_value(p->kind, info);
     case PART_LITERAL:
     case PART_UNAVAILABLE:
         break;

@@ -75,6 +75,7 @@ void mp_hconn_move(mp_hconn_t *to, mp_hconn_t *from, const mp_down_ops_t *ops)
     to->tp.rio = NULL;   /* the new codec sets its own */
     from->config = NULL; /* the ref moved */
     from->tp.tls = NULL;
+    from->ident = (mp_tls_ident_t){0}; /* the cached strings moved too */
     from->dead = true;
     link_conn(to);
 }
@@ -93,6 +94,7 @@ void mp_hconn_give_tport(mp_hconn_t *c, mp_tport_t *to)
 void mp_hconn_fini(mp_hconn_t *c)
 {
     c->dead = true;
+    mp_tls_ident_fini(&c->ident);
     mp_tport_close(&c->tp);
     unlink_conn(c);
     atomic_fetch_sub(&c->w->active_conns, 1);

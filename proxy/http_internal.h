@@ -25,6 +25,7 @@
 #include "magpie/http.h"
 #include "magpie/lb.h"
 #include "magpie/stream_info.h"
+#include "magpie/tls_ident.h"
 #include "magpie/worker.h"
 #include "transport.h"
 
@@ -142,6 +143,8 @@ struct mp_hconn {
     void *tls;          /* the connection's SSL when it came through TLS, else NULL (owned) */
     uint32_t tls_retry; /* bytes of an SSL_write that must be retried as they were */
     struct ev_io *rio;  /* the codec's read watcher: TLS re-arms it for data OpenSSL holds */
+    /* The certificates' facts, loaded on first use (mp_hconn_ident); freed by mp_hconn_fini. */
+    mp_tls_ident_t ident;
 };
 
 /* The codecs read and write through the transport (proxy/transport.h): plain TCP, or TLS after
@@ -154,6 +157,16 @@ static inline ssize_t mp_hconn_read(mp_hconn_t *c, mp_buf_t *b, size_t max)
 static inline ssize_t mp_hconn_write(mp_hconn_t *c, mp_buf_t *b)
 {
     return mp_tport_write(&c->tp, b);
+}
+
+/* The connection's TLS identity cache (include/magpie/tls_ident.h), or NULL when it is not TLS;
+ * mp_tls_ident_get on it loads the facts once per connection.  Worker. */
+static inline mp_tls_ident_t *mp_hconn_ident(mp_hconn_t *c)
+{
+    if (c->tp.tls == NULL)
+        return NULL;
+    c->ident.ssl = c->tp.tls;
+    return &c->ident;
 }
 
 /* Fills the common part for an accepted socket and links it into the worker's list. */

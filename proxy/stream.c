@@ -119,6 +119,7 @@ mp_stream_t *mp_stream_new(mp_hconn_t *c, mp_http_msg_t *req)
     s->info.protocol = req->version;
     s->info.downstream_remote_address = c->peer;
     s->info.downstream_local_address = c->local;
+    s->info.downstream_tls = mp_hconn_ident(c);
     s->grpc = is_grpc_request(req);
     ev_init(&s->route_timer, on_route_timer);
     s->route_timer.data = s;

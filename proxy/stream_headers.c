@@ -1,11 +1,13 @@
 /* Request and response header policy of the connection manager: hop-by-hop removal, the
- * x-forwarded-* and x-request-id headers, and response framing decisions. */
+ * x-forwarded-* (client certificate included) and x-request-id headers, and response framing
+ * decisions. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "magpie/lb.h"
+#include "magpie/xfcc.h"
 #include "stream_internal.h"
 
 /* Headers that a client may name in Connection but that we set or rely on: stripping them
@@ -122,20 +124,34 @@ static bool peer_is_internal(const char *peer)
     return sscanf(peer, "%u.%u.", &a, &b) == 2 && a == 172 && b >= 16 && b <= 31;
 }
 
+/* forward_client_cert_details.  SANITIZE (the default) and ALWAYS_FORWARD_ONLY need nothing from
+ * the certificates; the other modes read the connection's cached identity, and only Cert and
+ * Chain make it encode PEM. */
+static void apply_xfcc(mp_stream_t *s, mp_headers_t *hd)
+{
+    const mp_hcm_config_t *h = s->conn->hcm;
+    const mp_tls_ident_t *id = NULL;
+    if (h->xfcc_mode != MP_XFCC_SANITIZE && h->xfcc_mode != MP_XFCC_ALWAYS_FORWARD_ONLY) {
+        mp_tls_ident_t *cache = mp_hconn_ident(s->conn);
+        id = (h->xfcc_details & (MP_XFCC_CERT | MP_XFCC_CHAIN)) ? mp_tls_ident_get_pem(cache)
+                                                                : mp_tls_ident_get(cache);
+    }
+    mp_xfcc_apply(hd, h->xfcc_mode, h->xfcc_details, id);
+}
+
 void mp_stream__prepare_request(mp_stream_t *s)
 {
     const mp_hcm_config_t *h = s->conn->hcm;
     mp_headers_t *hd = &s->req->headers;
     strip_hop_by_hop(hd);
     mp_headers_remove(hd, "host");
-    /* No TLS yet, so no client certificate: a client's XFCC is forged (forward_client_cert_details
-     * SANITIZE, Envoy's default). */
-    mp_headers_remove(hd, "x-forwarded-client-cert");
+    apply_xfcc(s, hd);
     if (s->req->expect_continue)
         mp_headers_remove(hd, "expect");
     append_xff(hd, s->conn->peer);
     if (h->use_remote_address || mp_headers_get(hd, "x-forwarded-proto") == NULL)
-        mp_headers_set(hd, "x-forwarded-proto", "http", 4);
+        mp_headers_set(hd, "x-forwarded-proto", s->conn->tp.tls ? "https" : "http",
+                       s->conn->tp.tls ? 5 : 4);
     mp_header_t *rid = mp_headers_get(hd, "x-request-id");
     bool keep = rid != NULL && (!h->use_remote_address || h->preserve_external_request_id ||
                                 peer_is_internal(s->conn->peer));

@@ -1,6 +1,7 @@
 /* envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager ->
  * mp_hcm_config_t: codec and HTTP/2 options, upgrade types, inline route table, HTTP filter names,
- * limits and timeouts, access logs, and the http.<stat_prefix>.* stats. */
+ * limits and timeouts, x-forwarded-client-cert policy, access logs, and the http.<stat_prefix>.*
+ * stats. */
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -302,6 +303,25 @@ static void translate_flags(const mp_pb_hcm_t *pb, mp_hcm_config_t *h)
     }
 }
 
+/* forward_client_cert_details and set_current_client_cert_details.  Envoy lists the details in
+ * a fixed order (Subject, URI, Cert, Chain, DNS) whatever the message says; ours are bits, and
+ * proxy/xfcc.c writes them in that order. */
+static int translate_xfcc(const mp_pb_hcm_t *pb, mp_hcm_config_t *h, mp_err_t *err)
+{
+    if ((unsigned)pb->forward_client_cert_details > MP_XFCC_ALWAYS_FORWARD_ONLY)
+        return mp_err_set(err, "forward_client_cert_details: unknown value %d",
+                          (int)pb->forward_client_cert_details);
+    h->xfcc_mode = (mp_xfcc_mode_t)pb->forward_client_cert_details;
+    const Envoy__Extensions__Filters__Network__HttpConnectionManager__V3__HttpConnectionManager__SetCurrentClientCertDetails
+        *d = pb->set_current_client_cert_details;
+    if (d == NULL)
+        return 0;
+    h->xfcc_details = (mp_translate__bool(d->subject, false) ? MP_XFCC_SUBJECT : 0) |
+                      (d->uri ? MP_XFCC_URI : 0) | (d->cert ? MP_XFCC_CERT : 0) |
+                      (d->chain ? MP_XFCC_CHAIN : 0) | (d->dns ? MP_XFCC_DNS : 0);
+    return 0;
+}
+
 static int translate_fields(const mp_pb_hcm_t *pb, const mp_config_t *cfg, mp_hcm_config_t *h,
                             mp_err_t *err)
 {
@@ -310,7 +330,7 @@ static int translate_fields(const mp_pb_hcm_t *pb, const mp_config_t *cfg, mp_hc
     h->stat_prefix = mp_xstrdup(pb->stat_prefix);
     if (translate_codec(pb, h, err) != 0 || translate_filters(pb, h, err) != 0 ||
         translate_upgrades(pb, h, err) != 0 || translate_limits(pb, h, err) != 0 ||
-        translate_timeouts(pb, h, err) != 0)
+        translate_timeouts(pb, h, err) != 0 || translate_xfcc(pb, h, err) != 0)
         return MP_ERROR;
     translate_flags(pb, h);
     if (translate_routes(pb, cfg, h, err) != 0)

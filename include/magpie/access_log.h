@@ -1,6 +1,8 @@
 /* Access logs with Envoy's format strings (%START_TIME%, %REQ(X)%, %RESP(X)%, %PROTOCOL%,
  * %RESPONSE_CODE%, %RESPONSE_FLAGS%, %BYTES_RECEIVED%, %BYTES_SENT%, %DURATION%,
- * %UPSTREAM_HOST%, %UPSTREAM_CLUSTER%, %DOWNSTREAM_REMOTE_ADDRESS%, ...).
+ * %UPSTREAM_HOST%, %UPSTREAM_CLUSTER%, %DOWNSTREAM_REMOTE_ADDRESS%, ..., and the downstream TLS
+ * facts %DOWNSTREAM_PEER_URI_SAN%, %DOWNSTREAM_TLS_VERSION%, ... read from the stream info's
+ * downstream_tls, "-" when that is NULL or the fact is absent).
  * A format is compiled once at translation (main thread) and is immutable afterwards, so any
  * worker can render with it. */
 #ifndef MAGPIE_ACCESS_LOG_H

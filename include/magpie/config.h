@@ -378,6 +378,26 @@ typedef enum mp_server_header {
     MP_SERVER_HEADER_PASS_THROUGH,     /* untouched */
 } mp_server_header_t;
 
+/* forward_client_cert_details: what becomes of a request's x-forwarded-client-cert (XFCC) header
+ * (proxy/xfcc.c).  "mTLS" means the client presented a certificate on a TLS connection. */
+typedef enum mp_xfcc_mode {
+    MP_XFCC_SANITIZE,            /* always removed (Envoy's default) */
+    MP_XFCC_FORWARD_ONLY,        /* mTLS: passed on unchanged; otherwise removed */
+    MP_XFCC_APPEND_FORWARD,      /* mTLS: this hop's element appended; otherwise removed */
+    MP_XFCC_SANITIZE_SET,        /* mTLS: replaced by this hop's element; otherwise removed */
+    MP_XFCC_ALWAYS_FORWARD_ONLY, /* always passed on unchanged, TLS or not */
+} mp_xfcc_mode_t;
+
+/* set_current_client_cert_details, one bit each: the optional fields of this hop's element
+ * (By and Hash are always in it). */
+enum {
+    MP_XFCC_SUBJECT = 1u << 0,
+    MP_XFCC_URI = 1u << 1,
+    MP_XFCC_CERT = 1u << 2,
+    MP_XFCC_CHAIN = 1u << 3,
+    MP_XFCC_DNS = 1u << 4,
+};
+
 typedef struct mp_hcm_config {
     char *stat_prefix;
     mp_codec_type_t codec_type;
@@ -401,6 +421,8 @@ typedef struct mp_hcm_config {
     char *server_name;                /* default "magpie" */
     mp_server_header_t server_header; /* server_header_transformation */
     bool proxy_100_continue;
+    mp_xfcc_mode_t xfcc_mode;      /* forward_client_cert_details */
+    uint32_t xfcc_details;         /* set_current_client_cert_details: MP_XFCC_* bits */
     mp_h2_options_t h2;            /* http2_protocol_options; defaults when absent */
     mp_upgrade_config_t *upgrades; /* upgrade_configs (connect_config always false) */
     uint32_t n_upgrades;

@@ -32,6 +32,8 @@ typedef enum mp_response_flag {
  * length written. */
 size_t mp_response_flags_format(uint32_t flags, char *out, size_t cap);
 
+struct mp_tls_ident;
+
 typedef struct mp_stream_info {
     struct timeval start_time;     /* wall clock, for %START_TIME% */
     uint64_t start_ns;             /* monotonic */
@@ -49,6 +51,10 @@ typedef struct mp_stream_info {
     const char *downstream_local_address;
     const char *route_name;
     const char *response_code_details;
+    /* The downstream connection's TLS identity cache (include/magpie/tls_ident.h), owned by the
+     * connection, which outlives the log line; NULL when the connection is not TLS.  The
+     * access log loads it on first use (%DOWNSTREAM_PEER_URI_SAN%, %DOWNSTREAM_TLS_VERSION%...). */
+    struct mp_tls_ident *downstream_tls;
 } mp_stream_info_t;
 
 #endif

@@ -1,10 +1,11 @@
 /* libFuzzer target: access-log format strings, which arrive in configuration (bootstrap today,
  * xDS later).  Any string either compiles or is refused with a message; a compiled one renders
- * for a request with and without a response. */
+ * for a request with and without a response, and with a (hand-filled) TLS identity. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "magpie/access_log.h"
+#include "magpie/tls_ident.h"
 
 static void render(const mp_access_log_format_t *f, const mp_stream_info_t *info)
 {
@@ -39,6 +40,16 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
                                  .downstream_remote_address = "[::1]:5000"};
         render(f, &info);
         info.request = NULL;
+        render(f, &info);
+        /* The TLS commands on a TLS connection: the cache is filled, so no SSL is read. */
+        int not_an_ssl;
+        mp_tls_ident_t id = {.ssl = (SSL *)&not_an_ssl,
+                             .loaded = true,
+                             .peer_cert = true,
+                             .peer_uri_joined = "spiffe://td/ns/a/sa/b",
+                             .version = "TLSv1.3",
+                             .peer_sha256 = "00ff"};
+        info.downstream_tls = &id;
         render(f, &info);
         mp_http_msg_free(req);
         mp_access_log_format_free(f);

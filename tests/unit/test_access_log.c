@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "magpie/access_log.h"
+#include "magpie/tls_ident.h"
 #include "stubs_buf_http.h"
 #include "unit.h"
 
@@ -145,6 +146,40 @@ static void test_every_command(void)
     teardown();
 }
 
+/* The downstream TLS commands: "-" on a plain connection, the cached facts on a TLS one.  The
+ * cache is filled by hand (loaded), so no handshake is needed; its ssl only has to be set. */
+static void test_tls_commands(void)
+{
+    static const char fmt[] = "%DOWNSTREAM_PEER_URI_SAN% %DOWNSTREAM_LOCAL_URI_SAN% "
+                              "%DOWNSTREAM_PEER_SUBJECT% %DOWNSTREAM_LOCAL_SUBJECT% "
+                              "%DOWNSTREAM_TLS_VERSION% %DOWNSTREAM_TLS_CIPHER% "
+                              "%DOWNSTREAM_PEER_FINGERPRINT_256% %DOWNSTREAM_PEER_SERIAL% "
+                              "%DOWNSTREAM_TLS_SESSION_ID%";
+    setup();
+    CHECK_RENDER(fmt, "- - - - - - - - -");
+    int dummy;
+    mp_tls_ident_t id = {.ssl = (SSL *)&dummy,
+                         .loaded = true,
+                         .version = "TLSv1.3",
+                         .cipher = "TLS_AES_128_GCM_SHA256",
+                         .local_subject = "CN=server"};
+    info.downstream_tls = &id;
+    /* TLS without a client certificate: only the session and our own side are known. */
+    CHECK_RENDER(fmt, "- - - CN=server TLSv1.3 TLS_AES_128_GCM_SHA256 - - -");
+    id.peer_cert = true;
+    id.peer_uri_joined = "spiffe://td/ns/a/sa/x,spiffe://td/other";
+    id.local_uri_joined = "spiffe://td/ns/b/sa/y";
+    id.peer_subject = "CN=client,O=acme";
+    memcpy(id.peer_sha256, "ab01", 5);
+    id.peer_serial = "1f";
+    id.session_id = "00ff";
+    CHECK_RENDER(fmt, "spiffe://td/ns/a/sa/x,spiffe://td/other spiffe://td/ns/b/sa/y "
+                      "CN=client,O=acme CN=server TLSv1.3 TLS_AES_128_GCM_SHA256 ab01 1f 00ff");
+    CHECK_RENDER("%DOWNSTREAM_PEER_URI_SAN:9%", "spiffe://");
+    info.downstream_tls = NULL;
+    teardown();
+}
+
 static void test_start_time_formats(void)
 {
     setup();
@@ -218,6 +253,7 @@ int main(void)
     RUN(test_default_format_bare_request);
     RUN(test_every_command);
     RUN(test_start_time_formats);
+    RUN(test_tls_commands);
     RUN(test_compile_errors);
     RUN(test_write_one_line);
     RUN(test_long_line);

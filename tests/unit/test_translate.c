@@ -45,6 +45,8 @@ static const char full_yaml[] =
     "          preserve_external_request_id: true\n"
     "          server_name: edge\n"
     "          proxy_100_continue: true\n"
+    "          forward_client_cert_details: APPEND_FORWARD\n"
+    "          set_current_client_cert_details: { subject: true, dns: true, chain: true }\n"
     "          access_log:\n"
     "          - name: envoy.access_loggers.file\n"
     "            typed_config:\n"
@@ -276,6 +278,8 @@ static void check_hcm(const mp_hcm_config_t *h)
     CHECK_INT(h->xff_num_trusted_hops, 2);
     CHECK(!h->generate_request_id && h->preserve_external_request_id && h->proxy_100_continue);
     CHECK_STR(h->server_name, "edge");
+    CHECK_INT(h->xfcc_mode, MP_XFCC_APPEND_FORWARD);
+    CHECK_INT(h->xfcc_details, MP_XFCC_SUBJECT | MP_XFCC_DNS | MP_XFCC_CHAIN);
     CHECK_INT(h->n_access_logs, 2);
     CHECK_INT(h->access_logs[0].sink, MP_ALOG_FILE);
     CHECK_STR(h->access_logs[0].path, log_path);
