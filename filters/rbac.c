@@ -116,8 +116,10 @@ static mp_filter_status_t rbac_decode_headers(const void *config, mp_stream_t *s
     bool have_local = parse_ip(s->conn->local, strlen(s->conn->local), &local);
     bool have_remote = trusted_remote(s, &remote);
     SSL *ssl = s->conn->tp.tls;
-    mp_rbac_peer_buf_t pb;
-    mp_rbac_peer_load(&pb, ssl);
+    const mp_tls_ident_t *id = mp_tls_ident_get(mp_hconn_ident(s->conn));
+    mp_rbac_peer_t peer;
+    if (id != NULL)
+        mp_rbac_peer_from_ident(&peer, id);
     mp_rbac_input_t in = {
         .direct_remote = have_direct ? (const struct sockaddr *)&direct : NULL,
         .remote = have_remote   ? (const struct sockaddr *)&remote
@@ -125,11 +127,10 @@ static mp_filter_status_t rbac_decode_headers(const void *config, mp_stream_t *s
                                 : NULL,
         .local = have_local ? (const struct sockaddr *)&local : NULL,
         .sni = ssl != NULL ? SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) : NULL,
-        .peer = ssl != NULL ? &pb.peer : NULL,
+        .peer = id != NULL ? &peer : NULL,
         .req = req,
     };
     mp_rbac_result_t res = mp_rbac_filter_check(c, &in);
-    mp_rbac_peer_free(&pb);
     if (res.allowed)
         return MP_FILTER_CONTINUE;
     mp_stream_local_reply(s, 403, 0, "RBAC: access denied", res.details);

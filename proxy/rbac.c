@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "magpie/route.h"
+#include "magpie/tls_ident.h"
 #include "rbac_internal.h"
 
 /* An IPv4-mapped IPv6 peer ("::ffff:10.0.0.1", a dual-stack listener) matches IPv4 ranges. */
@@ -203,4 +204,15 @@ void mp_rbac_filter_config_free(mp_rbac_filter_config_t *c)
     mp_rbac_free(c->shadow);
     free(c->stat_prefix);
     memset(c, 0, sizeof(*c));
+}
+
+void mp_rbac_peer_from_ident(mp_rbac_peer_t *out, const mp_tls_ident_t *id)
+{
+    *out = (mp_rbac_peer_t){
+        .uri_sans = (const char *const *)id->peer_uri_sans,
+        .n_uri_sans = id->n_peer_uri_sans,
+        .dns_sans = (const char *const *)id->peer_dns_sans,
+        .n_dns_sans = id->n_peer_dns_sans,
+        .subject = id->peer_subject,
+    };
 }

@@ -9,6 +9,7 @@
 #include "magpie/log.h"
 #include "magpie/net.h"
 #include "magpie/rbac.h"
+#include "magpie/tls_ident.h"
 #include "rbac_network.h"
 
 static bool check_filters(const mp_listener_t *l, const mp_filter_chain_t *fc,
@@ -28,26 +29,26 @@ static bool check_filters(const mp_listener_t *l, const mp_filter_chain_t *fc,
     return true;
 }
 
-bool mp_rbac_network_allows(const mp_listener_t *l, const mp_filter_chain_t *fc, int fd, void *ssl)
+bool mp_rbac_network_allows(const mp_listener_t *l, const mp_filter_chain_t *fc, int fd,
+                            const mp_tls_ident_t *id)
 {
     if (fc->n_rbac_filters == 0)
         return true;
-    struct sockaddr_storage peer, local;
-    socklen_t plen = sizeof(peer), llen = sizeof(local);
-    memset(&peer, 0, sizeof(peer));
+    struct sockaddr_storage remote, local;
+    socklen_t rlen = sizeof(remote), llen = sizeof(local);
+    memset(&remote, 0, sizeof(remote));
     memset(&local, 0, sizeof(local));
-    getpeername(fd, (struct sockaddr *)&peer, &plen);
+    getpeername(fd, (struct sockaddr *)&remote, &rlen);
     getsockname(fd, (struct sockaddr *)&local, &llen);
-    mp_rbac_peer_buf_t pb;
-    mp_rbac_peer_load(&pb, ssl);
+    mp_rbac_peer_t peer;
+    if (id != NULL)
+        mp_rbac_peer_from_ident(&peer, id);
     mp_rbac_input_t in = {
-        .direct_remote = (const struct sockaddr *)&peer,
-        .remote = (const struct sockaddr *)&peer,
+        .direct_remote = (const struct sockaddr *)&remote,
+        .remote = (const struct sockaddr *)&remote,
         .local = (const struct sockaddr *)&local,
-        .sni = ssl != NULL ? SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) : NULL,
-        .peer = ssl != NULL ? &pb.peer : NULL,
+        .sni = id != NULL ? SSL_get_servername(id->ssl, TLSEXT_NAMETYPE_host_name) : NULL,
+        .peer = id != NULL ? &peer : NULL,
     };
-    bool ok = check_filters(l, fc, &in, fd);
-    mp_rbac_peer_free(&pb);
-    return ok;
+    return check_filters(l, fc, &in, fd);
 }

@@ -71,6 +71,7 @@ struct mp_tcp_conn {
     ev_tstamp last_activity;
     uint32_t limit;
     mp_stream_info_t info;
+    mp_tls_ident_t ident; /* the downstream TLS identity, for the access log's TLS operators */
     char peer[64], local[64], upstream_host[64];
 };
 
@@ -108,6 +109,7 @@ static void free_conn(mp_grave_t *g)
     mp_buf_clear(&c->up.out);
     if (c->hosts != NULL)
         mp_hostset_release(c->hosts);
+    mp_tls_ident_fini(&c->ident);
     mp_config_unref(c->config);
     free(c);
 }
@@ -179,6 +181,10 @@ static void tp_close(mp_tcp_conn_t *c, uint32_t flags, bool rst, const char *why
     ev_io_stop(c->w->loop, &c->down.rio);
     ev_io_stop(c->w->loop, &c->down.wio);
     ev_timer_stop(c->w->loop, &c->idle_timer);
+    /* The log is written after the SSL is freed: load the facts now, and from here on only the
+     * cache is read (mp_tls_ident_get returns it without touching ident.ssl). */
+    if (c->tp->n_access_logs > 0)
+        mp_tls_ident_get(&c->ident);
     close_tport(&c->down.tp, rst);
     mp_stats_dec(c->listener->stats.downstream_cx_active);
     mp_stats_inc(c->listener->stats.downstream_cx_destroy);
@@ -560,6 +566,8 @@ static mp_tcp_conn_t *conn_new(mp_worker_t *w, const mp_listener_t *l, const mp_
     c->info.start_ns = mp_now_ns();
     c->info.downstream_remote_address = c->peer;
     c->info.downstream_local_address = c->local;
+    c->ident.ssl = tp->tls;
+    c->info.downstream_tls = tp->tls != NULL ? &c->ident : NULL;
     c->next = w->tcp_conns;
     if (w->tcp_conns != NULL)
         w->tcp_conns->prev = c;

@@ -109,16 +109,11 @@ mp_rbac_result_t mp_rbac_filter_check(const mp_rbac_filter_config_t *c, const mp
 
 /* ---- the peer certificate's identity ---- */
 
-/* Owned copies of what a TLS peer presented (mp_rbac_peer_t points into it). */
-typedef struct mp_rbac_peer_buf {
-    mp_rbac_peer_t peer;
-    char **strings; /* every URI SAN, DNS SAN and the subject, freed together */
-    uint32_t n_strings;
-} mp_rbac_peer_buf_t;
+struct mp_tls_ident;
 
-/* Reads the peer certificate of ssl (an SSL *, after the handshake) into b.  A connection
- * without a peer certificate gets an empty identity (still "TLS").  Worker. */
-void mp_rbac_peer_load(mp_rbac_peer_buf_t *b, void *ssl);
-void mp_rbac_peer_free(mp_rbac_peer_buf_t *b);
+/* The identity of a TLS connection's peer as RBAC reads it, borrowed from the connection's
+ * cached facts (include/magpie/tls_ident.h, mp_tls_ident_get), so the certificate is parsed
+ * once per connection however many decisions it meets.  out stays valid while id does. */
+void mp_rbac_peer_from_ident(mp_rbac_peer_t *out, const struct mp_tls_ident *id);
 
 #endif

@@ -94,7 +94,8 @@ def upstream_tls(ca, leaf=None, san_type="DNS", san="origin.local", sni=None):
     return "\n".join(lines) + "\n"
 
 
-ACCESS = "%UPSTREAM_CLUSTER% %BYTES_RECEIVED% %BYTES_SENT% %RESPONSE_FLAGS% %UPSTREAM_HOST%\\n"
+ACCESS = ("%UPSTREAM_CLUSTER% %BYTES_RECEIVED% %BYTES_SENT% %RESPONSE_FLAGS% %UPSTREAM_HOST% "
+          "%DOWNSTREAM_PEER_URI_SAN% %DOWNSTREAM_TLS_VERSION%\\n")
 
 
 def config(ports, listener_tls="", cluster_tls="", limit=1048576, tp_extra=""):
@@ -353,6 +354,8 @@ def test_tls_terminated_round_trip_python_client():
     mp.eq(listener_ssl(m, "handshake"), 1, "listener ssl.handshake")
     line = m.access_lines(1)[-1].split(" ")
     mp.eq(line[:4], ["c1", str(n), str(n), "-"], "access log: cluster, bytes, no flags")
+    mp.eq(line[5], "-", "access log: no client certificate, no peer URI SAN")
+    mp.check(line[6].startswith("TLSv1."), "access log: TLS version, got %r" % line[6])
     finish(m)
 
 
@@ -456,6 +459,8 @@ def test_mtls_required_refuses_a_client_without_certificate():
     c = TlsClient(port, client_ctx(p, p["a"]), "localhost")
     mp.eq(c.exchange(b"ping", half_close=True, to_eof=True), b"ping", "mTLS client echoed")
     c.close()
+    line = m.access_lines(1)[-1].split(" ")
+    mp.eq(line[5], A_ID, "access log: the client's SPIFFE ID (%DOWNSTREAM_PEER_URI_SAN%)")
     finish(m)
 
 
