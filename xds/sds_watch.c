@@ -184,10 +184,13 @@ int mp_sds_check(mp_config_t *cfg)
 
 /* ---- inotify ---- */
 
+static void watch_sources(sds_watch_t *w, bool configured);
+
 static void on_debounce(struct ev_loop *loop, ev_timer *t, int revents)
 {
     sds_watch_t *w = t->data;
     mp_sds_check(w->cfg);
+    watch_sources(w, false);
 }
 
 static void on_inotify(struct ev_loop *loop, ev_io *io, int revents)
@@ -230,14 +233,31 @@ static void watch_dir_of(sds_watch_t *w, const char *path)
     w->dirs[w->n_dirs++] = dir;
 }
 
-static void watch_sources(sds_watch_t *w)
+/* A path that is a symlink (a projected volume's sds.yaml -> ..data/sds.yaml) is also watched
+ * where it resolves to, so that a rewrite in place of the target is seen.  Re-done after every
+ * check because a swap moves the target; inotify returns the same watch for a directory
+ * already watched, so repeating it costs one system call. */
+static void watch_target_of(sds_watch_t *w, const char *path)
+{
+    char *real = realpath(path, NULL);
+    if (real == NULL)
+        return;
+    if (strcmp(real, path) != 0)
+        inotify_add_watch(w->fd, dirname(real), INOTIFY_MASK);
+    free(real);
+}
+
+static void watch_sources(sds_watch_t *w, bool configured)
 {
     for (uint32_t i = 0; i < w->cfg->n_tls_ctxs; i++) {
         mp_tls_ctx_t *ctx = w->cfg->tls_ctxs[i];
         if (ctx->recipe == NULL)
             continue;
-        for (uint32_t j = 0; j < ctx->n_sources; j++)
-            watch_dir_of(w, ctx->sources[j].path);
+        for (uint32_t j = 0; j < ctx->n_sources; j++) {
+            if (configured)
+                watch_dir_of(w, ctx->sources[j].path);
+            watch_target_of(w, ctx->sources[j].path);
+        }
     }
 }
 
@@ -255,7 +275,7 @@ int mp_sds_watch_start(struct ev_loop *loop, mp_config_t *cfg, mp_err_t *err)
     w->loop = loop;
     w->cfg = mp_config_ref(cfg);
     w->fd = fd;
-    watch_sources(w);
+    watch_sources(w, true);
     ev_io_init(&w->io, on_inotify, fd, EV_READ);
     w->io.data = w;
     ev_io_start(loop, &w->io);
