@@ -28,7 +28,8 @@ static void add_san(cJSON *arr, const GENERAL_NAME *gn)
 {
     const char *key = gn->type == GEN_DNS ? "dns" : gn->type == GEN_URI ? "uri" : NULL;
     if (key != NULL) {
-        const ASN1_STRING *s = gn->type == GEN_DNS ? gn->d.dNSName : gn->d.uniformResourceIdentifier;
+        const ASN1_STRING *s =
+            gn->type == GEN_DNS ? gn->d.dNSName : gn->d.uniformResourceIdentifier;
         char v[512];
         int len = ASN1_STRING_length(s);
         snprintf(v, sizeof(v), "%.*s", len, (const char *)ASN1_STRING_get0_data(s));

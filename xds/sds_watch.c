@@ -30,7 +30,7 @@
 #define DEBOUNCE_S 0.1
 #define SOURCE_MAX (4u << 20)
 #define INOTIFY_MASK                                                                               \
-    (IN_CLOSE_WRITE | IN_MODIFY | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE |           \
+    (IN_CLOSE_WRITE | IN_MODIFY | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE |            \
      IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF)
 
 typedef struct sds_watch {

@@ -81,8 +81,7 @@ static pb_secret_t *find_secret(const Envoy__Service__Discovery__V3__DiscoveryRe
     return NULL;
 }
 
-pb_secret_t *mp_translate__sds_secret(const pb_sds_config_t *sc, mp_tls_ctx_t *ctx,
-                                      mp_err_t *err)
+pb_secret_t *mp_translate__sds_secret(const pb_sds_config_t *sc, mp_tls_ctx_t *ctx, mp_err_t *err)
 {
     if (sc->name == NULL || sc->name[0] == '\0') {
         mp_err_set(err, "name: required");

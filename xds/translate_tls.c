@@ -135,7 +135,8 @@ out:
  * the PEM files and leaves the DiscoveryResponse alone), so it is a source too. */
 static void add_file_source(mp_tls_ctx_t *ctx, const mp_pb_data_source_t *ds, const char *secret)
 {
-    if (ds != NULL && ds->specifier_case == ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_FILENAME &&
+    if (ds != NULL &&
+        ds->specifier_case == ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_FILENAME &&
         ds->filename != NULL && ds->filename[0] != '\0')
         mp_tls_ctx_add_source(ctx, ds->filename, secret);
 }
@@ -146,7 +147,8 @@ static int translate_sds_cert(const pb_sds_config_t *sc, mp_tls_ctx_t *ctx, mp_e
     if (s == NULL)
         return MP_ERROR;
     int rc = 0;
-    if (s->type_case == ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_TLS_CERTIFICATE) {
+    if (s->type_case ==
+        ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_TLS_CERTIFICATE) {
         add_file_source(ctx, s->tls_certificate->certificate_chain, sc->name);
         add_file_source(ctx, s->tls_certificate->private_key, sc->name);
         add_file_source(ctx, s->tls_certificate->password, sc->name);

@@ -18,8 +18,7 @@ typedef Envoy__Extensions__TransportSockets__Tls__V3__Secret pb_secret_t;
  * rotation) as soon as its path is known, so a context whose file is broken later still watches
  * it.  NULL with err relative to the SdsSecretConfig ("sds_config: no secret named \"x\" in
  * \"/path\""). */
-pb_secret_t *mp_translate__sds_secret(const pb_sds_config_t *sc, mp_tls_ctx_t *ctx,
-                                      mp_err_t *err);
+pb_secret_t *mp_translate__sds_secret(const pb_sds_config_t *sc, mp_tls_ctx_t *ctx, mp_err_t *err);
 
 /* Builds a new, finished context from ctx's recipe (the TransportSocket it was translated from),
  * re-reading every SDS file and certificate file now; its ssl.* stat ids are ctx's.  NULL with

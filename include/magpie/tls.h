@@ -48,8 +48,8 @@ typedef struct mp_tls_stats {
 /* Where a context's certificate or trusted CA came from, when that can change: an SDS file (or
  * a file an SDS secret names).  The watcher re-reads these. */
 typedef struct mp_tls_source {
-    char *path;        /* the file (as configured) */
-    char *secret;      /* the SdsSecretConfig name it feeds, for sds.<name>.* stats and logs */
+    char *path;         /* the file (as configured) */
+    char *secret;       /* the SdsSecretConfig name it feeds, for sds.<name>.* stats and logs */
     uint8_t digest[32]; /* SHA-256 of its contents when last looked at (watcher's business) */
 } mp_tls_source_t;
 
