@@ -29,6 +29,7 @@ static void on_prometheus(mp_server_t *s, const char *query, mp_admin_reply_t *r
 static void on_clusters(mp_server_t *s, const char *query, mp_admin_reply_t *r);
 static void on_listeners(mp_server_t *s, const char *query, mp_admin_reply_t *r);
 static void on_config_dump(mp_server_t *s, const char *query, mp_admin_reply_t *r);
+static void on_certs(mp_server_t *s, const char *query, mp_admin_reply_t *r);
 static void on_quit(mp_server_t *s, const char *query, mp_admin_reply_t *r);
 static void on_hc_fail(mp_server_t *s, const char *query, mp_admin_reply_t *r);
 static void on_hc_ok(mp_server_t *s, const char *query, mp_admin_reply_t *r);
@@ -43,6 +44,7 @@ static const endpoint_t endpoints[] = {
     {"/clusters", on_clusters, false, "upstream clusters and their hosts"},
     {"/listeners", on_listeners, false, "listeners and their addresses; ?format=json"},
     {"/config_dump", on_config_dump, false, "the current bootstrap as JSON"},
+    {"/certs", on_certs, false, "TLS certificates in use (rotations included), as JSON"},
     {"/quitquitquit", on_quit, true, "drain and exit (POST)"},
     {"/healthcheck/fail", on_hc_fail, true, "make /ready answer 503 (POST)"},
     {"/healthcheck/ok", on_hc_ok, true, "undo /healthcheck/fail (POST)"},
@@ -153,6 +155,14 @@ static void on_listeners(mp_server_t *s, const char *query, mp_admin_reply_t *r)
 {
     mp_config_t *cfg = mp_server_config_acquire(s);
     mp_admin__listeners(cfg, query, r);
+    if (cfg)
+        mp_config_unref(cfg);
+}
+
+static void on_certs(mp_server_t *s, const char *query, mp_admin_reply_t *r)
+{
+    mp_config_t *cfg = mp_server_config_acquire(s);
+    mp_admin__certs(cfg, r);
     if (cfg)
         mp_config_unref(cfg);
 }

@@ -42,4 +42,8 @@ void mp_admin__clusters(const mp_config_t *cfg, mp_admin_reply_t *r);
 void mp_admin__listeners(const mp_config_t *cfg, const char *query, mp_admin_reply_t *r);
 void mp_admin__config_dump(const mp_config_t *cfg, mp_admin_reply_t *r);
 
+/* /certs: Envoy's Certificates JSON, one entry per TLS context of cfg (may be NULL), read from
+ * the contexts' current SSL_CTX (admin_certs.c). */
+void mp_admin__certs(const mp_config_t *cfg, mp_admin_reply_t *r);
+
 #endif

@@ -154,6 +154,7 @@ static void config_free(mp_config_t *c)
     for (uint32_t i = 0; i < c->n_clusters; i++)
         mp_config__cluster_free(c->clusters[i]);
     free(c->clusters);
+    free(c->tls_ctxs);
     free(c->node_id);
     free(c->node_cluster);
     if (c->bootstrap != NULL)

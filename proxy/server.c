@@ -9,6 +9,7 @@
 #include "magpie/buf.h"
 #include "magpie/dns.h"
 #include "magpie/log.h"
+#include "magpie/sds.h"
 #include "magpie/server.h"
 #include "magpie/stats.h"
 #include "magpie/tls.h"
@@ -142,6 +143,9 @@ int mp_server_run(mp_server_t *s, mp_err_t *err)
     if (s->dns == NULL)
         return MP_ERROR;
     mp_dns_set_stats_hooks(s->dns, &dns_stats_hooks);
+    mp_err_t werr = {{0}};
+    if (mp_sds_watch_start(s->loop, cfg, &werr) != 0) /* serving without rotation beats not */
+        mp_log_warn("%s; certificates will not rotate", werr.msg);
     mp_dns_watch_clusters(s->dns, cfg->clusters, cfg->n_clusters, on_clusters_ready, s);
     ev_run(s->loop, 0);
     for (unsigned i = 0; s->workers != NULL && i < s->n_workers; i++)
@@ -151,6 +155,7 @@ int mp_server_run(mp_server_t *s, mp_err_t *err)
     s->workers = NULL;
     if (cfg->has_admin)
         mp_admin_stop(s);
+    mp_sds_watch_stop();
     mp_dns_free(s->dns);
     s->dns = NULL;
     mp_log_info("exiting");

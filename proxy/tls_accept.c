@@ -137,7 +137,9 @@ void mp_tls_accept(mp_worker_t *w, const mp_listener_t *l, const mp_filter_chain
 {
     tls_hs_t *hs = mp_xcalloc(1, sizeof(*hs));
     mp_hconn_init(&hs->c, &hs_ops, w, l, fc, fd);
-    hs->ssl = SSL_new(fc->tls->ssl);
+    SSL_CTX *sc = mp_tls_ctx_acquire(fc->tls); /* the current certificate, even mid-rotation */
+    hs->ssl = SSL_new(sc);
+    SSL_CTX_free(sc);
     if (hs->ssl == NULL || SSL_set_fd(hs->ssl, fd) != 1) {
         if (hs->ssl != NULL)
             SSL_free(hs->ssl);

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -12,6 +13,8 @@
 #include "magpie/route.h"
 #include "magpie/stats.h"
 #include "magpie/tls.h"
+
+#include "tls_internal.h"
 
 void mp_tls_stats_register(mp_tls_stats_t *st, const char *prefix)
 {
@@ -23,9 +26,20 @@ void mp_tls_stats_register(mp_tls_stats_t *st, const char *prefix)
     st->session_reused = mp_stats_counterf("%sssl.session_reused", prefix);
 }
 
-void mp_tls_ctx_free(mp_tls_ctx_t *ctx)
+static void free_sources(mp_tls_source_t *src, uint32_t n)
 {
-    if (ctx == NULL)
+    for (uint32_t i = 0; i < n; i++) {
+        free(src[i].path);
+        free(src[i].secret);
+    }
+    free(src);
+}
+
+/* The last reference: from the owner (mp_tls_ctx_free) or from an SSL_CTX being freed (its
+ * ex_data free callback, tls_verify.c), which may be a worker.  ssl is NULL or unowned by then. */
+void mp_tls__ctx_unref(mp_tls_ctx_t *ctx)
+{
+    if (atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel) != 1)
         return;
     SSL_CTX_free(ctx->ssl);
     for (uint32_t i = 0; i < ctx->n_sans; i++)
@@ -34,7 +48,72 @@ void mp_tls_ctx_free(mp_tls_ctx_t *ctx)
     free(ctx->sni);
     free(ctx->alpn);
     free(ctx->cert_desc);
+    free(ctx->ca_desc);
+    free(ctx->recipe);
+    free(ctx->stat_prefix);
+    free_sources(ctx->sources, ctx->n_sources);
+    pthread_mutex_destroy(&ctx->lock);
     free(ctx);
+}
+
+void mp_tls_ctx_free(mp_tls_ctx_t *ctx)
+{
+    if (ctx == NULL)
+        return;
+    /* Releasing the SSL_CTX first drops the reference its ex_data holds on ctx (when no
+     * connection still uses it), so the unref below can be the last. */
+    SSL_CTX *ssl = ctx->ssl;
+    ctx->ssl = NULL;
+    SSL_CTX_free(ssl);
+    mp_tls__ctx_unref(ctx);
+}
+
+SSL_CTX *mp_tls_ctx_acquire(const mp_tls_ctx_t *ctx)
+{
+    pthread_mutex_t *lock = (pthread_mutex_t *)&ctx->lock; /* logically mutable */
+    pthread_mutex_lock(lock);
+    SSL_CTX *ssl = ctx->ssl;
+    SSL_CTX_up_ref(ssl);
+    pthread_mutex_unlock(lock);
+    return ssl;
+}
+
+void mp_tls_ctx_publish(mp_tls_ctx_t *ctx, mp_tls_ctx_t *fresh)
+{
+    SSL_CTX *next = fresh->ssl;
+    fresh->ssl = NULL; /* the reference moves to ctx; fresh lives on through next's ex_data */
+    pthread_mutex_lock(&ctx->lock);
+    SSL_CTX *prev = ctx->ssl;
+    ctx->ssl = next;
+    pthread_mutex_unlock(&ctx->lock);
+    char *desc = ctx->cert_desc;
+    ctx->cert_desc = fresh->cert_desc;
+    fresh->cert_desc = desc;
+    ctx->cert_not_after = fresh->cert_not_after;
+    desc = ctx->ca_desc;
+    ctx->ca_desc = fresh->ca_desc;
+    fresh->ca_desc = desc;
+    mp_tls_source_t *src = ctx->sources;
+    uint32_t n_src = ctx->n_sources;
+    ctx->sources = fresh->sources;
+    ctx->n_sources = fresh->n_sources;
+    fresh->sources = src;
+    fresh->n_sources = n_src;
+    mp_tls__ctx_unref(fresh);
+    SSL_CTX_free(prev); /* connections made on it keep their own references */
+}
+
+void mp_tls_ctx_add_source(mp_tls_ctx_t *ctx, const char *path, const char *secret)
+{
+    for (uint32_t i = 0; i < ctx->n_sources; i++)
+        if (strcmp(ctx->sources[i].path, path) == 0)
+            return;
+    ctx->sources = mp_xrealloc(ctx->sources, (ctx->n_sources + 1) * sizeof(*ctx->sources));
+    mp_tls_source_t *src = &ctx->sources[ctx->n_sources];
+    memset(src, 0, sizeof(*src));
+    src->path = mp_xstrdup(path);
+    src->secret = mp_xstrdup(secret != NULL ? secret : "");
+    ctx->n_sources++;
 }
 
 /* The newest OpenSSL error as text, and the queue cleared so the next message is not stale. */
@@ -59,6 +138,8 @@ mp_tls_ctx_t *mp_tls_ctx_new(bool server, mp_err_t *err)
     }
     mp_tls_ctx_t *ctx = mp_xcalloc(1, sizeof(*ctx));
     ctx->ssl = ssl;
+    atomic_init(&ctx->refs, 1);
+    pthread_mutex_init(&ctx->lock, NULL);
     ctx->server = server;
     ctx->max_session_keys = 1;
     /* Our writes come from slices that may move between retries, and idle connections should
@@ -194,12 +275,29 @@ int mp_tls_ctx_set_sigalgs(mp_tls_ctx_t *ctx, char *const *names, size_t n, mp_e
     return set_name_list(ctx, names, n, set1_sigalgs, "signature algorithm", err);
 }
 
-static int64_t not_after_unix(X509 *x)
+int64_t mp_tls_asn1_unix(const ASN1_TIME *t)
 {
     struct tm tm;
-    if (!ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm))
+    if (t == NULL || !ASN1_TIME_to_tm(t, &tm))
         return 0;
     return (int64_t)timegm(&tm);
+}
+
+static int64_t not_after_unix(X509 *x)
+{
+    return mp_tls_asn1_unix(X509_get0_notAfter(x));
+}
+
+void mp_tls_x509_serial(X509 *x, char *out, size_t cap)
+{
+    BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
+    char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+    snprintf(out, cap, "%s", hex != NULL ? hex : "");
+    for (char *p = out; *p != '\0'; p++)
+        if (*p >= 'A' && *p <= 'F')
+            *p = (char)(*p - 'A' + 'a');
+    OPENSSL_free(hex);
+    BN_free(bn);
 }
 
 /* The chain after the leaf goes to the context's extra chain, in order. */
@@ -304,6 +402,8 @@ int mp_tls_ctx_set_trusted_ca(mp_tls_ctx_t *ctx, const char *pem, size_t len, co
     /* Envoy lets an intermediate in trusted_ca anchor a chain, as OpenSSL's partial chains do. */
     X509_STORE_set_flags(store, X509_V_FLAG_PARTIAL_CHAIN);
     ctx->verify_peer = true;
+    free(ctx->ca_desc);
+    ctx->ca_desc = mp_xstrdup(what);
     return 0;
 }
 

@@ -14,12 +14,23 @@
 #include "magpie/stats.h"
 #include "magpie/tls.h"
 
+#include "tls_internal.h"
+
 static int ctx_index = -1;
 static pthread_once_t ctx_index_once = PTHREAD_ONCE_INIT;
 
+/* An SSL_CTX holds a reference on the context its callbacks read (tls.h, "Generations"); it
+ * ends when the SSL_CTX does, which after a rotation is when its last connection closes. */
+static void on_ctx_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                           void *argp)
+{
+    if (ptr != NULL)
+        mp_tls__ctx_unref(ptr);
+}
+
 static void make_ctx_index(void)
 {
-    ctx_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    ctx_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, on_ctx_ex_free);
 }
 
 static const mp_tls_ctx_t *ctx_of_ssl(const SSL *ssl)
@@ -235,7 +246,10 @@ int mp_tls_ctx_finish(mp_tls_ctx_t *ctx, mp_err_t *err)
                                "trusted_ca is insecure and not allowed");
     if (ctx->server ? finish_server(ctx, err) != 0 : finish_client(ctx, err) != 0)
         return MP_ERROR;
-    SSL_CTX_set_ex_data(ctx->ssl, ctx_index, ctx);
+    if (SSL_CTX_get_ex_data(ctx->ssl, ctx_index) == NULL) {
+        atomic_fetch_add_explicit(&ctx->refs, 1, memory_order_relaxed);
+        SSL_CTX_set_ex_data(ctx->ssl, ctx_index, ctx);
+    }
     int mode = SSL_VERIFY_NONE;
     if (ctx->verify_peer)
         mode = SSL_VERIFY_PEER;

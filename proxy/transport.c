@@ -144,7 +144,9 @@ static const unsigned char alpn_h2[] = {2, 'h', '2'};
 
 int mp_tport_tls_connect(mp_tport_t *t, const mp_tls_ctx_t *ctx, const char *sni, bool offer_h2)
 {
-    SSL *ssl = SSL_new(ctx->ssl);
+    SSL_CTX *sc = mp_tls_ctx_acquire(ctx); /* the current certificate, even mid-rotation */
+    SSL *ssl = SSL_new(sc);
+    SSL_CTX_free(sc);
     if (ssl == NULL || SSL_set_fd(ssl, t->fd) != 1) {
         SSL_free(ssl);
         return MP_ERROR;

@@ -109,7 +109,10 @@ mp_config_t *mp_translate_bootstrap(ProtobufCMessage *msg, const mp_options_t *o
     mp_config_t *cfg = mp_xcalloc(1, sizeof(*cfg));
     atomic_init(&cfg->refs, 1);
     cfg->bootstrap = msg;
-    if (translate_fields((const pb_bootstrap_t *)msg, opts, cfg, err) != 0) {
+    mp_translate__tls_register_into(cfg);
+    int rc = translate_fields((const pb_bootstrap_t *)msg, opts, cfg, err);
+    mp_translate__tls_register_into(NULL);
+    if (rc != 0) {
         mp_config_unref(cfg);
         return NULL;
     }

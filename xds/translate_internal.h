@@ -118,6 +118,11 @@ int mp_translate__network_rbac_list(Envoy__Config__Listener__V3__Filter *const *
 int mp_translate__transport_socket(const Envoy__Config__Core__V3__TransportSocket *pb, bool server,
                                    const char *stat_prefix, mp_tls_ctx_t **out, mp_err_t *err);
 
+/* Every context mp_translate__transport_socket makes from now on is appended to cfg->tls_ctxs
+ * (the registry the SDS watcher and /certs read); NULL stops.  Contexts register as they are
+ * created, so no one walks listeners or filter chains to find them.  (translate_tls.c) */
+void mp_translate__tls_register_into(mp_config_t *cfg);
+
 /* ---- per message kind ---- */
 
 /* Cluster -> a new mp_cluster_t at position index, stats registered, host set published. */

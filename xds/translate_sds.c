@@ -1,7 +1,8 @@
 /* SdsSecretConfig -> the Secret it names, for the file form only: sds_config.path_config_source
  * (or the deprecated sds_config.path) names a file holding a DiscoveryResponse (YAML or JSON)
- * whose resources are envoy.extensions.transport_sockets.tls.v3.Secret.  The file is read once,
- * at translation; watching it for rotation and SDS over ADS come later (docs/security.md). */
+ * whose resources are envoy.extensions.transport_sockets.tls.v3.Secret.  The file is read at
+ * translation and again by the rotation watcher (xds/sds_watch.c), which rebuilds the context;
+ * SDS over ADS comes later (docs/security.md). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -80,7 +81,7 @@ static pb_secret_t *find_secret(const Envoy__Service__Discovery__V3__DiscoveryRe
     return NULL;
 }
 
-pb_secret_t *mp_translate__sds_secret(const pb_sds_config_t *sc, mp_err_t *err)
+pb_secret_t *mp_translate__sds_secret(const pb_sds_config_t *sc, mp_tls_ctx_t *ctx, mp_err_t *err)
 {
     if (sc->name == NULL || sc->name[0] == '\0') {
         mp_err_set(err, "name: required");
@@ -89,6 +90,7 @@ pb_secret_t *mp_translate__sds_secret(const pb_sds_config_t *sc, mp_err_t *err)
     const char *path = sds_path(sc, err);
     if (path == NULL)
         return NULL;
+    mp_tls_ctx_add_source(ctx, path, sc->name);
     ProtobufCMessage *resp = read_response(path, err);
     if (resp == NULL) {
         mp_err_prefix(err, "sds_config: ");

@@ -9,6 +9,7 @@
 
 #include "magpie/json_pb.h"
 #include "magpie/route.h"
+#include "magpie/stats.h"
 #include "magpie/tls.h"
 
 #define TLS_NAME "envoy.transport_sockets.tls"
@@ -130,12 +131,28 @@ out:
     return rc;
 }
 
+/* A file a secret names changes the secret as much as the SDS file does (cert-manager rewrites
+ * the PEM files and leaves the DiscoveryResponse alone), so it is a source too. */
+static void add_file_source(mp_tls_ctx_t *ctx, const mp_pb_data_source_t *ds, const char *secret)
+{
+    if (ds != NULL &&
+        ds->specifier_case == ENVOY__CONFIG__CORE__V3__DATA_SOURCE__SPECIFIER_FILENAME &&
+        ds->filename != NULL && ds->filename[0] != '\0')
+        mp_tls_ctx_add_source(ctx, ds->filename, secret);
+}
+
 static int translate_sds_cert(const pb_sds_config_t *sc, mp_tls_ctx_t *ctx, mp_err_t *err)
 {
-    pb_secret_t *s = mp_translate__sds_secret(sc, err);
+    pb_secret_t *s = mp_translate__sds_secret(sc, ctx, err);
     if (s == NULL)
         return MP_ERROR;
     int rc = 0;
+    if (s->type_case ==
+        ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_TLS_CERTIFICATE) {
+        add_file_source(ctx, s->tls_certificate->certificate_chain, sc->name);
+        add_file_source(ctx, s->tls_certificate->private_key, sc->name);
+        add_file_source(ctx, s->tls_certificate->password, sc->name);
+    }
     if (s->type_case != ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_TLS_CERTIFICATE)
         rc = mp_err_set(err, "secret \"%s\" holds no tls_certificate", sc->name);
     else if (translate_cert(s->tls_certificate, ctx, err) != 0)
@@ -267,14 +284,16 @@ static int apply_validation(const pb_valid_t *v, bool with_ca, mp_tls_ctx_t *ctx
 
 /* The validation context an SdsSecretConfig names (caller frees *secret). */
 static const pb_valid_t *sds_validation(const pb_sds_config_t *sc, pb_secret_t **secret,
-                                        mp_err_t *err)
+                                        mp_tls_ctx_t *ctx, mp_err_t *err)
 {
-    *secret = mp_translate__sds_secret(sc, err);
+    *secret = mp_translate__sds_secret(sc, ctx, err);
     if (*secret == NULL)
         return NULL;
     if ((*secret)->type_case ==
-        ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_VALIDATION_CONTEXT)
+        ENVOY__EXTENSIONS__TRANSPORT_SOCKETS__TLS__V3__SECRET__TYPE_VALIDATION_CONTEXT) {
+        add_file_source(ctx, (*secret)->validation_context->trusted_ca, sc->name);
         return (*secret)->validation_context;
+    }
     mp_err_set(err, "secret \"%s\" holds no validation_context", sc->name);
     protobuf_c_message_free_unpacked(&(*secret)->base, NULL);
     *secret = NULL;
@@ -285,7 +304,7 @@ static int apply_sds_validation(const pb_sds_config_t *sc, const pb_valid_t *dfl
                                 mp_tls_ctx_t *ctx, mp_err_t *err)
 {
     pb_secret_t *secret = NULL;
-    const pb_valid_t *v = sds_validation(sc, &secret, err);
+    const pb_valid_t *v = sds_validation(sc, &secret, ctx, err);
     if (v == NULL)
         return mp_err_prefix(err, "validation_context_sds_secret_config.");
     int rc = 0;
@@ -468,6 +487,62 @@ static mp_tls_ctx_t *build(const pb_socket_t *pb, bool server, mp_err_t *err)
     return ctx;
 }
 
+/* ---- rotation: the recipe and the registry ---- */
+
+/* The snapshot being translated (mp_translate__tls_register_into); main thread only. */
+static mp_config_t *registry;
+
+void mp_translate__tls_register_into(mp_config_t *cfg)
+{
+    registry = cfg;
+}
+
+/* A context fed by SDS files keeps its TransportSocket (packed: the bootstrap message it points
+ * into is not ours to keep) so that the watcher can translate it again; its sds.<name>.* stats
+ * exist from the start, as Envoy's do. */
+static void keep_recipe(const pb_socket_t *pb, const char *stat_prefix, mp_tls_ctx_t *ctx)
+{
+    ctx->stat_prefix = mp_xstrdup(stat_prefix);
+    ctx->recipe_len = protobuf_c_message_get_packed_size(&pb->base);
+    ctx->recipe = mp_xmalloc(ctx->recipe_len ? ctx->recipe_len : 1);
+    protobuf_c_message_pack(&pb->base, ctx->recipe);
+    for (uint32_t i = 0; i < ctx->n_sources; i++) {
+        const char *name = ctx->sources[i].secret;
+        mp_stats_counterf("sds.%s.update_attempt", name);
+        mp_stats_counterf("sds.%s.update_success", name);
+        mp_stats_counterf("sds.%s.update_rejected", name);
+    }
+    mp_sds__digest_sources(ctx);
+}
+
+static void register_ctx(mp_tls_ctx_t *ctx)
+{
+    if (registry == NULL)
+        return;
+    registry->tls_ctxs =
+        mp_xrealloc(registry->tls_ctxs, (registry->n_tls_ctxs + 1) * sizeof(*registry->tls_ctxs));
+    registry->tls_ctxs[registry->n_tls_ctxs++] = ctx;
+}
+
+mp_tls_ctx_t *mp_translate__tls_rebuild(const mp_tls_ctx_t *ctx, mp_err_t *err)
+{
+    if (ctx->recipe == NULL) {
+        mp_err_set(err, "not built from SDS files");
+        return NULL;
+    }
+    pb_socket_t *pb = (pb_socket_t *)protobuf_c_message_unpack(
+        &envoy__config__core__v3__transport_socket__descriptor, NULL, ctx->recipe_len, ctx->recipe);
+    if (pb == NULL) {
+        mp_err_set(err, "cannot unpack the kept TransportSocket");
+        return NULL;
+    }
+    mp_tls_ctx_t *fresh = build(pb, ctx->server, err);
+    protobuf_c_message_free_unpacked(&pb->base, NULL);
+    if (fresh != NULL)
+        fresh->stats = ctx->stats;
+    return fresh;
+}
+
 int mp_translate__transport_socket(const pb_socket_t *pb, bool server, const char *stat_prefix,
                                    mp_tls_ctx_t **out, mp_err_t *err)
 {
@@ -489,5 +564,8 @@ int mp_translate__transport_socket(const pb_socket_t *pb, bool server, const cha
     if (*out == NULL)
         return MP_ERROR;
     mp_tls_stats_register(&(*out)->stats, stat_prefix);
+    if ((*out)->n_sources > 0)
+        keep_recipe(pb, stat_prefix, *out);
+    register_ctx(*out);
     return 0;
 }

@@ -5,6 +5,8 @@
 
 #include "translate_internal.h"
 
+#include "magpie/tls.h"
+
 #include "envoy/extensions/transport_sockets/tls/v3/secret.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 
@@ -12,8 +14,21 @@ typedef Envoy__Extensions__TransportSockets__Tls__V3__SdsSecretConfig pb_sds_con
 typedef Envoy__Extensions__TransportSockets__Tls__V3__Secret pb_secret_t;
 
 /* The Secret an SdsSecretConfig names, read from the file its sds_config points at; the caller
- * frees it with protobuf_c_message_free_unpacked.  NULL with err relative to the
- * SdsSecretConfig ("sds_config: no secret named \"x\" in \"/path\""). */
-pb_secret_t *mp_translate__sds_secret(const pb_sds_config_t *sc, mp_err_t *err);
+ * frees it with protobuf_c_message_free_unpacked.  The file is recorded as a source of ctx (for
+ * rotation) as soon as its path is known, so a context whose file is broken later still watches
+ * it.  NULL with err relative to the SdsSecretConfig ("sds_config: no secret named \"x\" in
+ * \"/path\""). */
+pb_secret_t *mp_translate__sds_secret(const pb_sds_config_t *sc, mp_tls_ctx_t *ctx, mp_err_t *err);
+
+/* Builds a new, finished context from ctx's recipe (the TransportSocket it was translated from),
+ * re-reading every SDS file and certificate file now; its ssl.* stat ids are ctx's.  NULL with
+ * err (relative to the TransportSocket) when the files no longer make a valid context.  Main
+ * thread. */
+mp_tls_ctx_t *mp_translate__tls_rebuild(const mp_tls_ctx_t *ctx, mp_err_t *err);
+
+/* Records the current contents (SHA-256) of every source of ctx, so that the watcher rotates
+ * only on a real change.  Called when the recipe is kept, right after the files were read.
+ * (sds_watch.c) */
+void mp_sds__digest_sources(mp_tls_ctx_t *ctx);
 
 #endif

@@ -555,6 +555,10 @@ typedef struct mp_config {
     char *node_id;
     char *node_cluster;
     void *bootstrap; /* the validated Bootstrap message, for /config_dump (owned) */
+    /* Every TLS context of this snapshot, in creation order: the SDS watcher and /certs find
+     * them here.  The array is owned; the contexts belong to their listeners and clusters. */
+    mp_tls_ctx_t **tls_ctxs;
+    uint32_t n_tls_ctxs;
 } mp_config_t;
 
 /* Reference counting; any thread.  The last unref frees everything the snapshot owns. */
