@@ -12,6 +12,7 @@
 #include "magpie/json_pb.h"
 #include "magpie/log.h"
 #include "magpie/stats.h"
+#include "magpie/tls.h"
 
 #define DEFAULT_BUFFER_LIMIT (1024 * 1024)
 #define HTTP_OPTIONS_EXT "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -367,6 +368,25 @@ static int translate_fields(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_err_t
     return mp_cluster_init_static_hosts(c, err);
 }
 
+/* An HTTP/1.1 cluster whose alpn_protocols offers h2 breaks against any server that prefers h2:
+ * the server switches to HTTP/2 and magpie speaks HTTP/1.1.  Envoy has the same trap; say so at
+ * load rather than as 503s later.  (A TCP proxy passes the bytes through and is unaffected.) */
+static void warn_alpn_mismatch(const mp_cluster_t *c)
+{
+    if (c->tls == NULL || c->tls->alpn == NULL || c->protocol == MP_UPSTREAM_HTTP2)
+        return;
+    for (uint32_t i = 0; i < c->tls->alpn_len; i += 1u + c->tls->alpn[i]) {
+        if (c->tls->alpn[i] == 2 && i + 2 < c->tls->alpn_len &&
+            memcmp(&c->tls->alpn[i + 1], "h2", 2) == 0) {
+            mp_log_warn("cluster %s: alpn_protocols offers h2 but HTTP routes speak HTTP/1.1 to "
+                        "this cluster; a server that chooses h2 will fail every request "
+                        "(configure http2_protocol_options, or drop h2 from alpn_protocols)",
+                        c->name);
+            return;
+        }
+    }
+}
+
 mp_cluster_t *mp_translate__cluster(const mp_pb_cluster_t *pb, uint32_t index, mp_err_t *err)
 {
     if (pb->name == NULL || pb->name[0] == '\0') {
@@ -390,6 +410,7 @@ mp_cluster_t *mp_translate__cluster(const mp_pb_cluster_t *pb, uint32_t index, m
         mp_err_prefix(err, "transport_socket.");
         return NULL;
     }
+    warn_alpn_mismatch(c);
     register_stats(c, stat_name);
     return c;
 }
