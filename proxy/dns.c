@@ -343,6 +343,7 @@ static void publish_cluster(dns_cluster_t *dc)
         return;
     }
     mp_log_debug("dns: cluster %s now has %u hosts", dc->c->name, hs->n);
+    mp_hostset_adopt_health(hs, cur); /* a host that stays keeps its health and ejection state */
     stat_set(dc->d, dc->c->stats.membership_total, hs->n);
     stat_set(dc->d, dc->c->stats.membership_healthy, hs->n);
     mp_cluster_hosts_publish(dc->c, hs);

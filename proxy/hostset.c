@@ -77,9 +77,58 @@ void mp_hostset_release(mp_hostset_t *hs)
         return;
     if (atomic_fetch_sub_explicit(&hs->refs, 1, memory_order_acq_rel) != 1)
         return;
-    for (uint32_t i = 0; i < hs->n; i++)
+    for (uint32_t i = 0; i < hs->n; i++) {
         free(hs->hosts[i].hostname);
+        mp_host_health_unref(hs->hosts[i].health);
+    }
     free(hs);
+}
+
+mp_host_health_t *mp_host_health_new(void)
+{
+    mp_host_health_t *h = mp_xcalloc(1, sizeof(*h));
+    atomic_init(&h->refs, 1);
+    atomic_init(&h->flags, 0);
+    return h;
+}
+
+mp_host_health_t *mp_host_health_ref(mp_host_health_t *h)
+{
+    atomic_fetch_add_explicit(&h->refs, 1, memory_order_relaxed);
+    return h;
+}
+
+void mp_host_health_unref(mp_host_health_t *h)
+{
+    if (h != NULL && atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) == 1)
+        free(h);
+}
+
+uint32_t mp_host_health_set(mp_host_health_t *h, uint32_t flag, bool on)
+{
+    if (on)
+        return atomic_fetch_or_explicit(&h->flags, flag, memory_order_relaxed);
+    return atomic_fetch_and_explicit(&h->flags, ~flag, memory_order_relaxed);
+}
+
+static bool same_addr(const mp_addr_t *a, const mp_addr_t *b)
+{
+    return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+/* Quadratic, but only on a DNS answer, for sets of tens of hosts. */
+void mp_hostset_adopt_health(mp_hostset_t *fresh, const mp_hostset_t *old)
+{
+    for (uint32_t i = 0; i < fresh->n; i++) {
+        mp_host_t *h = &fresh->hosts[i];
+        if (h->health != NULL)
+            continue;
+        for (uint32_t j = 0; old != NULL && j < old->n && h->health == NULL; j++)
+            if (same_addr(&h->addr, &old->hosts[j].addr))
+                h->health = mp_host_health_ref(old->hosts[j].health);
+        if (h->health == NULL)
+            h->health = mp_host_health_new();
+    }
 }
 
 mp_hostset_t *mp_cluster_hosts_acquire(mp_cluster_t *c)
@@ -128,6 +177,7 @@ int mp_cluster_init_static_hosts(mp_cluster_t *c, mp_err_t *err)
         hs->hosts[i].weight = ep->weight ? ep->weight : 1;
     }
     mp_hostset_sum_weights(hs);
+    mp_hostset_adopt_health(hs, NULL);
     mp_cluster_hosts_publish(c, hs);
     return 0;
 }

@@ -231,14 +231,8 @@ static int pick_random(mp_lb_t *lb, int ex)
     return (int)lo;
 }
 
-int mp_lb_pick(mp_lb_t *lb, const mp_hostset_t *hs, int exclude)
+static int pick_policy(mp_lb_t *lb, int ex)
 {
-    if (hs == NULL || hs->n == 0)
-        return -1;
-    sync_set(lb, hs);
-    if (lb->n == 1)
-        return 0;
-    int ex = exclude >= 0 && (uint32_t)exclude < lb->n ? exclude : -1;
     switch (lb->policy) {
     case MP_LB_LEAST_REQUEST:
         return lb->equal ? pick_p2c(lb, ex) : pick_weighted_lr(lb, ex);
@@ -248,6 +242,36 @@ int mp_lb_pick(mp_lb_t *lb, const mp_hostset_t *hs, int exclude)
     default:
         return lb->equal ? pick_rotation(lb, ex) : pick_smooth_wrr(lb, ex);
     }
+}
+
+/* Below this share of usable hosts (Envoy's healthy_panic_threshold default, 50 %) the set is
+ * "in panic" and health is ignored: sending to every host beats overloading the few left. */
+#define PANIC_THRESHOLD_PERCENT 50
+
+int mp_lb_pick(mp_lb_t *lb, const mp_hostset_t *hs, int exclude)
+{
+    if (hs == NULL || hs->n == 0)
+        return -1;
+    sync_set(lb, hs);
+    if (lb->n == 1)
+        return 0;
+    int ex = exclude >= 0 && (uint32_t)exclude < lb->n ? exclude : -1;
+    uint32_t usable = 0;
+    for (uint32_t i = 0; i < hs->n; i++)
+        usable += mp_host_usable(&hs->hosts[i]);
+    if (usable == hs->n || (uint64_t)usable * 100 < (uint64_t)PANIC_THRESHOLD_PERCENT * hs->n)
+        return pick_policy(lb, ex);
+    /* Let the policy choose among all and skip unusable picks: its own rotation or draw moves
+     * on, so a usable host comes up within a few tries. */
+    for (uint32_t k = 0; k < 2 * hs->n; k++) {
+        int i = pick_policy(lb, ex);
+        if (mp_host_usable(&hs->hosts[i]))
+            return i;
+    }
+    for (uint32_t i = 0; i < hs->n; i++)
+        if ((int)i != ex && mp_host_usable(&hs->hosts[i]))
+            return (int)i;
+    return pick_policy(lb, ex);
 }
 
 static bool current_index(const mp_lb_t *lb, const mp_hostset_t *hs, int i)

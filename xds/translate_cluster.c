@@ -8,6 +8,7 @@
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
 
 #include "../proxy/config_internal.h"
+#include "magpie/circuit.h"
 #include "magpie/dns.h"
 #include "magpie/json_pb.h"
 #include "magpie/log.h"
@@ -394,6 +395,8 @@ mp_cluster_t *mp_translate__cluster(const mp_pb_cluster_t *pb, uint32_t index, m
         return NULL;
     }
     mp_cluster_t *c = mp_xcalloc(1, sizeof(*c));
+    for (int p = 0; p < MP_PRIORITY_COUNT; p++)
+        mp_cb_limits_default(&c->cb_limits[p]);
     c->name = mp_xstrdup(pb->name);
     c->index = index;
     if (translate_fields(pb, c, err) != 0) {

@@ -257,10 +257,30 @@ typedef enum mp_dns_family {
     MP_DNS_ALL,
 } mp_dns_family_t;
 
+/* Why a host is not used (mp_host_health_t.flags), as Envoy's health_flags name them. */
+enum {
+    MP_HEALTH_FAILED_ACTIVE_HC = 1u << 0,     /* active health checking says unhealthy */
+    MP_HEALTH_FAILED_OUTLIER_CHECK = 1u << 1, /* ejected by outlier detection */
+    MP_HEALTH_PENDING_ACTIVE_HC = 1u << 2,    /* not checked yet (counts as unhealthy) */
+    MP_HEALTH_DEGRADED_ACTIVE_HC = 1u << 3,   /* healthy but degraded (x-envoy-degraded) */
+};
+#define MP_HEALTH_UNUSABLE                                                                         \
+    (MP_HEALTH_FAILED_ACTIVE_HC | MP_HEALTH_FAILED_OUTLIER_CHECK | MP_HEALTH_PENDING_ACTIVE_HC)
+
+/* The mutable health of one upstream host, shared by every host set that lists the host (a DNS
+ * refresh that returns the same address keeps it) and read by every worker.  The main thread's
+ * health checker and outlier detector set and clear their flags; workers read them on each pick.
+ * Refcounted (atomic): each mp_host_t holding it owns one ref. */
+typedef struct mp_host_health {
+    atomic_uint refs;
+    atomic_uint flags; /* MP_HEALTH_* */
+} mp_host_health_t;
+
 typedef struct mp_host {
     mp_addr_t addr;
-    char *hostname;  /* the DNS name it came from, or NULL */
-    uint32_t weight; /* >= 1 */
+    char *hostname;           /* the DNS name it came from, or NULL */
+    uint32_t weight;          /* >= 1 */
+    mp_host_health_t *health; /* owned ref; never NULL in a published set */
 } mp_host_t;
 
 /* An immutable set of hosts with its own refcount (atomic: shared across threads).  The main
@@ -280,6 +300,30 @@ typedef struct mp_endpoint_spec {
     uint16_t port;
     uint32_t weight;
 } mp_endpoint_spec_t;
+
+/* Route priority (RoutingPriority): circuit breakers keep separate limits and counts for each. */
+typedef enum mp_routing_priority {
+    MP_PRIORITY_DEFAULT,
+    MP_PRIORITY_HIGH,
+    MP_PRIORITY_COUNT,
+} mp_routing_priority_t;
+
+/* One CircuitBreakers.Thresholds entry (include/magpie/circuit.h). */
+typedef struct mp_cb_limits {
+    uint32_t max_connections;       /* default 1024 */
+    uint32_t max_pending_requests;  /* default 1024 */
+    uint32_t max_requests;          /* default 1024 */
+    uint32_t max_retries;           /* default 3 */
+    uint32_t max_connection_pools;  /* default UINT32_MAX: unlimited */
+    bool has_retry_budget;          /* retry_budget set: it bounds retries instead of max_retries */
+    double budget_percent;          /* of active + pending requests; default 20 */
+    uint32_t min_retry_concurrency; /* default 3 */
+} mp_cb_limits_t;
+
+/* What is in use now, shared by all workers (one per priority, in mp_cluster_t). */
+typedef struct mp_cb_counts {
+    atomic_uint in_use[5]; /* by mp_cb_resource_t */
+} mp_cb_counts_t;
 
 /* Which protocol a cluster speaks to its hosts. */
 typedef enum mp_upstream_protocol {
@@ -319,7 +363,9 @@ struct mp_cluster {
     bool respect_dns_ttl;
     mp_endpoint_spec_t *endpoints;
     uint32_t n_endpoints;
-    _Atomic(mp_hostset_t *) hosts; /* never NULL after translation (may be empty) */
+    _Atomic(mp_hostset_t *) hosts;               /* never NULL after translation (may be empty) */
+    mp_cb_limits_t cb_limits[MP_PRIORITY_COUNT]; /* circuit_breakers.thresholds */
+    mp_cb_counts_t cb_counts[MP_PRIORITY_COUNT];
     mp_cluster_stats_t stats;
 };
 
@@ -575,6 +621,23 @@ mp_hostset_t *mp_cluster_hosts_acquire(mp_cluster_t *c);
 void mp_hostset_release(mp_hostset_t *hs);
 void mp_cluster_hosts_publish(mp_cluster_t *c, mp_hostset_t *hs);
 mp_hostset_t *mp_hostset_new(uint32_t n); /* refs = 1, hosts zeroed */
+/* Gives each host of fresh without health the health of the host with the same address in old
+ * (a ref), or a new healthy one; old may be NULL.  Main thread, before publishing fresh. */
+void mp_hostset_adopt_health(mp_hostset_t *fresh, const mp_hostset_t *old);
+
+/* Health state: new (refs 1, flags 0), ref, unref (frees at 0); any thread. */
+mp_host_health_t *mp_host_health_new(void);
+mp_host_health_t *mp_host_health_ref(mp_host_health_t *h);
+void mp_host_health_unref(mp_host_health_t *h);
+/* Sets or clears flag on h; returns the flags before.  Any thread (the main thread in practice). */
+uint32_t mp_host_health_set(mp_host_health_t *h, uint32_t flag, bool on);
+
+/* Whether the load balancer may send a request to h: no MP_HEALTH_UNUSABLE flag.  Worker. */
+static inline bool mp_host_usable(const mp_host_t *h)
+{
+    return (atomic_load_explicit(&h->health->flags, memory_order_relaxed) & MP_HEALTH_UNUSABLE) ==
+           0;
+}
 
 /* Parses "ip:port" / "[v6]:port" or an IP and a port into addr.  Returns 0 or MP_ERROR. */
 int mp_addr_parse(mp_addr_t *addr, const char *ip, uint16_t port);

@@ -105,6 +105,7 @@ static mp_hostset_t *numbered_set(uint32_t seq)
     hs->hosts[1].weight = 1;
     hs->hosts[1].hostname = mp_xstrdup("stress");
     mp_hostset_sum_weights(hs);
+    mp_hostset_adopt_health(hs, NULL);
     return hs;
 }
 

@@ -19,6 +19,7 @@ static mp_hostset_t *make_set(uint32_t n, const uint32_t *weights)
         hs->hosts[i].weight = weights ? weights[i] : 1;
     }
     mp_hostset_sum_weights(hs);
+    mp_hostset_adopt_health(hs, NULL);
     return hs;
 }
 
@@ -242,6 +243,37 @@ static void test_random_numbers(void)
         CHECK(buckets[i] > 9000 && buckets[i] < 11000);
 }
 
+/* Unusable hosts (ejected, failing health checks) are skipped while at least half the set is
+ * usable; below that the set is in panic and every host is used again. */
+static void test_unusable_hosts_skipped_until_panic(void)
+{
+    const mp_lb_policy_t policies[] = {MP_LB_ROUND_ROBIN, MP_LB_RANDOM, MP_LB_LEAST_REQUEST};
+    const uint32_t weights[] = {1, 3, 1, 1};
+    for (size_t p = 0; p < sizeof(policies) / sizeof(policies[0]); p++) {
+        for (int weighted = 0; weighted < 2; weighted++) {
+            mp_cluster_t c = cluster_with(policies[p]);
+            mp_lb_t *lb = mp_lb_new(&c);
+            mp_hostset_t *hs = make_set(4, weighted ? weights : NULL);
+            mp_host_health_set(hs->hosts[1].health, MP_HEALTH_FAILED_OUTLIER_CHECK, true);
+            uint32_t seen[4] = {0};
+            for (int k = 0; k < PICKS; k++)
+                seen[mp_lb_pick(lb, hs, -1)]++;
+            CHECK_INT(seen[1], 0);
+            CHECK(seen[0] > 0 && seen[2] > 0 && seen[3] > 0);
+            /* 1 of 4 usable: panic, all four are used. */
+            mp_host_health_set(hs->hosts[0].health, MP_HEALTH_FAILED_ACTIVE_HC, true);
+            mp_host_health_set(hs->hosts[2].health, MP_HEALTH_PENDING_ACTIVE_HC, true);
+            memset(seen, 0, sizeof(seen));
+            for (int k = 0; k < PICKS; k++)
+                seen[mp_lb_pick(lb, hs, -1)]++;
+            for (int i = 0; i < 4; i++)
+                CHECK(seen[i] > 0);
+            mp_hostset_release(hs);
+            mp_lb_free(lb);
+        }
+    }
+}
+
 int main(void)
 {
     RUN(test_round_robin_equal_is_rotation);
@@ -254,5 +286,6 @@ int main(void)
     RUN(test_least_request_weighted_prefers_idle);
     RUN(test_set_replacement);
     RUN(test_random_numbers);
+    RUN(test_unusable_hosts_skipped_until_panic);
     UNIT_DONE();
 }
