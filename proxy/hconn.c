@@ -84,6 +84,7 @@ void mp_hconn_give_tport(mp_hconn_t *c, mp_tport_t *to)
 {
     unlink_conn(c);
     atomic_fetch_sub(&c->w->active_conns, 1);
+    mp_tls_ident_fini(&c->ident); /* the new owner keeps its own */
     *to = c->tp;
     to->rio = NULL;
     c->tp.tls = NULL;

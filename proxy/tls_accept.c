@@ -77,7 +77,9 @@ static void handshake_done(tls_hs_t *hs)
     mp_stats_inc(hs->c.chain->tls->stats.handshake);
     if (SSL_session_reused(hs->ssl))
         mp_stats_inc(hs->c.chain->tls->stats.session_reused);
-    if (!mp_rbac_network_allows(hs->c.listener, hs->c.chain, hs->c.tp.fd,
+    /* The identity is parsed here only when a network RBAC filter needs it. */
+    if (hs->c.chain->n_rbac_filters > 0 &&
+        !mp_rbac_network_allows(hs->c.listener, hs->c.chain, hs->c.tp.fd,
                                 mp_tls_ident_get(mp_hconn_ident(&hs->c)))) {
         hs_end(hs, false, "denied by network RBAC");
         return;
