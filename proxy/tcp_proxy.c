@@ -471,7 +471,8 @@ static bool connect_host(mp_tcp_conn_t *c, int idx)
     mp_tport_init(&c->up.tp, c->w->loop, fd, &c->up.rio);
     /* SNI as the HTTP router sends it: the context's sni, else the host's name. */
     if (c->cluster->tls != NULL &&
-        mp_tport_tls_connect(&c->up.tp, c->cluster->tls, host->hostname, false) != 0) {
+        mp_tport_tls_connect(&c->up.tp, c->cluster->tls, host->addr.text, host->hostname,
+                             false) != 0) {
         mp_log_debug("tcp_proxy %s: upstream %s: no SSL object", c->peer, host->addr.text);
         mp_stats_inc(c->cluster->stats.upstream_cx_connect_fail);
         mp_tport_close(&c->up.tp);
