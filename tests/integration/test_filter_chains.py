@@ -242,6 +242,47 @@ def _closed_by_peer(s, timeout=5.0):
         return False
 
 
+def _send_and_wait_close(port, data):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(data)
+        mp.check(_closed_by_peer(s), "no chain for %r: closed" % data[:16])
+
+
+def test_inspector_stats():
+    # Envoy's counters, global (no listener prefix), counted once per inspected connection.
+    p = _pki()
+    chains = [chain("tls-h2", "{transport_protocol: tls, application_protocols: [h2]}", p["a"]),
+              chain("plain-h2c", "{application_protocols: [h2c]}"),
+              chain("plain-h1", "{application_protocols: [http/1.1, http/1.0]}")]
+    m, port = start(chains)
+    with m:
+        url = "http://127.0.0.1:%d/" % port
+        mp.eq(curl_tls(port, "a.example.com", "--http2"), (b"tls-h2", 0), "TLS, SNI and ALPN")
+        mp.eq(curl(url, "--http2-prior-knowledge"), (b"plain-h2c", 0), "h2c")
+        mp.eq(curl(url), (b"plain-h1", 0), "HTTP/1.1")
+        mp.eq(curl(url, "--http1.0"), (b"plain-h1", 0), "HTTP/1.0")
+        _send_and_wait_close(port, _client_hello())  # SNI, no ALPN
+        _send_and_wait_close(port, b"SSH-2.0-OpenSSH_9.0\r\n")
+        # A handshake record announcing a 20 KiB ClientHello: over the 16 KiB cap.
+        _send_and_wait_close(port, bytes([22, 3, 1, 0, 4, 1, 0, 0x50, 0]))
+        want = {"tls_inspector.tls_found": 2, "tls_inspector.tls_not_found": 4,
+                "tls_inspector.client_hello_too_large": 1,
+                "tls_inspector.sni_found": 2, "tls_inspector.sni_not_found": 0,
+                "tls_inspector.alpn_found": 1, "tls_inspector.alpn_not_found": 1,
+                "http_inspector.http2_found": 1, "http_inspector.http11_found": 1,
+                "http_inspector.http10_found": 1, "http_inspector.http_not_found": 2}
+
+        def got():
+            st = m.stats()
+            return {k: st.get(k) for k in want}
+        try:
+            mp.wait_until(lambda: got() == want, 5, what="inspector counters")
+        except mp.TestFailure:
+            mp.eq(got(), want, "inspector counters")
+        mp.check(not any(k.startswith("listener.") and "inspector" in k for k in m.stats()),
+                 "no per-listener inspector stats")
+
+
 def test_listener_filters_timeout():
     p = _pki()
     extra = TLS_INSPECTOR + "    listener_filters_timeout: 0.3s\n"
