@@ -17,10 +17,10 @@
 #define MP_TLS_SESSION_PEERS 128
 
 typedef struct mp_tls_peer_sessions {
-    char *peer;             /* the key: address text and server name */
-    SSL_SESSION **s;        /* newest last; max_keys slots */
-    uint32_t n;             /* sessions held */
-    uint64_t stored;        /* the cache's clock at the last store, for eviction */
+    char *peer;      /* the key: address text and server name */
+    SSL_SESSION **s; /* newest last; max_keys slots */
+    uint32_t n;      /* sessions held */
+    uint64_t stored; /* the cache's clock at the last store, for eviction */
 } mp_tls_peer_sessions_t;
 
 /* Refcounted: the owning context holds one reference, every SSL tagged with it another, so a
@@ -74,8 +74,7 @@ void mp_tls__sessions_unref(mp_tls_sessions_t *c)
 
 /* The SSL is being freed (before its SSL_CTX is released): its tag goes, and with the last tag
  * of a cache its owner already dropped, the cache and its sessions. */
-static void on_tag_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
-                        void *argp)
+static void on_tag_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
     mp_tls_session_tag_t *tag = ptr;
     if (tag == NULL)

@@ -441,7 +441,7 @@ typedef struct mp_listener_stats {
  * without a listener prefix: every listener with the filter counts into the same ones. */
 typedef struct mp_inspector_stats {
     mp_stat_id_t client_hello_too_large, tls_found, tls_not_found, alpn_found, alpn_not_found,
-        sni_found, sni_not_found;            /* tls_inspector. */
+        sni_found, sni_not_found;                                         /* tls_inspector. */
     mp_stat_id_t http10_found, http11_found, http2_found, http_not_found; /* http_inspector. */
 } mp_inspector_stats_t;
 

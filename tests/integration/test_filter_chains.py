@@ -3,6 +3,7 @@ s_client and Python sockets against magpie listeners with several chains, each a
 direct response that names it (so the body proves which chain served the connection, and for TLS
 the certificate subject proves which chain's context did the handshake)."""
 
+import json
 import socket
 import ssl
 import subprocess
@@ -281,6 +282,27 @@ def test_inspector_stats():
             mp.eq(got(), want, "inspector counters")
         mp.check(not any(k.startswith("listener.") and "inspector" in k for k in m.stats()),
                  "no per-listener inspector stats")
+
+
+def test_admin_listeners_lists_chains():
+    p = _pki()
+    chains = [chain("sni-a", "{server_names: [a.example.com, \"*.b.example.com\"], "
+                             "transport_protocol: tls}", p["a"]),
+              chain("from-two", "{source_prefix_ranges: [{address_prefix: 127.0.0.2, "
+                                "prefix_len: 32}], destination_port: $port}")]
+    m, port = start(chains, default=chain("the-default", default=True))
+    with m:
+        st, body = m.admin("/listeners?format=json")
+        mp.eq(st, 200, "/listeners?format=json")
+        l1 = json.loads(body)["listener_statuses"][0]
+        got = [(c["name"], c["match"], c["transport"], c["filter"]) for c in l1["filter_chains"]]
+        hcm = "envoy.filters.network.http_connection_manager"
+        mp.eq(got, [("sni-a", "server_names=[a.example.com,*.b.example.com] "
+                              "transport_protocol=tls", "tls", hcm),
+                    ("from-two", "destination_port=%d source_prefix_ranges=[127.0.0.2/32]"
+                                 % port, "raw", hcm)], "chains in /listeners")
+        d = l1.get("default_filter_chain") or {}
+        mp.eq((d.get("match"), d.get("transport")), ("any", "raw"), "the default chain")
 
 
 def test_listener_filters_timeout():
