@@ -97,6 +97,88 @@ static cJSON *socket_address_json(const mp_addr_t *a)
     return outer;
 }
 
+static void describe_names(mp_buf_t *b, const char *what, char *const *v, uint32_t n)
+{
+    if (n == 0)
+        return;
+    mp_buf_printf(b, "%s%s=[", mp_buf_len(b) > 0 ? " " : "", what);
+    for (uint32_t i = 0; i < n; i++)
+        mp_buf_printf(b, "%s%s", i > 0 ? "," : "", v[i]);
+    mp_buf_append(b, "]", 1);
+}
+
+static void describe_cidrs(mp_buf_t *b, const char *what, const mp_cidr_t *v, uint32_t n)
+{
+    if (n == 0)
+        return;
+    mp_buf_printf(b, "%s%s=[", mp_buf_len(b) > 0 ? " " : "", what);
+    for (uint32_t i = 0; i < n; i++) {
+        char ip[INET6_ADDRSTRLEN] = "?";
+        inet_ntop(v[i].ip.family == AF_INET6 ? AF_INET6 : AF_INET, v[i].ip.b, ip, sizeof(ip));
+        mp_buf_printf(b, "%s%s/%u", i > 0 ? "," : "", ip, v[i].len);
+    }
+    mp_buf_append(b, "]", 1);
+}
+
+/* The criteria a chain sets, in Envoy's field names and match order; nothing for none. */
+static void describe_match(const mp_chain_match_t *m, mp_buf_t *b)
+{
+    static const char *const source_types[] = {"ANY", "SAME_IP_OR_LOOPBACK", "EXTERNAL"};
+    if (m->destination_port != 0)
+        mp_buf_printf(b, "destination_port=%u", m->destination_port);
+    describe_cidrs(b, "prefix_ranges", m->prefix_ranges, m->n_prefix_ranges);
+    describe_names(b, "server_names", m->server_names, m->n_server_names);
+    if (m->transport_protocol != NULL)
+        mp_buf_printf(b, "%stransport_protocol=%s", mp_buf_len(b) > 0 ? " " : "",
+                      m->transport_protocol);
+    describe_names(b, "application_protocols", m->application_protocols,
+                   m->n_application_protocols);
+    describe_cidrs(b, "direct_source_prefix_ranges", m->direct_source_prefix_ranges,
+                   m->n_direct_source_prefix_ranges);
+    if (m->source_type != MP_SOURCE_ANY)
+        mp_buf_printf(b, "%ssource_type=%s", mp_buf_len(b) > 0 ? " " : "",
+                      source_types[m->source_type]);
+    describe_cidrs(b, "source_prefix_ranges", m->source_prefix_ranges, m->n_source_prefix_ranges);
+    if (m->n_source_ports > 0)
+        mp_buf_printf(b, "%ssource_ports=[", mp_buf_len(b) > 0 ? " " : "");
+    for (uint32_t i = 0; i < m->n_source_ports; i++)
+        mp_buf_printf(b, "%s%u", i > 0 ? "," : "", m->source_ports[i]);
+    if (m->n_source_ports > 0)
+        mp_buf_append(b, "]", 1);
+}
+
+static cJSON *chain_json(const mp_filter_chain_t *fc)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", fc->name != NULL ? fc->name : "");
+    mp_buf_t b;
+    mp_buf_init(&b);
+    describe_match(&fc->match, &b);
+    size_t len = mp_buf_len(&b);
+    char *match = mp_xmalloc(len + 1);
+    mp_buf_copy_out(&b, match, len);
+    match[len] = '\0';
+    mp_buf_clear(&b);
+    cJSON_AddStringToObject(o, "match", len > 0 ? match : "any");
+    free(match);
+    cJSON_AddStringToObject(o, "transport", fc->tls != NULL ? "tls" : "raw");
+    cJSON_AddStringToObject(o, "filter",
+                            fc->tcp_proxy != NULL
+                                ? "envoy.filters.network.tcp_proxy"
+                                : "envoy.filters.network.http_connection_manager");
+    cJSON_AddNumberToObject(o, "rbac_filters", fc->n_rbac_filters);
+    return o;
+}
+
+static void listener_chains_json(const mp_listener_t *l, cJSON *o)
+{
+    cJSON *arr = cJSON_AddArrayToObject(o, "filter_chains");
+    for (uint32_t i = 0; i < l->n_chains; i++)
+        cJSON_AddItemToArray(arr, chain_json(&l->chains[i]));
+    if (l->default_chain != NULL)
+        cJSON_AddItemToObject(o, "default_filter_chain", chain_json(l->default_chain));
+}
+
 static void listeners_json(const mp_config_t *cfg, mp_buf_t *out)
 {
     cJSON *root = cJSON_CreateObject();
@@ -105,6 +187,7 @@ static void listeners_json(const mp_config_t *cfg, mp_buf_t *out)
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "name", cfg->listeners[i].name ? cfg->listeners[i].name : "");
         cJSON_AddItemToObject(o, "local_address", socket_address_json(&cfg->listeners[i].addr));
+        listener_chains_json(&cfg->listeners[i], o);
         cJSON_AddItemToArray(arr, o);
     }
     char *s = cJSON_Print(root);

@@ -214,7 +214,7 @@ static mp_h2_uconn_t *connect_new(mp_stream_t *s, mp_pool_t *pool, const mp_addr
         return NULL;
     }
     mp_h2_uconn_t *hc = mp_h2u__hc_new(s->conn->w, pool, s, addr, fd, sni);
-    if (c->tls != NULL && mp_tport_tls_connect(&hc->tp, c->tls, sni, true) != 0) {
+    if (c->tls != NULL && mp_tport_tls_connect(&hc->tp, c->tls, addr->text, sni, true) != 0) {
         mp_stats_inc(c->stats.upstream_cx_connect_fail);
         mp_h2u__close_gracefully(hc); /* nothing attached yet: no stream hears of it */
         mp_stream_on_upstream_failure(s, MP_RF_UPSTREAM_CONNECT_FAIL, "tls_handshake_failure");

@@ -146,13 +146,19 @@ mp_inspect_result_t mp_inspect_client_hello(const uint8_t *buf, size_t len, mp_c
         return MP_INSPECT_NO;
     if (n >= 1 && hs[0] != HS_CLIENT_HELLO)
         return MP_INSPECT_NO;
+    /* A hello whose start fills the whole peek, or which says it is longer than the cap, is
+     * "too large"; either way it is not inspected. */
+    out->too_large = len >= MP_CH_MAX_PEEK;
     if (n < 4)
-        return len >= MP_CH_MAX_PEEK ? MP_INSPECT_NO : MP_INSPECT_NEED_MORE;
+        return out->too_large ? MP_INSPECT_NO : MP_INSPECT_NEED_MORE;
     size_t body = (size_t)hs[1] << 16 | (size_t)hs[2] << 8 | hs[3];
-    if (body > MP_CH_MAX_HELLO)
+    if (body > MP_CH_MAX_HELLO) {
+        out->too_large = true;
         return MP_INSPECT_NO;
+    }
     if ((size_t)n < 4 + body) /* the rest may be in this record or in records still to come */
-        return len >= MP_CH_MAX_PEEK ? MP_INSPECT_NO : MP_INSPECT_NEED_MORE;
+        return out->too_large ? MP_INSPECT_NO : MP_INSPECT_NEED_MORE;
+    out->too_large = false;
     rd_t r = {hs + 4, body, false};
     return parse_hello(r, out);
 }

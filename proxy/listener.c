@@ -122,6 +122,31 @@ static void apply_hello(mp_inspect_t *in)
     in->facts.n_alpn = in->hello.n_alpn;
 }
 
+/* Envoy's tls_inspector.* counters for a finished look at a hello. */
+static void count_tls(const mp_inspector_stats_t *st, mp_inspect_result_t r,
+                      const mp_client_hello_t *h)
+{
+    if (r != MP_INSPECT_DONE) {
+        mp_stats_inc(h->too_large ? st->client_hello_too_large : st->tls_not_found);
+        return;
+    }
+    mp_stats_inc(st->tls_found);
+    mp_stats_inc(h->sni[0] != '\0' ? st->sni_found : st->sni_not_found);
+    mp_stats_inc(h->n_alpn > 0 ? st->alpn_found : st->alpn_not_found);
+}
+
+static void count_http(const mp_inspector_stats_t *st, mp_inspect_result_t r, const char *proto)
+{
+    if (r != MP_INSPECT_DONE)
+        mp_stats_inc(st->http_not_found);
+    else if (strcmp(proto, "h2c") == 0)
+        mp_stats_inc(st->http2_found);
+    else if (strcmp(proto, "http/1.0") == 0)
+        mp_stats_inc(st->http10_found);
+    else
+        mp_stats_inc(st->http11_found);
+}
+
 /* Runs the inspectors over the n bytes peeked; MP_AGAIN while one needs more. */
 static int inspect(mp_inspect_t *in, const uint8_t *buf, size_t n)
 {
@@ -130,6 +155,7 @@ static int inspect(mp_inspect_t *in, const uint8_t *buf, size_t n)
         if (r == MP_INSPECT_NEED_MORE)
             return MP_AGAIN;
         in->tls_done = true;
+        count_tls(&in->l->inspector_stats, r, &in->hello);
         if (r == MP_INSPECT_DONE)
             apply_hello(in);
     }
@@ -140,6 +166,7 @@ static int inspect(mp_inspect_t *in, const uint8_t *buf, size_t n)
         if (r == MP_INSPECT_NEED_MORE)
             return MP_AGAIN;
         in->http_done = true;
+        count_http(&in->l->inspector_stats, r, proto);
         if (r == MP_INSPECT_DONE) {
             in->alpn[0] = proto;
             in->facts.alpn = in->alpn;

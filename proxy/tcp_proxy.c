@@ -470,8 +470,8 @@ static bool connect_host(mp_tcp_conn_t *c, int idx)
     }
     mp_tport_init(&c->up.tp, c->w->loop, fd, &c->up.rio);
     /* SNI as the HTTP router sends it: the context's sni, else the host's name. */
-    if (c->cluster->tls != NULL &&
-        mp_tport_tls_connect(&c->up.tp, c->cluster->tls, host->hostname, false) != 0) {
+    if (c->cluster->tls != NULL && mp_tport_tls_connect(&c->up.tp, c->cluster->tls, host->addr.text,
+                                                        host->hostname, false) != 0) {
         mp_log_debug("tcp_proxy %s: upstream %s: no SSL object", c->peer, host->addr.text);
         mp_stats_inc(c->cluster->stats.upstream_cx_connect_fail);
         mp_tport_close(&c->up.tp);
@@ -617,6 +617,9 @@ void mp_tcp_proxy_accept_tport(mp_hconn_t *from)
     const mp_listener_t *l = from->listener;
     mp_tport_t tp;
     const mp_filter_chain_t *fc = from->chain;
+    /* The handshake loaded the peer's facts for network RBAC; this connection keeps its own
+     * cache (loaded again on first use), so the handshake's is released here. */
+    mp_tls_ident_fini(&from->ident);
     mp_hconn_give_tport(from, &tp);
     start_conn(w, l, fc, &tp);
 }

@@ -41,6 +41,7 @@ void mp_tls__ctx_unref(mp_tls_ctx_t *ctx)
 {
     if (atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel) != 1)
         return;
+    mp_tls__sessions_unref(ctx->sessions); /* sessions before the SSL_CTX they came from */
     SSL_CTX_free(ctx->ssl);
     for (uint32_t i = 0; i < ctx->n_sans; i++)
         mp_string_matcher_free(&ctx->sans[i].match);
@@ -64,6 +65,8 @@ void mp_tls_ctx_free(mp_tls_ctx_t *ctx)
      * connection still uses it), so the unref below can be the last. */
     SSL_CTX *ssl = ctx->ssl;
     ctx->ssl = NULL;
+    mp_tls__sessions_unref(ctx->sessions); /* sessions before the SSL_CTX they came from */
+    ctx->sessions = NULL;
     SSL_CTX_free(ssl);
     mp_tls__ctx_unref(ctx);
 }
@@ -85,7 +88,11 @@ void mp_tls_ctx_publish(mp_tls_ctx_t *ctx, mp_tls_ctx_t *fresh)
     pthread_mutex_lock(&ctx->lock);
     SSL_CTX *prev = ctx->ssl;
     ctx->ssl = next;
+    mp_tls_sessions_t *prev_sessions = ctx->sessions;
+    ctx->sessions = fresh->sessions; /* empty: nothing verified under the old trust resumes */
+    fresh->sessions = NULL;
     pthread_mutex_unlock(&ctx->lock);
+    mp_tls__sessions_unref(prev_sessions); /* connections made before keep theirs */
     char *desc = ctx->cert_desc;
     ctx->cert_desc = fresh->cert_desc;
     fresh->cert_desc = desc;

@@ -231,10 +231,17 @@ static int finish_client(mp_tls_ctx_t *ctx, mp_err_t *err)
 {
     if (ctx->alpn != NULL && SSL_CTX_set_alpn_protos(ctx->ssl, ctx->alpn, ctx->alpn_len) != 0)
         return mp_err_set(err, "common_tls_context.alpn_protocols: rejected by OpenSSL");
-    if (ctx->max_session_keys > 0)
-        SSL_CTX_set_session_cache_mode(ctx->ssl, SSL_SESS_CACHE_CLIENT);
-    else
+    if (ctx->max_session_keys == 0) {
         SSL_CTX_set_session_cache_mode(ctx->ssl, SSL_SESS_CACHE_OFF);
+        return 0;
+    }
+    /* Sessions go to our per-peer cache (tls_session.c) only: OpenSSL's internal one would
+     * hold up to 20k of them, keyed for servers. */
+    SSL_CTX_set_session_cache_mode(ctx->ssl,
+                                   SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx->ssl, mp_tls__on_new_session);
+    if (ctx->sessions == NULL)
+        ctx->sessions = mp_tls__sessions_new(ctx->max_session_keys);
     return 0;
 }
 

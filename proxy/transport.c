@@ -132,6 +132,12 @@ void mp_tport_kick_read(mp_tport_t *t)
 void mp_tport_close(mp_tport_t *t)
 {
     if (t->tls != NULL) {
+        /* OpenSSL marks the session of a connection freed without a close_notify sent as not
+         * resumable, and a client's session is the one in our cache (tls_session.c), shared
+         * with later connections.  Upstream connections end without close_notify all the time
+         * (idle timeouts, Connection: close, resets); like Envoy, the session stays good. */
+        if (!SSL_is_server(t->tls))
+            SSL_set_shutdown(t->tls, SSL_get_shutdown(t->tls) | SSL_SENT_SHUTDOWN);
         SSL_free(t->tls);
         t->tls = NULL;
     }
@@ -142,17 +148,19 @@ void mp_tport_close(mp_tport_t *t)
 
 static const unsigned char alpn_h2[] = {2, 'h', '2'};
 
-int mp_tport_tls_connect(mp_tport_t *t, const mp_tls_ctx_t *ctx, const char *sni, bool offer_h2)
+int mp_tport_tls_connect(mp_tport_t *t, const mp_tls_ctx_t *ctx, const char *addr, const char *sni,
+                         bool offer_h2)
 {
-    SSL_CTX *sc = mp_tls_ctx_acquire(ctx); /* the current certificate, even mid-rotation */
-    SSL *ssl = SSL_new(sc);
-    SSL_CTX_free(sc);
+    const char *name = ctx->sni != NULL ? ctx->sni : sni;
+    /* A session is only offered to the host, and under the name, it was made with. */
+    char peer[sizeof(((mp_addr_t *)0)->text) + 256];
+    snprintf(peer, sizeof(peer), "%s|%s", addr != NULL ? addr : "", name != NULL ? name : "");
+    SSL *ssl = mp_tls_client_ssl(ctx, addr != NULL ? peer : NULL); /* the current certificate */
     if (ssl == NULL || SSL_set_fd(ssl, t->fd) != 1) {
         SSL_free(ssl);
         return MP_ERROR;
     }
     SSL_set_connect_state(ssl);
-    const char *name = ctx->sni != NULL ? ctx->sni : sni;
     if (name != NULL && name[0] != '\0')
         SSL_set_tlsext_host_name(ssl, name);
     /* An h2 cluster must be asked for h2: a server that sees no ALPN may well speak HTTP/1.1. */

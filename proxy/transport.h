@@ -49,10 +49,13 @@ void mp_tport_kick_read(mp_tport_t *t);
 /* Frees the SSL and closes the socket. */
 void mp_tport_close(mp_tport_t *t);
 
-/* Begins a client handshake with ctx once the TCP connect is done.  sni: the server name to send
- * (ctx->sni wins), or NULL; offer_h2: HTTP/2 is offered by ALPN when ctx lists no protocols.
- * 0, or MP_ERROR when no SSL object could be made. */
-int mp_tport_tls_connect(mp_tport_t *t, const mp_tls_ctx_t *ctx, const char *sni, bool offer_h2);
+/* Begins a client handshake with ctx once the TCP connect is done.  addr: the host's address
+ * text, which keys session resumption (a session kept for addr and the server name is offered;
+ * NULL: none); sni: the server name to send (ctx->sni wins), or NULL; offer_h2: HTTP/2 is
+ * offered by ALPN when ctx lists no protocols.  0, or MP_ERROR when no SSL object could be
+ * made. */
+int mp_tport_tls_connect(mp_tport_t *t, const mp_tls_ctx_t *ctx, const char *addr, const char *sni,
+                         bool offer_h2);
 /* One step of the client handshake: 0 when done (handshake and session_reused counted),
  * MP_AGAIN with *events (EV_READ or EV_WRITE) to wait for, or MP_ERROR (connection_error
  * counted; why, if not NULL, gets OpenSSL's reason). */

@@ -596,7 +596,8 @@ void mp_h1_upstream_attach(mp_stream_t *s, mp_pool_t *pool, const mp_host_t *hos
     }
     u = uconn_new(w, pool, s, &host->addr, fd);
     /* Every connection to a TLS cluster is TLS, a CONNECT tunnel ending here included. */
-    if (c->tls != NULL && mp_tport_tls_connect(&u->tp, c->tls, host->hostname, false) != 0) {
+    if (c->tls != NULL &&
+        mp_tport_tls_connect(&u->tp, c->tls, host->addr.text, host->hostname, false) != 0) {
         mp_stats_inc(c->stats.upstream_cx_connect_fail);
         mp_uconn_close(u);
         mp_stream_on_upstream_failure(s, MP_RF_UPSTREAM_CONNECT_FAIL, "tls_handshake_failure");

@@ -13,6 +13,7 @@
 #include "magpie/chain_match.h"
 #include "magpie/json_pb.h"
 #include "magpie/log.h"
+#include "magpie/stats.h"
 
 #define TLS_INSPECTOR "envoy.filters.listener.tls_inspector"
 #define TLS_INSPECTOR_TYPE "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
@@ -157,6 +158,25 @@ static int check_tls_inspector(const pb_listener_filter_t *f, mp_err_t *err)
     return 0;
 }
 
+static void register_tls_inspector_stats(mp_inspector_stats_t *st)
+{
+    st->client_hello_too_large = mp_stats_counter("tls_inspector.client_hello_too_large");
+    st->tls_found = mp_stats_counter("tls_inspector.tls_found");
+    st->tls_not_found = mp_stats_counter("tls_inspector.tls_not_found");
+    st->alpn_found = mp_stats_counter("tls_inspector.alpn_found");
+    st->alpn_not_found = mp_stats_counter("tls_inspector.alpn_not_found");
+    st->sni_found = mp_stats_counter("tls_inspector.sni_found");
+    st->sni_not_found = mp_stats_counter("tls_inspector.sni_not_found");
+}
+
+static void register_http_inspector_stats(mp_inspector_stats_t *st)
+{
+    st->http10_found = mp_stats_counter("http_inspector.http10_found");
+    st->http11_found = mp_stats_counter("http_inspector.http11_found");
+    st->http2_found = mp_stats_counter("http_inspector.http2_found");
+    st->http_not_found = mp_stats_counter("http_inspector.http_not_found");
+}
+
 static int translate_listener_filter(const pb_listener_filter_t *f, mp_listener_t *l, mp_err_t *err)
 {
     const char *type = listener_filter_type(f);
@@ -169,11 +189,13 @@ static int translate_listener_filter(const pb_listener_filter_t *f, mp_listener_
     if (strcmp(type, TLS_INSPECTOR_TYPE) == 0 ||
         (type[0] == '\0' && strcmp(name, TLS_INSPECTOR) == 0)) {
         l->tls_inspector = true;
+        register_tls_inspector_stats(&l->inspector_stats);
         return check_tls_inspector(f, err);
     }
     if (strcmp(type, HTTP_INSPECTOR_TYPE) == 0 ||
         (type[0] == '\0' && strcmp(name, HTTP_INSPECTOR) == 0)) {
         l->http_inspector = true;
+        register_http_inspector_stats(&l->inspector_stats);
         return 0;
     }
     return mp_err_set(err,

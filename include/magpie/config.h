@@ -483,6 +483,14 @@ typedef struct mp_listener_stats {
         no_filter_chain_match, downstream_pre_cx_timeout;
 } mp_listener_stats_t;
 
+/* The listener filters' counters.  Envoy roots them at tls_inspector. and http_inspector.,
+ * without a listener prefix: every listener with the filter counts into the same ones. */
+typedef struct mp_inspector_stats {
+    mp_stat_id_t client_hello_too_large, tls_found, tls_not_found, alpn_found, alpn_not_found,
+        sni_found, sni_not_found;                                         /* tls_inspector. */
+    mp_stat_id_t http10_found, http11_found, http2_found, http_not_found; /* http_inspector. */
+} mp_inspector_stats_t;
+
 /* ---- the TCP proxy network filter (envoy.filters.network.tcp_proxy) ---- */
 
 typedef struct mp_tcp_proxy_stats {
@@ -585,6 +593,7 @@ typedef struct mp_listener {
     bool continue_on_listener_filters_timeout; /* default false: close on timeout */
     unsigned chain_uses;                       /* MP_CHAIN_USES_* over all chains */
     mp_listener_stats_t stats;                 /* listener.<addr>. */
+    mp_inspector_stats_t inspector_stats;      /* registered for the inspectors configured */
 } mp_listener_t;
 
 /* ---- the snapshot ---- */

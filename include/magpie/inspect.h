@@ -4,6 +4,7 @@
 #ifndef MAGPIE_INSPECT_H
 #define MAGPIE_INSPECT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,6 +27,8 @@ typedef struct mp_client_hello {
     char sni[256];
     char alpn[MP_CH_MAX_ALPN][64];
     uint32_t n_alpn;
+    bool too_large; /* NO because the hello is over MP_CH_MAX_HELLO (tls_inspector's
+                       client_hello_too_large) rather than not a hello */
 } mp_client_hello_t;
 
 /* Parses the TLS records at buf[0..len) as the start of a connection: handshake records

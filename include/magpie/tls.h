@@ -53,6 +53,9 @@ typedef struct mp_tls_source {
     uint8_t digest[32]; /* SHA-256 of its contents when last looked at (watcher's business) */
 } mp_tls_source_t;
 
+/* Upstream sessions kept for resumption (proxy/tls_session.c): opaque, refcounted. */
+typedef struct mp_tls_sessions mp_tls_sessions_t;
+
 typedef struct mp_tls_ctx {
     /* The current SSL_CTX; swapped by the main thread under lock, so workers take it with
      * mp_tls_ctx_acquire.  Owned: one reference.  Building code (main thread, before the context
@@ -74,6 +77,9 @@ typedef struct mp_tls_ctx {
     bool allow_expired;     /* allow_expired_certificate: an expired peer chain is accepted */
     bool accept_untrusted;  /* trust_chain_verification ACCEPT_UNTRUSTED: failures only count */
     uint32_t max_session_keys; /* upstream: sessions to keep for resumption (0: none) */
+    /* upstream with max_session_keys > 0: the sessions to resume, per peer; one reference.
+     * Swapped with the SSL_CTX (under lock) by mp_tls_ctx_publish. */
+    mp_tls_sessions_t *sessions;
     mp_tls_stats_t stats;
     /* Rotation (main thread only): the packed TransportSocket it was built from, the stat
      * prefix, the files it depends on and a digest of their contents when last tried. */
@@ -108,6 +114,17 @@ SSL_CTX *mp_tls_ctx_acquire(const mp_tls_ctx_t *ctx);
  * stays alive as long as its SSL_CTX does, for that SSL_CTX's callbacks; the caller no longer
  * owns it.  The previous SSL_CTX is released (connections holding it keep it).  Main thread. */
 void mp_tls_ctx_publish(mp_tls_ctx_t *ctx, mp_tls_ctx_t *fresh);
+
+/* Session resumption (upstream contexts, Envoy's max_session_keys): a new SSL on ctx's current
+ * SSL_CTX, offered the newest session kept for peer ("addr|sni": sessions are only offered to
+ * the host that issued them) and tagged so that the sessions its handshake yields are kept for
+ * peer, up to max_session_keys per peer (the oldest goes).  A TLS 1.3 session is used once, a
+ * TLS 1.2 one until replaced.  A rotation starts an empty cache: a session verified under the
+ * old trust settings is never resumed under the new.  NULL when OpenSSL cannot make the SSL, or
+ * for peer NULL or a context without a cache, a plain SSL_new.  Any thread; short mutexes. */
+SSL *mp_tls_client_ssl(const mp_tls_ctx_t *ctx, const char *peer);
+/* Sessions kept for peer (tests). */
+uint32_t mp_tls_sessions_count(mp_tls_sessions_t *cache, const char *peer);
 
 /* Records that ctx depends on path, which feeds SDS secret `secret` (the SDS file itself, or a
  * file the secret names).  A path already recorded is ignored.  Main thread, while building. */

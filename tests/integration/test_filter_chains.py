@@ -3,6 +3,7 @@ s_client and Python sockets against magpie listeners with several chains, each a
 direct response that names it (so the body proves which chain served the connection, and for TLS
 the certificate subject proves which chain's context did the handshake)."""
 
+import json
 import socket
 import ssl
 import subprocess
@@ -240,6 +241,68 @@ def _closed_by_peer(s, timeout=5.0):
         return True
     except socket.timeout:
         return False
+
+
+def _send_and_wait_close(port, data):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(data)
+        mp.check(_closed_by_peer(s), "no chain for %r: closed" % data[:16])
+
+
+def test_inspector_stats():
+    # Envoy's counters, global (no listener prefix), counted once per inspected connection.
+    p = _pki()
+    chains = [chain("tls-h2", "{transport_protocol: tls, application_protocols: [h2]}", p["a"]),
+              chain("plain-h2c", "{application_protocols: [h2c]}"),
+              chain("plain-h1", "{application_protocols: [http/1.1, http/1.0]}")]
+    m, port = start(chains)
+    with m:
+        url = "http://127.0.0.1:%d/" % port
+        mp.eq(curl_tls(port, "a.example.com", "--http2"), (b"tls-h2", 0), "TLS, SNI and ALPN")
+        mp.eq(curl(url, "--http2-prior-knowledge"), (b"plain-h2c", 0), "h2c")
+        mp.eq(curl(url), (b"plain-h1", 0), "HTTP/1.1")
+        mp.eq(curl(url, "--http1.0"), (b"plain-h1", 0), "HTTP/1.0")
+        _send_and_wait_close(port, _client_hello())  # SNI, no ALPN
+        _send_and_wait_close(port, b"SSH-2.0-OpenSSH_9.0\r\n")
+        # A handshake record announcing a 20 KiB ClientHello: over the 16 KiB cap.
+        _send_and_wait_close(port, bytes([22, 3, 1, 0, 4, 1, 0, 0x50, 0]))
+        want = {"tls_inspector.tls_found": 2, "tls_inspector.tls_not_found": 4,
+                "tls_inspector.client_hello_too_large": 1,
+                "tls_inspector.sni_found": 2, "tls_inspector.sni_not_found": 0,
+                "tls_inspector.alpn_found": 1, "tls_inspector.alpn_not_found": 1,
+                "http_inspector.http2_found": 1, "http_inspector.http11_found": 1,
+                "http_inspector.http10_found": 1, "http_inspector.http_not_found": 2}
+
+        def got():
+            st = m.stats()
+            return {k: st.get(k) for k in want}
+        try:
+            mp.wait_until(lambda: got() == want, 5, what="inspector counters")
+        except mp.TestFailure:
+            mp.eq(got(), want, "inspector counters")
+        mp.check(not any(k.startswith("listener.") and "inspector" in k for k in m.stats()),
+                 "no per-listener inspector stats")
+
+
+def test_admin_listeners_lists_chains():
+    p = _pki()
+    chains = [chain("sni-a", "{server_names: [a.example.com, \"*.b.example.com\"], "
+                             "transport_protocol: tls}", p["a"]),
+              chain("from-two", "{source_prefix_ranges: [{address_prefix: 127.0.0.2, "
+                                "prefix_len: 32}], destination_port: $port}")]
+    m, port = start(chains, default=chain("the-default", default=True))
+    with m:
+        st, body = m.admin("/listeners?format=json")
+        mp.eq(st, 200, "/listeners?format=json")
+        l1 = json.loads(body)["listener_statuses"][0]
+        got = [(c["name"], c["match"], c["transport"], c["filter"]) for c in l1["filter_chains"]]
+        hcm = "envoy.filters.network.http_connection_manager"
+        mp.eq(got, [("sni-a", "server_names=[a.example.com,*.b.example.com] "
+                              "transport_protocol=tls", "tls", hcm),
+                    ("from-two", "destination_port=%d source_prefix_ranges=[127.0.0.2/32]"
+                                 % port, "raw", hcm)], "chains in /listeners")
+        d = l1.get("default_filter_chain") or {}
+        mp.eq((d.get("match"), d.get("transport")), ("any", "raw"), "the default chain")
 
 
 def test_listener_filters_timeout():

@@ -478,6 +478,24 @@ def test_tls_to_openssl_s_server_verified_by_san():
     finish(m)
 
 
+def test_tls_sessions_resumed_per_upstream_connection():
+    # Each downstream connection makes a new upstream one; every one after the first resumes
+    # the session the origin issued before (max_session_keys defaults to 1).
+    p = _pki()
+    origin = s_server(p["origin"])
+    m, port = start([origin], cluster_tls=upstream_tls(p["ca"], sni="origin.local"))
+    for i in range(3):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"abc\n")
+            mp.eq(recv_exact(s, 4), b"cba\n", "answer %d" % i)
+        # s_server serves one connection at a time: wait for this one to be over.
+        wait_stat(m, "cluster.c1.upstream_cx_destroy", lambda v, n=i + 1: v >= n,
+                  "upstream connection %d closed" % i)
+    mp.eq(cluster_ssl(m, "handshake"), 3, "handshakes")
+    mp.eq(cluster_ssl(m, "session_reused"), 2, "resumed sessions")
+    finish(m)
+
+
 def test_tls_to_python_upstream_with_client_certificate():
     p = _pki()
     up = TlsUpstream(tls_echo, p["origin"], ca=p["ca"])

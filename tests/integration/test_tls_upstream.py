@@ -29,7 +29,8 @@ def _pki():
     return _PKI
 
 
-def _upstream_tls(ca, leaf=None, san_type="DNS", san="origin.local", sni=None, extra=()):
+def _upstream_tls(ca, leaf=None, san_type="DNS", san="origin.local", sni=None, extra=(),
+                  top=()):
     lines = [
         "    transport_socket:",
         "      name: envoy.transport_sockets.tls",
@@ -39,6 +40,7 @@ def _upstream_tls(ca, leaf=None, san_type="DNS", san="origin.local", sni=None, e
     ]
     if sni:
         lines.append("        sni: %s" % sni)
+    lines += ["        " + t for t in top]
     lines.append("        common_tls_context:")
     lines += ["          " + e for e in extra]
     if leaf is not None:
@@ -142,6 +144,63 @@ def test_untrusted_origin_is_refused():
     origin = _s_server(p["stranger"])
     m, port = _magpie_to_origin(origin)
     _refused_by_a(m, port, "fail_verify_error")
+
+
+# ---------------------------------------------------------------- session resumption
+
+def _fresh_connections(m, port, n):
+    """n requests, each on a new upstream connection (s_server -www closes after answering);
+    returns (handshakes, resumed) as the cluster counted them."""
+    for i in range(n):
+        mp.eq(mp.get(port, "/").status, 200, "request %d" % i)
+    return cluster_stat(m, "c1", "handshake"), cluster_stat(m, "c1", "session_reused")
+
+
+def test_sessions_resumed_tls12():
+    origin = _s_server(_pki()["origin"])
+    m, port = _magpie_to_origin(origin, sni="origin.local")
+    hs, reused = _fresh_connections(m, port, 4)
+    mp.eq(hs, 4, "one full handshake per connection")
+    mp.eq(reused, 3, "every connection after the first resumed its session")
+
+
+def test_sessions_resumed_tls13_tickets_single_use():
+    # TLS 1.3 tickets arrive after the handshake; each is offered once, and each resumed
+    # connection brings a new one.
+    origin = _s_server(_pki()["origin"])
+    m, port = _magpie_to_origin(origin, sni="origin.local",
+                                extra=["tls_params: {tls_maximum_protocol_version: TLSv1_3}"])
+    hs, reused = _fresh_connections(m, port, 4)
+    mp.eq(hs, 4, "handshakes")
+    mp.eq(reused, 3, "resumed with tickets")
+
+
+def test_max_session_keys_zero_disables_resumption():
+    origin = _s_server(_pki()["origin"])
+    m, port = _magpie_to_origin(origin, sni="origin.local", top=["max_session_keys: 0"])
+    hs, reused = _fresh_connections(m, port, 3)
+    mp.eq(hs, 3, "handshakes")
+    mp.eq(reused, 0, "no session offered")
+
+
+def test_sessions_kept_per_host():
+    # Two origins (separate s_server processes, so neither would accept the other's session)
+    # behind one cluster: each connection resumes a session from its own host, never from the
+    # other, so only the first connection to each host is a full handshake.
+    p = _pki()
+    o1, o2 = _s_server(p["origin"]), _s_server(p["origin"])
+    cfg = mp.simple_config(o1, cluster_extra=_upstream_tls(p["ca"], sni="origin.local"))
+    second = ("port_value: %d}\n        - endpoint:\n            address:\n"
+              "              socket_address: {address: 127.0.0.1, port_value: %d}" % (o1, o2))
+    cfg = cfg.replace("port_value: %d}" % o1, second, 1)
+    port = mp.free_port()
+    m = mp.Magpie(cfg, ports={"port": port})
+    n = 6
+    hs, reused = _fresh_connections(m, port, n)
+    hosts = {mp.parse_access(l)["host"] for l in m.access_lines(n)}
+    mp.eq(hs, n, "handshakes")
+    mp.eq(reused, n - len(hosts), "resumed on every connection but the first to each host %r"
+          % sorted(hosts))
 
 
 # ---------------------------------------------------------------- sidecar to sidecar

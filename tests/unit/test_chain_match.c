@@ -405,6 +405,7 @@ static void test_client_hello(void)
     build_hello(&msg, "big.example", NULL, 0, 17000);
     records(&wire, &msg, 16384);
     CHECK(mp_inspect_client_hello(wire.b, wire.n, &ch) == MP_INSPECT_NO);
+    CHECK(ch.too_large);
 }
 
 static void test_client_hello_hostile(void)
@@ -422,6 +423,9 @@ static void test_client_hello_hostile(void)
     CHECK(mp_inspect_client_hello(server_hello, sizeof(server_hello), &ch) == MP_INSPECT_NO);
     const uint8_t huge_msg[] = {22, 3, 3, 0, 4, 1, 0xff, 0xff, 0xff};
     CHECK(mp_inspect_client_hello(huge_msg, sizeof(huge_msg), &ch) == MP_INSPECT_NO);
+    CHECK(ch.too_large);
+    CHECK(mp_inspect_client_hello(server_hello, sizeof(server_hello), &ch) == MP_INSPECT_NO);
+    CHECK(!ch.too_large);
     /* lengths inside the hello that run past its end */
     static bytes_t msg, wire;
     build_hello(&msg, "a.example", NULL, 0, 0);
