@@ -617,10 +617,7 @@ void mp_tcp_proxy_accept_tport(mp_hconn_t *from)
     const mp_listener_t *l = from->listener;
     mp_tport_t tp;
     const mp_filter_chain_t *fc = from->chain;
-    /* The handshake loaded the peer's facts for network RBAC; this connection keeps its own
-     * cache (loaded again on first use), so the handshake's is released here. */
-    mp_tls_ident_fini(&from->ident);
-    mp_hconn_give_tport(from, &tp);
+    mp_hconn_give_tport(from, &tp); /* releases the handshake's identity cache; ours reloads */
     start_conn(w, l, fc, &tp);
 }
 
