@@ -157,7 +157,8 @@ def test_rotation_under_load():
         mp.check(seen <= {leaves[e].serial}, "epoch %d served %r (want %#x): %r"
                  % (e, [hex(s) for s in seen], leaves[e].serial, res))
     mp.eq(res.serials(3), {leaves[3].serial}, "the last epoch's new handshakes")
-    mp.check(res.retries < res.requests // 20, "few keep-alive retries: %r" % res)
+    # magpie closes no keep-alive connection for a rotation: not one request needed a retry.
+    mp.eq(res.retries, 0, "keep-alive requests retried on a new connection (%r)" % res)
     mp.eq(cl.bad, [], "curl runs that failed")
     mp.check(cl.runs >= 2 and cl.ok >= 20, "curl ran: %d runs" % cl.runs)
     rc, status, serial = curl_serial(port, p)
