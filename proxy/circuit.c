@@ -80,7 +80,7 @@ static void refresh_cluster(mp_cluster_t *c)
 {
     for (int p = 0; p < MP_PRIORITY_COUNT; p++) {
         const mp_cb_limits_t *l = &c->cb_limits[p];
-        for (int r = 0; r < MP_CB_RESOURCE_COUNT; r++) {
+        for (int r = 0; l->has_gauges && r < MP_CB_RESOURCE_COUNT; r++) {
             uint32_t used = mp_cb_in_use(c, p, r), limit = limit_of(c, p, r);
             mp_stats_gauge_set(l->open_gauge[r], used >= limit ? 1 : 0);
             if (l->track_remaining)

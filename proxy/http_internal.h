@@ -279,8 +279,8 @@ struct mp_stream {
     bool lb_started;
     bool cb_request_held; /* holds one MP_CB_REQUESTS unit of cluster at `priority` */
     uint8_t priority;     /* the route's mp_routing_priority_t, for the circuit breakers */
-    bool resp_end_sent; /* the response head went out with end_stream */
-    bool req_timed_out; /* a timeout answered before the request was complete */
+    bool resp_end_sent;   /* the response head went out with end_stream */
+    bool req_timed_out;   /* a timeout answered before the request was complete */
     /* Upgrades (stream_upgrade.c).  upgrade: the allowed upgrade this request asks for (the
      * Upgrade value, e.g. "websocket", or "CONNECT"), heap, NULL for none.  Until the answer,
      * request bytes are held in req_pending.  A 101 (a 2xx for CONNECT) sets tunnel: from then

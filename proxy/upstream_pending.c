@@ -11,7 +11,8 @@
 #include "stream_internal.h"
 
 /* Envoy's text for a request refused by a circuit breaker. */
-#define OVERFLOW_BODY "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+#define OVERFLOW_BODY                                                                              \
+    "upstream connect error or disconnect/reset before headers. reset reason: overflow"
 
 typedef struct mp_pool_waiter {
     mp_ustream_t us;

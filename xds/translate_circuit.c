@@ -51,8 +51,8 @@ int mp_translate__circuit_breakers(const mp_pb_cluster_t *pb, mp_cluster_t *c, m
     for (size_t i = 0; cb != NULL && i < cb->n_thresholds; i++) {
         const pb_thresholds_t *t = cb->thresholds[i];
         if ((unsigned)t->priority >= MP_PRIORITY_COUNT)
-            return mp_err_set(err, "circuit_breakers.thresholds[%zu].priority: unknown value %d",
-                              i, (int)t->priority);
+            return mp_err_set(err, "circuit_breakers.thresholds[%zu].priority: unknown value %d", i,
+                              (int)t->priority);
         /* Envoy keeps the last entry of a priority silently; a repeat is almost always a typo. */
         if (seen[t->priority])
             return mp_err_set(err, "circuit_breakers.thresholds[%zu].priority: %s given twice", i,
@@ -70,13 +70,13 @@ void mp_translate__circuit_stats(mp_cluster_t *c, const char *stat_name)
 {
     for (int p = 0; p < MP_PRIORITY_COUNT; p++) {
         mp_cb_limits_t *l = &c->cb_limits[p];
+        l->has_gauges = true;
         for (int r = 0; r < MP_CB_RESOURCE_COUNT; r++) {
             l->open_gauge[r] = mp_stats_gaugef("cluster.%s.circuit_breakers.%s.%s", stat_name,
                                                priority_names[p], open_names[r]);
             l->remaining_gauge[r] =
-                l->track_remaining ? mp_stats_gaugef("cluster.%s.circuit_breakers.%s.%s",
-                                                     stat_name, priority_names[p],
-                                                     remaining_names[r])
+                l->track_remaining ? mp_stats_gaugef("cluster.%s.circuit_breakers.%s.%s", stat_name,
+                                                     priority_names[p], remaining_names[r])
                                    : 0;
         }
     }

@@ -324,6 +324,7 @@ typedef struct mp_cb_limits {
      * cx_pool_open} and remaining_{cx, pending, rq, retries, cx_pools} (0 when not tracked), by
      * mp_cb_resource_t; set when stats are read (mp_cb_refresh_gauges). */
     mp_stat_id_t open_gauge[5], remaining_gauge[5];
+    bool has_gauges; /* the ids above are registered (a translated cluster) */
 } mp_cb_limits_t;
 
 /* What is in use now, shared by all workers (one per priority, in mp_cluster_t). */
