@@ -114,7 +114,15 @@ def test_max_connections_http1_pending_then_overflow():
     port = mp.free_port()
     m = mp.Magpie(mp.simple_config(up.port, cluster_extra=thresholds(
         "max_connections: 2, max_pending_requests: 3")), ports={"port": port})
-    res = burst(port, 8, "/delay/600")
+    # Two requests take both connections (a request is pending while its connection opens, so
+    # they must be connected before the rest arrive); then six more find no connection.
+    first = []
+    t = threading.Thread(target=lambda: first.extend(burst(port, 2, "/delay/800")))
+    t.start()
+    mp.wait_until(lambda: up.active == 2, 5, what="two requests at the upstream")
+    res = burst(port, 6, "/delay/600")
+    t.join(10)
+    res += first
     ok = [r for r in res if r[0] == 200]
     uo = [r for r in res if r[0] == 503]
     # 2 connected, 3 waited for them (pending), 3 were beyond max_pending_requests.
@@ -127,8 +135,10 @@ def test_max_connections_http1_pending_then_overflow():
     mp.eq(s.get("cluster.c1.upstream_rq_pending_overflow"), 3, "upstream_rq_pending_overflow")
     mp.check(s.get("cluster.c1.upstream_cx_overflow", 0) >= 3, "upstream_cx_overflow counted")
     mp.eq(flags_count(m, 8, "UO"), 3, "access log UO")
-    for r in burst(port, 6, "/echo"):
-        mp.eq(r[0], 200, "later requests succeed")
+    # Every place came back: one at a time, six more requests all succeed.
+    for _ in range(6):
+        mp.eq(mp.get(port, "/echo").status, 200, "later requests succeed")
+    mp.eq(stat(m, "cluster.c1.circuit_breakers.default.rq_pending_open"), 0, "pending closed")
     m.stop()
     mp.check("circuit breaker leak" not in m.log(), "no leaked count at exit")
 
