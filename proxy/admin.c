@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "magpie/admin.h"
+#include "magpie/circuit.h"
 #include "magpie/log.h"
 
 #include "admin_internal.h"
@@ -122,6 +123,10 @@ static void on_ready(mp_server_t *s, const char *query, mp_admin_reply_t *r)
 
 static void on_stats(mp_server_t *s, const char *query, mp_admin_reply_t *r)
 {
+    mp_config_t *cfg = mp_server_config_acquire(s);
+    mp_cb_refresh_gauges(cfg);
+    if (cfg)
+        mp_config_unref(cfg);
     mp_admin__stats(query, r);
 }
 
@@ -130,6 +135,7 @@ static void on_prometheus(mp_server_t *s, const char *query, mp_admin_reply_t *r
     mp_config_t *cfg = mp_server_config_acquire(s);
     r->status = 200;
     r->content_type = MP_ADMIN_PROMETHEUS;
+    mp_cb_refresh_gauges(cfg);
     mp_admin__prometheus(cfg, r->body);
     if (cfg)
         mp_config_unref(cfg);
@@ -138,6 +144,7 @@ static void on_prometheus(mp_server_t *s, const char *query, mp_admin_reply_t *r
 void mp_admin_render_prometheus(mp_buf_t *out)
 {
     mp_config_t *cfg = mp_server ? mp_server_config_acquire(mp_server) : NULL;
+    mp_cb_refresh_gauges(cfg);
     mp_admin__prometheus(cfg, out);
     if (cfg)
         mp_config_unref(cfg);

@@ -13,18 +13,8 @@
 
 /* ---- /clusters ---- */
 
-/* Circuit-breaker thresholds are not configurable yet; these are Envoy's defaults, which is what
- * a tool reading this output expects to see for an unconfigured cluster. */
+/* The circuit breaker thresholds in force, as Envoy prints them (its four, in its order). */
 static const char *const priorities[] = {"default_priority", "high_priority"};
-static const struct {
-    const char *name;
-    int value;
-} thresholds[] = {
-    {"max_connections", 1024},
-    {"max_pending_requests", 1024},
-    {"max_requests", 1024},
-    {"max_retries", 3},
-};
 
 /* Per-host counters that Envoy prints.  magpie keeps connection and request counters per
  * cluster, not per host, so these read 0 until per-host stats exist. */
@@ -36,9 +26,13 @@ static void cluster_header(const mp_cluster_t *c, mp_buf_t *out)
 {
     mp_buf_printf(out, "%s::observability_name::%s\n", c->name, c->name);
     for (size_t p = 0; p < MP_ARRAY_SIZE(priorities); p++) {
-        for (size_t t = 0; t < MP_ARRAY_SIZE(thresholds); t++)
-            mp_buf_printf(out, "%s::%s::%s::%d\n", c->name, priorities[p], thresholds[t].name,
-                          thresholds[t].value);
+        const mp_cb_limits_t *l = &c->cb_limits[p];
+        mp_buf_printf(out,
+                      "%s::%s::max_connections::%u\n%s::%s::max_pending_requests::%u\n"
+                      "%s::%s::max_requests::%u\n%s::%s::max_retries::%u\n",
+                      c->name, priorities[p], l->max_connections, c->name, priorities[p],
+                      l->max_pending_requests, c->name, priorities[p], l->max_requests, c->name,
+                      priorities[p], l->max_retries);
     }
     mp_buf_printf(out, "%s::added_via_api::false\n", c->name);
 }

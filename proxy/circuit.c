@@ -2,6 +2,7 @@
  * priority and resource, compared with the limit on every acquire.  The check and the increment
  * are one compare-and-swap loop, so two workers racing for the last unit cannot both win. */
 #include <stdint.h>
+#include <stdio.h>
 
 #include "magpie/circuit.h"
 
@@ -71,4 +72,43 @@ void mp_cb_release(mp_cluster_t *c, mp_routing_priority_t p, mp_cb_resource_t r)
 uint32_t mp_cb_in_use(const mp_cluster_t *c, mp_routing_priority_t p, mp_cb_resource_t r)
 {
     return atomic_load_explicit(&c->cb_counts[p].in_use[r], memory_order_relaxed);
+}
+
+/* Computed when the stats are read, so that the request path pays one atomic and nothing more;
+ * a breaker is open while its resource is at (or, for a lowered retry budget, over) its limit. */
+static void refresh_cluster(mp_cluster_t *c)
+{
+    for (int p = 0; p < MP_PRIORITY_COUNT; p++) {
+        const mp_cb_limits_t *l = &c->cb_limits[p];
+        for (int r = 0; l->has_gauges && r < MP_CB_RESOURCE_COUNT; r++) {
+            uint32_t used = mp_cb_in_use(c, p, r), limit = limit_of(c, p, r);
+            mp_stats_gauge_set(l->open_gauge[r], used >= limit ? 1 : 0);
+            if (l->track_remaining)
+                mp_stats_gauge_set(l->remaining_gauge[r],
+                                   used >= limit ? 0 : (int64_t)limit - (int64_t)used);
+        }
+    }
+}
+
+void mp_cb_refresh_gauges(const mp_config_t *cfg)
+{
+    for (uint32_t i = 0; cfg != NULL && i < cfg->n_clusters; i++)
+        refresh_cluster(cfg->clusters[i]);
+}
+
+bool mp_cb_leaked(const mp_config_t *cfg, char *what, size_t cap)
+{
+    for (uint32_t i = 0; cfg != NULL && i < cfg->n_clusters; i++) {
+        for (int p = 0; p < MP_PRIORITY_COUNT; p++) {
+            for (int r = 0; r < MP_CB_RESOURCE_COUNT; r++) {
+                uint32_t n = mp_cb_in_use(cfg->clusters[i], p, r);
+                if (n == 0)
+                    continue;
+                snprintf(what, cap, "cluster %s priority %d resource %d: %u in use",
+                         cfg->clusters[i]->name, p, r, n);
+                return true;
+            }
+        }
+    }
+    return false;
 }

@@ -9,6 +9,8 @@
 #include "magpie/filter.h"
 #include "magpie/rbac.h"
 #include "magpie/access_log.h"
+#include "magpie/circuit.h"
+#include "magpie/log.h"
 #include "magpie/config.h"
 #include "magpie/route.h"
 #include "magpie/tls.h"
@@ -133,10 +135,27 @@ void mp_config__listener_clear(mp_listener_t *l)
     memset(l, 0, sizeof(*l));
 }
 
+/* Every request and connection holds the snapshot its cluster belongs to, so when the cluster
+ * goes, all it lent out must have come back: a count left over is a leak (one that, on a live
+ * cluster, would refuse requests forever).  Say so loudly; the tests look for this line. */
+static void check_breakers(const mp_cluster_t *c)
+{
+    for (int p = 0; p < MP_PRIORITY_COUNT; p++) {
+        for (int r = 0; r < MP_CB_RESOURCE_COUNT; r++) {
+            uint32_t n = mp_cb_in_use(c, p, r);
+            if (n != 0)
+                mp_log_error("cluster %s: circuit breaker leak: priority %d resource %d still "
+                             "holds %u",
+                             c->name, p, r, n);
+        }
+    }
+}
+
 void mp_config__cluster_free(mp_cluster_t *c)
 {
     if (c == NULL)
         return;
+    check_breakers(c);
     free(c->name);
     for (uint32_t i = 0; i < c->n_endpoints; i++)
         free(c->endpoints[i].address);

@@ -21,6 +21,7 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include "magpie/circuit.h"
 #include "magpie/log.h"
 #include "magpie/net.h"
 #include "magpie/stats.h"
@@ -239,6 +240,9 @@ static void hc_close(mp_h2_uconn_t *hc, uint32_t flag, const char *details)
     mp_tport_close(&hc->tp);
     mp_stats_dec(hc->cluster->stats.upstream_cx_active);
     mp_stats_inc(hc->cluster->stats.upstream_cx_destroy);
+    if (hc->cb_cx_held)
+        mp_cb_release(hc->cluster, hc->cb_priority, MP_CB_CONNECTIONS);
+    hc->cb_cx_held = false;
     mp_worker_bury(hc->w, &hc->grave, free_hc);
     hc->busy++;
     fail_attached(hc, flag, details);

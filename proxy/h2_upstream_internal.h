@@ -62,6 +62,8 @@ struct mp_h2_uconn {
     bool settings_seen; /* the server's first SETTINGS arrived during this read */
     bool dead;
     bool handshaking; /* connected, TLS handshake under way (state still H2_CONNECTING) */
+    bool cb_cx_held;  /* counted against the cluster's max_connections at cb_priority */
+    uint8_t cb_priority;
 };
 
 static inline h2_ureq_t *ureq_of(const mp_ustream_t *us)

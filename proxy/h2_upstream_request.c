@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "magpie/circuit.h"
 #include "h2_upstream_internal.h"
 #include "magpie/log.h"
 #include "magpie/net.h"
@@ -203,17 +204,39 @@ static mp_h2_uconn_t *find_reusable(mp_pool_t *pool, const mp_addr_t *addr)
     return NULL;
 }
 
+/* max_connections: a new connection needs a place, except the pool's first (Envoy's rule, so
+ * that a worker whose peers hold every place can still serve).  Over the limit with connections
+ * open, the request is refused (503 UO): this pool keeps no queue for stream slots. */
+static bool connection_allowed(mp_stream_t *s, mp_pool_t *pool, bool *held)
+{
+    *held = mp_cb_try_acquire(s->cluster, s->priority, MP_CB_CONNECTIONS);
+    if (*held)
+        return true;
+    mp_stats_inc(s->cluster->stats.upstream_cx_overflow);
+    if (pool == NULL || pool->h2 == NULL)
+        return true;
+    mp_stream_overflow(s);
+    return false;
+}
+
 static mp_h2_uconn_t *connect_new(mp_stream_t *s, mp_pool_t *pool, const mp_addr_t *addr,
                                   const char *sni)
 {
     mp_cluster_t *c = s->cluster;
+    bool held;
+    if (!connection_allowed(s, pool, &held))
+        return NULL;
     int fd = mp_net_connect(addr);
     if (fd < 0) {
+        if (held)
+            mp_cb_release(c, s->priority, MP_CB_CONNECTIONS);
         mp_stats_inc(c->stats.upstream_cx_connect_fail);
         mp_stream_on_upstream_failure(s, MP_RF_UPSTREAM_CONNECT_FAIL, "upstream_connect_failure");
         return NULL;
     }
     mp_h2_uconn_t *hc = mp_h2u__hc_new(s->conn->w, pool, s, addr, fd, sni);
+    hc->cb_cx_held = held;
+    hc->cb_priority = s->priority;
     if (c->tls != NULL && mp_tport_tls_connect(&hc->tp, c->tls, addr->text, sni, true) != 0) {
         mp_stats_inc(c->stats.upstream_cx_connect_fail);
         mp_h2u__close_gracefully(hc); /* nothing attached yet: no stream hears of it */

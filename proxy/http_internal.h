@@ -64,6 +64,12 @@ struct mp_pool {
     mp_lb_t *lb;
     mp_uconn_t *idle; /* singly linked through mp_uconn_t.next_idle */
     unsigned n_idle;
+    /* Circuit breaking (upstream_pending.c): this pool's HTTP/1.1 connections, and the requests
+     * waiting for one because max_connections is reached, served in order when one frees. */
+    unsigned n_h1;
+    struct mp_pool_waiter *waiting, *waiting_tail;
+    mp_deferred_t wake;
+    mp_worker_t *w;
     mp_h2_uconn_t *h2; /* HTTP/2 connections (doubly linked), multiplexed */
 };
 
@@ -271,8 +277,10 @@ struct mp_stream {
     bool head_request;
     bool grpc; /* content-type application/grpc*: local answers speak gRPC */
     bool lb_started;
-    bool resp_end_sent; /* the response head went out with end_stream */
-    bool req_timed_out; /* a timeout answered before the request was complete */
+    bool cb_request_held; /* holds one MP_CB_REQUESTS unit of cluster at `priority` */
+    uint8_t priority;     /* the route's mp_routing_priority_t, for the circuit breakers */
+    bool resp_end_sent;   /* the response head went out with end_stream */
+    bool req_timed_out;   /* a timeout answered before the request was complete */
     /* Upgrades (stream_upgrade.c).  upgrade: the allowed upgrade this request asks for (the
      * Upgrade value, e.g. "websocket", or "CONNECT"), heap, NULL for none.  Until the answer,
      * request bytes are held in req_pending.  A 101 (a 2xx for CONNECT) sets tunnel: from then
@@ -368,6 +376,10 @@ struct mp_uconn {
     bool tunnel;      /* after a 101 (2xx to CONNECT): bytes pass raw both ways; never reused */
     bool shut_after_write; /* the client's end of the tunnel: half-close once `out` is sent */
     bool handshaking;      /* connected, TLS handshake under way (state still CONNECTING) */
+    /* circuit breakers: the units this connection holds at cb_priority (a connection counted
+     * against max_connections; while connecting, its stream's max_pending_requests unit) */
+    bool cb_cx_held, cb_pending_held, in_pool_count;
+    uint8_t cb_priority;
 };
 
 void mp_pools_init(mp_worker_t *w);
@@ -378,6 +390,25 @@ void mp_pools_free(mp_worker_t *w);
 void mp_upstream_attach(mp_stream_t *s, const mp_host_t *host);
 void mp_h1_upstream_attach(mp_stream_t *s, mp_pool_t *pool, const mp_host_t *host);
 void mp_uconn_close(mp_uconn_t *u);
+
+/* ---- circuit breaking on the HTTP/1.1 pool (upstream_pending.c) ---- */
+
+/* Answers s with 503 UO (Envoy's overflow reply) and counts upstream_rq_pending_overflow. */
+void mp_stream_overflow(mp_stream_t *s);
+/* s (holding one MP_CB_PENDING_REQUESTS unit, passed on) waits in pool for a connection. */
+void mp_pool__wait(mp_pool_t *pool, mp_stream_t *s);
+/* A connection of pool went idle or closed: serve the waiters after this event. */
+void mp_pool__kick(mp_pool_t *pool);
+void mp_pool__init_wake(mp_pool_t *pool);
+/* Takes an idle connection of pool to host for s (ready called back); false when none. */
+bool mp_h1__reuse_idle(mp_stream_t *s, mp_pool_t *pool, const mp_host_t *host);
+/* Pool teardown: every waiter is answered 503 UO. */
+void mp_pool__fail_waiters(mp_pool_t *pool);
+/* Opens a new connection for s, which holds one pending unit; cx_held: it also took a
+ * connection unit.  (upstream.c) */
+void mp_h1__open(mp_stream_t *s, mp_pool_t *pool, const mp_host_t *host, bool cx_held);
+/* Serves s from pool: an idle connection to host, a new one, or a place in the queue. */
+void mp_h1__connect_or_wait(mp_stream_t *s, mp_pool_t *pool, const mp_host_t *host);
 
 /* ---- upstream HTTP/2 connections (h2_upstream.c) ---- */
 

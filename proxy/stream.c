@@ -6,6 +6,7 @@
 #include <sys/time.h>
 
 #include "magpie/access_log.h"
+#include "magpie/circuit.h"
 #include "magpie/filter.h"
 #include "magpie/grpc.h"
 #include "magpie/log.h"
@@ -416,6 +417,13 @@ static void start_upstream(mp_stream_t *s)
     mp_cluster_t *c = s->cluster;
     mp_stats_inc(c->stats.upstream_rq_total);
     mp_stats_inc(c->stats.upstream_rq_active);
+    /* max_requests (circuit breaking): held from here until the stream is freed. */
+    s->priority = s->route->priority;
+    if (!s->cb_request_held && !mp_cb_try_acquire(c, s->priority, MP_CB_REQUESTS)) {
+        mp_stream_overflow(s);
+        return;
+    }
+    s->cb_request_held = true;
     s->hosts = mp_cluster_hosts_acquire(c);
     mp_pool_t *pool = mp_worker_pool(s->conn->w, c);
     int idx = -1;
@@ -811,6 +819,8 @@ static void stream_free(mp_stream_t *s)
             mp_lb_request_end(pool->lb, s->hosts, s->host_idx);
         mp_hostset_release(s->hosts);
     }
+    if (s->cb_request_held)
+        mp_cb_release(s->cluster, s->priority, MP_CB_REQUESTS);
     mp_buf_clear(&s->req_pending);
     mp_headers_delete(s->req_trailers);
     mp_stream__upgrade_free(s);

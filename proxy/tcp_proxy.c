@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "magpie/access_log.h"
+#include "magpie/circuit.h"
 #include "magpie/log.h"
 #include "magpie/net.h"
 #include "magpie/stats.h"
@@ -63,6 +64,7 @@ struct mp_tcp_conn {
     int host_idx;        /* in hosts; -1 before the first pick */
     bool lb_started;     /* mp_lb_request_start done for host_idx */
     bool up_counted;     /* upstream_cx_active counts the current upstream fd */
+    bool cb_cx_held;     /* one unit of the cluster's max_connections (DEFAULT priority) */
     bool dead;
     uint32_t attempts;
     tp_state_t state;
@@ -178,6 +180,9 @@ static void tp_close(mp_tcp_conn_t *c, uint32_t flags, bool rst, const char *why
     mp_log_debug("tcp_proxy %s: closing: %s", c->peer, why);
     c->info.response_flags |= flags;
     close_upstream(c, rst);
+    if (c->cb_cx_held)
+        mp_cb_release(c->cluster, MP_PRIORITY_DEFAULT, MP_CB_CONNECTIONS);
+    c->cb_cx_held = false;
     ev_io_stop(c->w->loop, &c->down.rio);
     ev_io_stop(c->w->loop, &c->down.wio);
     ev_timer_stop(c->w->loop, &c->idle_timer);
@@ -496,6 +501,13 @@ static bool connect_host(mp_tcp_conn_t *c, int idx)
 static void start_connect(mp_tcp_conn_t *c)
 {
     c->state = TP_CONNECTING;
+    /* max_connections, taken once for the connection's life (its connect attempts share it). */
+    if (!c->cb_cx_held && !mp_cb_try_acquire(c->cluster, MP_PRIORITY_DEFAULT, MP_CB_CONNECTIONS)) {
+        mp_stats_inc(c->cluster->stats.upstream_cx_overflow);
+        tp_close(c, MP_RF_UPSTREAM_OVERFLOW, false, "max_connections reached");
+        return;
+    }
+    c->cb_cx_held = true;
     while (c->attempts < c->tp->max_connect_attempts) {
         c->attempts++;
         int idx = pick_host(c);

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "magpie/circuit.h"
 #include "magpie/log.h"
 #include "magpie/net.h"
 #include "magpie/stats.h"
@@ -113,6 +114,24 @@ static void pool_unlink(mp_uconn_t *u)
     u->next_idle = NULL;
 }
 
+/* Gives back what the connection holds of its cluster's circuit breakers, once, and lets a
+ * request waiting in its pool have the freed place. */
+static void release_breakers(mp_uconn_t *u)
+{
+    if (u->cb_pending_held)
+        mp_cb_release(u->cluster, u->cb_priority, MP_CB_PENDING_REQUESTS);
+    u->cb_pending_held = false;
+    if (u->cb_cx_held)
+        mp_cb_release(u->cluster, u->cb_priority, MP_CB_CONNECTIONS);
+    u->cb_cx_held = false;
+    mp_pool_t *pool = mp_worker_pool(u->w, u->cluster);
+    if (u->in_pool_count && pool != NULL && pool->n_h1 > 0) {
+        pool->n_h1--;
+        mp_pool__kick(pool);
+    }
+    u->in_pool_count = false;
+}
+
 void mp_uconn_close(mp_uconn_t *u)
 {
     if (u->dead)
@@ -126,6 +145,7 @@ void mp_uconn_close(mp_uconn_t *u)
     mp_tport_close(&u->tp);
     mp_stats_dec(u->cluster->stats.upstream_cx_active);
     mp_stats_inc(u->cluster->stats.upstream_cx_destroy);
+    release_breakers(u);
     mp_worker_bury(u->w, &u->grave, free_uconn);
 }
 
@@ -167,6 +187,8 @@ static void go_idle(mp_uconn_t *u)
     u->next_idle = pool->idle;
     pool->idle = u;
     pool->n_idle++;
+    if (pool->waiting != NULL)
+        mp_pool__kick(pool);
     uconn_block_read(u, false); /* an idle connection watches for the peer's close */
     uint64_t ms = u->cluster->pool_idle_timeout_ms;
     ev_timer_stop(u->w->loop, &u->timer);
@@ -269,6 +291,9 @@ static void on_ready(mp_uconn_t *u)
     u->state = MP_UCONN_ACTIVE;
     u->requests++;
     ev_io_start(u->w->loop, &u->rio);
+    if (u->cb_pending_held) /* no longer waiting for a connection */
+        mp_cb_release(u->cluster, u->cb_priority, MP_CB_PENDING_REQUESTS);
+    u->cb_pending_held = false;
     mp_stream_t *s = u->us.stream;
     mp_stream_on_upstream_ready(s);
     if (u->raw && u->us.stream == s)
@@ -575,26 +600,67 @@ static void attach(mp_stream_t *s, mp_uconn_t *u)
     mp_h1_parser_expect_head_response(u->parser, s->head_request || mp_stream__is_connect(s->req));
 }
 
+/* Takes an idle connection to host for s; false when there is none. */
+bool mp_h1__reuse_idle(mp_stream_t *s, mp_pool_t *pool, const mp_host_t *host)
+{
+    mp_uconn_t *u = take_idle(pool, &host->addr);
+    if (u == NULL)
+        return false;
+    ev_timer_stop(s->conn->w->loop, &u->timer);
+    u->state = MP_UCONN_ACTIVE;
+    u->requests++;
+    attach(s, u);
+    mp_stream_on_upstream_ready(s);
+    return true;
+}
+
 void mp_h1_upstream_attach(mp_stream_t *s, mp_pool_t *pool, const mp_host_t *host)
+{
+    if (!s->connect_terminate && mp_h1__reuse_idle(s, pool, host))
+        return;
+    /* max_pending_requests: a request without an idle connection waits for one. */
+    if (!mp_cb_try_acquire(s->cluster, s->priority, MP_CB_PENDING_REQUESTS)) {
+        mp_stream_overflow(s);
+        return;
+    }
+    mp_h1__connect_or_wait(s, pool, host);
+}
+
+void mp_h1__connect_or_wait(mp_stream_t *s, mp_pool_t *pool, const mp_host_t *host)
+{
+    mp_cluster_t *c = s->cluster;
+    bool cx = mp_cb_try_acquire(c, s->priority, MP_CB_CONNECTIONS);
+    if (!cx)
+        mp_stats_inc(c->stats.upstream_cx_overflow);
+    /* Envoy's exception: a pool without a connection always opens one, or requests queued on
+     * it could wait forever for connections that other workers hold. */
+    if (!cx && pool != NULL && pool->n_h1 > 0) {
+        mp_pool__wait(pool, s);
+        return;
+    }
+    mp_h1__open(s, pool, host, cx);
+}
+
+void mp_h1__open(mp_stream_t *s, mp_pool_t *pool, const mp_host_t *host, bool cx_held)
 {
     mp_worker_t *w = s->conn->w;
     mp_cluster_t *c = s->cluster;
-    mp_uconn_t *u = s->connect_terminate ? NULL : take_idle(pool, &host->addr);
-    if (u != NULL) {
-        ev_timer_stop(w->loop, &u->timer);
-        u->state = MP_UCONN_ACTIVE;
-        u->requests++;
-        attach(s, u);
-        mp_stream_on_upstream_ready(s);
-        return;
-    }
     int fd = mp_net_connect(&host->addr);
     if (fd < 0) {
+        mp_cb_release(c, s->priority, MP_CB_PENDING_REQUESTS);
+        if (cx_held)
+            mp_cb_release(c, s->priority, MP_CB_CONNECTIONS);
         mp_stats_inc(c->stats.upstream_cx_connect_fail);
         mp_stream_on_upstream_failure(s, MP_RF_UPSTREAM_CONNECT_FAIL, "upstream_connect_failure");
         return;
     }
-    u = uconn_new(w, pool, s, &host->addr, fd);
+    mp_uconn_t *u = uconn_new(w, pool, s, &host->addr, fd);
+    u->cb_priority = s->priority;
+    u->cb_pending_held = true;
+    u->cb_cx_held = cx_held;
+    u->in_pool_count = pool != NULL;
+    if (pool != NULL)
+        pool->n_h1++;
     /* Every connection to a TLS cluster is TLS, a CONNECT tunnel ending here included. */
     if (c->tls != NULL &&
         mp_tport_tls_connect(&u->tp, c->tls, host->addr.text, host->hostname, false) != 0) {
@@ -620,6 +686,8 @@ void mp_pools_init(mp_worker_t *w)
     for (uint32_t i = 0; i < cfg->n_clusters; i++) {
         w->pools[i].cluster = cfg->clusters[i];
         w->pools[i].lb = mp_lb_new(cfg->clusters[i]);
+        w->pools[i].w = w;
+        mp_pool__init_wake(&w->pools[i]);
     }
 }
 
@@ -627,9 +695,11 @@ void mp_pools_free(mp_worker_t *w)
 {
     for (uint32_t i = 0; i < w->n_pools; i++) {
         mp_pool_t *p = &w->pools[i];
+        mp_pool__fail_waiters(p);
         while (p->idle != NULL)
             mp_uconn_close(p->idle);
         mp_h2_pool_release(p);
+        mp_worker_defer_cancel(w, &p->wake);
         mp_lb_free(p->lb);
     }
     free(w->pools);

@@ -53,6 +53,9 @@ static const struct {
     S(upstream_cx_none_healthy, false),
     S(upstream_cx_http2_total, false),
     S(upstream_cx_protocol_error, false),
+    S(upstream_rq_pending_overflow, false),
+    S(upstream_cx_overflow, false),
+    S(upstream_cx_pool_overflow, false),
 #undef S
 };
 
@@ -353,8 +356,8 @@ static int check_unsupported(const mp_pb_cluster_t *pb, mp_err_t *err)
 {
     if (pb->n_transport_socket_matches > 0)
         return mp_err_set(err, "transport_socket_matches: not supported yet");
-    if (pb->circuit_breakers != NULL || pb->outlier_detection != NULL || pb->n_health_checks > 0)
-        mp_log_debug("cluster %s: circuit_breakers, outlier_detection and health_checks are "
+    if (pb->outlier_detection != NULL || pb->n_health_checks > 0)
+        mp_log_debug("cluster %s: outlier_detection and health_checks are "
                      "accepted but not enforced yet",
                      pb->name);
     return 0;
@@ -364,7 +367,8 @@ static int translate_fields(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_err_t
 {
     if (check_unsupported(pb, err) != 0 || translate_type(pb, c, err) != 0 ||
         translate_lb(pb, c, err) != 0 || translate_timing(pb, c, err) != 0 ||
-        translate_http_options(pb, c, err) != 0 || translate_endpoints(pb, c, err) != 0)
+        translate_http_options(pb, c, err) != 0 || translate_endpoints(pb, c, err) != 0 ||
+        mp_translate__circuit_breakers(pb, c, err) != 0)
         return MP_ERROR;
     return mp_cluster_init_static_hosts(c, err);
 }
@@ -415,5 +419,6 @@ mp_cluster_t *mp_translate__cluster(const mp_pb_cluster_t *pb, uint32_t index, m
     }
     warn_alpn_mismatch(c);
     register_stats(c, stat_name);
+    mp_translate__circuit_stats(c, stat_name);
     return c;
 }

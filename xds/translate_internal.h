@@ -109,6 +109,14 @@ int mp_translate__network_rbac_list(Envoy__Config__Listener__V3__Filter *const *
                                     struct mp_rbac_filter_config **out, uint32_t *n_out,
                                     mp_err_t *err);
 
+/* ---- circuit breakers (translate_circuit.c) ---- */
+
+/* Cluster.circuit_breakers -> c->cb_limits (defaults for a priority not listed).  Errors are
+ * relative to the Cluster ("circuit_breakers.thresholds[0].retry_budget...."). */
+int mp_translate__circuit_breakers(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_err_t *err);
+/* Registers the cluster.<stat_name>.circuit_breakers.<priority>.* gauges into c->cb_limits. */
+void mp_translate__circuit_stats(mp_cluster_t *c, const char *stat_name);
+
 /* ---- transport sockets (translate_tls.c) ---- */
 
 /* A filter chain's (server) or a cluster's (!server) transport_socket -> *out: NULL for

@@ -451,6 +451,15 @@ static int translate_stream_duration(const pb_action_t *pb, mp_route_t *r, mp_er
     return 0;
 }
 
+/* RouteAction.priority picks which of a cluster's circuit breaker thresholds the request uses. */
+static int translate_priority(const pb_action_t *pb, mp_route_t *r, mp_err_t *err)
+{
+    if ((unsigned)pb->priority >= MP_PRIORITY_COUNT)
+        return mp_err_set(err, "priority: unknown value %d (DEFAULT or HIGH)", (int)pb->priority);
+    r->priority = (uint8_t)pb->priority;
+    return 0;
+}
+
 static int translate_route_action(const route_ctx_t *ctx, const pb_action_t *pb, mp_route_t *r,
                                   mp_err_t *err)
 {
@@ -469,7 +478,7 @@ static int translate_route_action(const route_ctx_t *ctx, const pb_action_t *pb,
         return mp_err_prefix(err, "timeout");
     if (mp_translate__duration_ms(pb->idle_timeout, 0, &r->idle_timeout_ms, err) != 0)
         return mp_err_prefix(err, "idle_timeout");
-    if (translate_upgrades(pb, r, err) != 0)
+    if (translate_priority(pb, r, err) != 0 || translate_upgrades(pb, r, err) != 0)
         return MP_ERROR;
     return translate_stream_duration(pb, r, err);
 }

@@ -7,6 +7,7 @@
 #define MAGPIE_CIRCUIT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "magpie/config.h"
 
@@ -27,5 +28,12 @@ void mp_cb_release(mp_cluster_t *c, mp_routing_priority_t p, mp_cb_resource_t r)
 uint32_t mp_cb_in_use(const mp_cluster_t *c, mp_routing_priority_t p, mp_cb_resource_t r);
 /* Envoy's defaults: 1024 connections, pending and requests, 3 retries, pools unlimited. */
 void mp_cb_limits_default(mp_cb_limits_t *l);
+
+/* Sets every cluster's circuit_breakers.<priority>.*_open (and, with track_remaining,
+ * remaining_*) gauges from the counts now.  The admin thread, before rendering stats. */
+void mp_cb_refresh_gauges(const mp_config_t *cfg);
+/* True when some count of cfg is not 0, with a description in what: once every request and
+ * connection has ended, anything left is a leak that would wedge the cluster.  Any thread. */
+bool mp_cb_leaked(const mp_config_t *cfg, char *what, size_t cap);
 
 #endif

@@ -199,6 +199,7 @@ typedef struct mp_route {
     uint64_t idle_timeout_ms;      /* 0: none */
     mp_upgrade_config_t *upgrades; /* RouteAction.upgrade_configs; override the HCM's */
     uint32_t n_upgrades;
+    uint8_t priority; /* RouteAction.priority (mp_routing_priority_t): which breaker limits */
     /* RouteAction.max_stream_duration.  The message present at all (Envoy's "new timeouts"):
      * the route timeout no longer applies, and a gRPC request's grpc-timeout is lowered to the
      * stream's duration limit.  max_stream_duration absent (has_ = false): the HCM's
@@ -318,6 +319,12 @@ typedef struct mp_cb_limits {
     bool has_retry_budget;          /* retry_budget set: it bounds retries instead of max_retries */
     double budget_percent;          /* of active + pending requests; default 20 */
     uint32_t min_retry_concurrency; /* default 3 */
+    bool track_remaining;           /* also publish the remaining_* gauges */
+    /* circuit_breakers.<priority>.{cx_open, rq_pending_open, rq_open, rq_retry_open,
+     * cx_pool_open} and remaining_{cx, pending, rq, retries, cx_pools} (0 when not tracked), by
+     * mp_cb_resource_t; set when stats are read (mp_cb_refresh_gauges). */
+    mp_stat_id_t open_gauge[5], remaining_gauge[5];
+    bool has_gauges; /* the ids above are registered (a translated cluster) */
 } mp_cb_limits_t;
 
 /* What is in use now, shared by all workers (one per priority, in mp_cluster_t). */
@@ -340,6 +347,8 @@ typedef struct mp_cluster_stats {
         upstream_rq_pending_total, upstream_cx_idle_timeout, membership_total, membership_healthy,
         update_success, update_failure, upstream_cx_none_healthy, upstream_cx_http2_total,
         upstream_cx_protocol_error;
+    /* circuit breaking (include/magpie/circuit.h) */
+    mp_stat_id_t upstream_rq_pending_overflow, upstream_cx_overflow, upstream_cx_pool_overflow;
 } mp_cluster_stats_t;
 
 struct mp_cluster {

@@ -11,6 +11,7 @@
 #include "magpie/json_pb.h"
 #include "magpie/log.h"
 #include "stubs_buf_http.h"
+#include "magpie/circuit.h"
 #include "unit.h"
 
 /* ---- stand-ins for server.c, config.c and json_pb.c (weak: the real ones win when linked) ---- */
@@ -91,6 +92,12 @@ static void setup(void)
     c_backend.name = "backend";
     c_dotted.name = "svc.ns.cluster.local";
     c_quote.name = "q\"uo\\te";
+    /* Hand-made clusters carry the default thresholds a translated one would have. */
+    for (int p = 0; p < MP_PRIORITY_COUNT; p++) {
+        mp_cb_limits_default(&c_backend.cb_limits[p]);
+        mp_cb_limits_default(&c_dotted.cb_limits[p]);
+        mp_cb_limits_default(&c_quote.cb_limits[p]);
+    }
     atomic_init(&c_backend.hosts, make_hosts(2, backend_hosts));
     atomic_init(&c_dotted.hosts, make_hosts(1, dotted_hosts));
     atomic_init(&c_quote.hosts, make_hosts(0, NULL));

@@ -10,6 +10,7 @@
 #include "magpie/bootstrap.h"
 #include "magpie/config.h"
 #include "magpie/stats.h"
+#include "magpie/circuit.h"
 #include "unit.h"
 
 static char log_path[64];
@@ -1223,6 +1224,84 @@ static void test_transport_socket_forms(void)
                     "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext") != NULL);
 }
 
+#define CB_FROM "circuit_breakers: { thresholds: [{ max_connections: 10 }] }"
+
+static mp_config_t *load_edited(const char *from, const char *to, mp_err_t *err)
+{
+    char *yaml = mp_xasprintf(full_yaml, log_path);
+    char *at = strstr(yaml, from);
+    CHECK(at != NULL);
+    char *edited = mp_xasprintf("%.*s%s%s", (int)(at - yaml), yaml, to, at + strlen(from));
+    mp_config_t *c = load_yaml(edited, NULL, err);
+    free(yaml);
+    free(edited);
+    return c;
+}
+
+/* Thresholds per priority, the defaults for what is left out, and the gauges. */
+static void test_circuit_breakers(void)
+{
+    mp_err_t err = {{0}};
+    mp_config_t *c = load_edited(
+        CB_FROM,
+        "circuit_breakers: { thresholds: [{ max_connections: 10, max_pending_requests: 0, "
+        "track_remaining: true }, { priority: HIGH, max_requests: 7, max_retries: 9, "
+        "max_connection_pools: 2, retry_budget: { budget_percent: { value: 35 }, "
+        "min_retry_concurrency: 5 } }] }",
+        &err);
+    CHECK(c != NULL);
+    if (c == NULL) {
+        fprintf(stderr, "  %s\n", err.msg);
+        return;
+    }
+    mp_cluster_t *u = mp_config_find_cluster(c, "users");
+    const mp_cb_limits_t *d = &u->cb_limits[MP_PRIORITY_DEFAULT],
+                         *h = &u->cb_limits[MP_PRIORITY_HIGH];
+    CHECK_INT(d->max_connections, 10);
+    CHECK_INT(d->max_pending_requests, 0);
+    CHECK_INT(d->max_requests, 1024);
+    CHECK_INT(d->max_retries, 3);
+    CHECK(d->track_remaining && !d->has_retry_budget);
+    CHECK_INT(h->max_connections, 1024);
+    CHECK_INT(h->max_requests, 7);
+    CHECK_INT(h->max_retries, 9);
+    CHECK_INT(h->max_connection_pools, 2);
+    CHECK(h->has_retry_budget && h->budget_percent == 35.0);
+    CHECK_INT(h->min_retry_concurrency, 5);
+    CHECK(!h->track_remaining);
+    CHECK(stat_exists("cluster.users.circuit_breakers.default.rq_pending_open"));
+    CHECK(stat_exists("cluster.users.circuit_breakers.default.remaining_cx"));
+    CHECK(stat_exists("cluster.users.circuit_breakers.high.cx_pool_open"));
+    /* max_pending_requests 0: nothing may wait; the breaker is open from the start. */
+    CHECK(!mp_cb_try_acquire(u, MP_PRIORITY_DEFAULT, MP_CB_PENDING_REQUESTS));
+    CHECK(mp_cb_try_acquire(u, MP_PRIORITY_HIGH, MP_CB_PENDING_REQUESTS));
+    mp_cb_release(u, MP_PRIORITY_HIGH, MP_CB_PENDING_REQUESTS);
+    char what[128];
+    CHECK(!mp_cb_leaked(c, what, sizeof(what)));
+    mp_cluster_t *dns = mp_config_find_cluster(c, "dns");
+    CHECK_INT(dns->cb_limits[MP_PRIORITY_HIGH].max_requests, 1024);
+    mp_config_unref(c);
+
+    c = load_edited("route: { cluster: local }", "route: { cluster: local, priority: HIGH }", &err);
+    CHECK(c != NULL);
+    mp_config_unref(c);
+}
+
+static void test_circuit_breaker_errors(void)
+{
+    expect_error(CB_FROM, "circuit_breakers: { thresholds: [{}, { max_requests: 3 }] }",
+                 "static_resources.clusters[0].circuit_breakers.thresholds[1].priority: DEFAULT "
+                 "given twice");
+    expect_error(CB_FROM,
+                 "circuit_breakers: { thresholds: [{ retry_budget: { budget_percent: { value: "
+                 "101 } } }] }",
+                 "static_resources.clusters[0].circuit_breakers.thresholds[0].retry_budget."
+                 "budget_percent: must be between 0 and 100");
+    expect_error(CB_FROM, "circuit_breakers: { per_host_thresholds: [{ max_connections: 1 }] }",
+                 "static_resources.clusters[0].circuit_breakers.per_host_thresholds: not "
+                 "supported yet");
+}
+
 int main(void)
 {
     mp_stats_thread_init();
@@ -1242,6 +1321,8 @@ int main(void)
     RUN(test_h2_route_errors);
     RUN(test_h2_cluster_errors);
     RUN(test_transport_socket_forms);
+    RUN(test_circuit_breakers);
+    RUN(test_circuit_breaker_errors);
     unlink(log_path);
     UNIT_DONE();
 }
