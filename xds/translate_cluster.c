@@ -53,6 +53,13 @@ static const struct {
     S(upstream_cx_none_healthy, false),
     S(upstream_cx_http2_total, false),
     S(upstream_cx_protocol_error, false),
+    S(upstream_rq_per_try_timeout, false),
+    S(upstream_rq_per_try_idle_timeout, false),
+    S(upstream_rq_retry, false),
+    S(upstream_rq_retry_success, false),
+    S(upstream_rq_retry_limit_exceeded, false),
+    S(upstream_rq_retry_overflow, false),
+    S(upstream_rq_retry_backoff_exponential, false),
 #undef S
 };
 
