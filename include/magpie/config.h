@@ -166,16 +166,16 @@ typedef struct mp_redirect {
 /* RetryPolicy.retry_on (and x-envoy-retry-on / x-envoy-retry-grpc-on), one bit per condition
  * (include/magpie/retry.h parses and evaluates them). */
 enum {
-    MP_RETRY_ON_5XX = 1u << 0,                    /* any 5xx, reset, connect failure, timeout */
-    MP_RETRY_ON_GATEWAY_ERROR = 1u << 1,          /* 502/503/504, reset, connect failure */
-    MP_RETRY_ON_RESET = 1u << 2,                  /* no response: reset, disconnect, timeout */
-    MP_RETRY_ON_CONNECT_FAILURE = 1u << 3,        /* the connection could not be made */
-    MP_RETRY_ON_RETRIABLE_4XX = 1u << 4,          /* 409 */
-    MP_RETRY_ON_REFUSED_STREAM = 1u << 5,         /* HTTP/2 REFUSED_STREAM */
-    MP_RETRY_ON_RETRIABLE_STATUS_CODES = 1u << 6, /* retriable_status_codes + header */
-    MP_RETRY_ON_RETRIABLE_HEADERS = 1u << 7,      /* a response header matches */
-    MP_RETRY_ON_GRPC_CANCELLED = 1u << 8,         /* grpc-status 1 */
-    MP_RETRY_ON_GRPC_DEADLINE_EXCEEDED = 1u << 9, /* 4 */
+    MP_RETRY_ON_5XX = 1u << 0,                      /* any 5xx, reset, connect failure, timeout */
+    MP_RETRY_ON_GATEWAY_ERROR = 1u << 1,            /* 502/503/504, reset, connect failure */
+    MP_RETRY_ON_RESET = 1u << 2,                    /* no response: reset, disconnect, timeout */
+    MP_RETRY_ON_CONNECT_FAILURE = 1u << 3,          /* the connection could not be made */
+    MP_RETRY_ON_RETRIABLE_4XX = 1u << 4,            /* 409 */
+    MP_RETRY_ON_REFUSED_STREAM = 1u << 5,           /* HTTP/2 REFUSED_STREAM */
+    MP_RETRY_ON_RETRIABLE_STATUS_CODES = 1u << 6,   /* retriable_status_codes + header */
+    MP_RETRY_ON_RETRIABLE_HEADERS = 1u << 7,        /* a response header matches */
+    MP_RETRY_ON_GRPC_CANCELLED = 1u << 8,           /* grpc-status 1 */
+    MP_RETRY_ON_GRPC_DEADLINE_EXCEEDED = 1u << 9,   /* 4 */
     MP_RETRY_ON_GRPC_RESOURCE_EXHAUSTED = 1u << 10, /* 8 */
     MP_RETRY_ON_GRPC_UNAVAILABLE = 1u << 11,        /* 14 */
     MP_RETRY_ON_GRPC_INTERNAL = 1u << 12,           /* 13 */
@@ -193,9 +193,9 @@ typedef struct mp_retry_policy {
     uint32_t n_retriable_headers;
     mp_header_matcher_t *retriable_request_headers; /* the request must match one, if any */
     uint32_t n_retriable_request_headers;
-    uint64_t backoff_base_ms; /* retry_back_off.base_interval; default 25 */
-    uint64_t backoff_max_ms;  /* retry_back_off.max_interval; default 10 x base */
-    bool previous_hosts;      /* envoy.retry_host_predicates.previous_hosts */
+    uint64_t backoff_base_ms;             /* retry_back_off.base_interval; default 25 */
+    uint64_t backoff_max_ms;              /* retry_back_off.max_interval; default 10 x base */
+    bool previous_hosts;                  /* envoy.retry_host_predicates.previous_hosts */
     uint32_t host_selection_max_attempts; /* host_selection_retry_max_attempts; default 1 */
 } mp_retry_policy_t;
 
@@ -265,9 +265,9 @@ typedef struct mp_vhost {
     mp_route_t *routes;
     uint32_t n_routes;
     mp_header_mutation_t request_headers, response_headers;
-    mp_retry_policy_t *retry;           /* retry_policy, or NULL */
-    uint32_t buffer_limit;              /* per_request_buffer_limit_bytes; 0: the listener's */
-    bool include_request_attempt_count; /* x-envoy-attempt-count on upstream requests */
+    mp_retry_policy_t *retry;               /* retry_policy, or NULL */
+    uint32_t buffer_limit;                  /* per_request_buffer_limit_bytes; 0: the listener's */
+    bool include_request_attempt_count;     /* x-envoy-attempt-count on upstream requests */
     bool include_attempt_count_in_response; /* ... and on the response downstream */
 } mp_vhost_t;
 
