@@ -40,6 +40,7 @@ typedef enum part_kind {
     PART_BYTES_SENT,
     PART_DURATION,
     PART_UPSTREAM_HOST,
+    PART_UPSTREAM_ATTEMPTS,
     PART_UPSTREAM_CLUSTER,
     PART_REMOTE_ADDRESS,
     PART_REMOTE_ADDRESS_NO_PORT,
@@ -83,6 +84,7 @@ static const command_t commands[] = {
     {"BYTES_SENT", PART_BYTES_SENT, ARG_NONE},
     {"DURATION", PART_DURATION, ARG_NONE},
     {"UPSTREAM_HOST", PART_UPSTREAM_HOST, ARG_NONE},
+    {"UPSTREAM_REQUEST_ATTEMPT_COUNT", PART_UPSTREAM_ATTEMPTS, ARG_NONE},
     {"UPSTREAM_CLUSTER", PART_UPSTREAM_CLUSTER, ARG_NONE},
     {"DOWNSTREAM_REMOTE_ADDRESS", PART_REMOTE_ADDRESS, ARG_NONE},
     {"DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT", PART_REMOTE_ADDRESS_NO_PORT, ARG_NONE},
@@ -492,6 +494,8 @@ static const char *part_value(const part_t *p, const mp_stream_info_t *info, cha
                    : NULL;
     case PART_UPSTREAM_HOST:
         return info->upstream_host;
+    case PART_UPSTREAM_ATTEMPTS:
+        return number(info->attempt_count, scratch, cap);
     case PART_UPSTREAM_CLUSTER:
         return info->upstream_cluster;
     case PART_REMOTE_ADDRESS:

@@ -24,6 +24,7 @@
 #include "magpie/h1.h"
 #include "magpie/http.h"
 #include "magpie/lb.h"
+#include "magpie/retry.h"
 #include "magpie/stream_info.h"
 #include "magpie/tls_ident.h"
 #include "magpie/worker.h"
@@ -292,6 +293,24 @@ struct mp_stream {
     bool upgrade_counted;   /* counted in downstream_cx_upgrades_active */
     bool tunnel;
     bool upgrade_refused; /* the upstream answered an upgrade with something else */
+    /* Attempts, timeouts and retries (stream.c, stream_retry.c).  An attempt is one upstream
+     * request to one host; retries start from backoff_timer, never inside an upstream callback. */
+    const mp_retry_policy_t *retry; /* the policy in force, or NULL: a single attempt */
+    mp_retry_policy_t *retry_own;   /* a default policy for x-envoy-retry-on alone (owned) */
+    uint32_t retry_on;              /* the policy's conditions, plus the request headers' */
+    uint32_t retries_left;
+    mp_retry_extra_t retry_extra; /* x-envoy-retriable-* values (heap strings, owned) */
+    uint64_t global_timeout_ms;   /* route timeout or x-envoy-upstream-rq-timeout-ms; 0: none */
+    uint64_t per_try_ms, per_try_idle_ms;
+    ev_timer per_try_timer, per_try_idle_timer, backoff_timer;
+    mp_buf_t replay;       /* the request body so far, by reference, for a retry to resend */
+    uint32_t replay_limit; /* per_request_buffer_limit_bytes in force */
+    bool replay_lost;      /* the body outgrew replay_limit: no more retries */
+    bool retry_unit;       /* holds one MP_CB_RETRIES unit of the cluster's circuit breaker */
+    bool attempt_open;     /* an attempt is under way and attempt_done has not seen it */
+    bool internal;         /* the request is from a trusted (internal) client: Envoy's rule */
+    uint32_t n_tried;
+    int tried[8]; /* hosts (indices in `hosts`) tried so far, for previous_hosts */
 };
 
 /* Creates a stream for req (taking ownership) without routing it; the codec records it (and

@@ -4,6 +4,7 @@
 
 #include "config_internal.h"
 #include "magpie/regex.h"
+#include "magpie/retry.h"
 #include "magpie/route.h"
 
 void mp_string_matcher_free(mp_string_matcher_t *m)
@@ -65,6 +66,7 @@ static void free_action(mp_route_t *r)
     free(r->redirect.path);
     free(r->redirect.prefix_rewrite);
     free(r->direct_body);
+    mp_retry_policy_free(r->retry);
     mp_config__upgrades_free(r->upgrades, r->n_upgrades);
     mp_header_mutation_free(&r->request_headers);
     mp_header_mutation_free(&r->response_headers);
@@ -73,6 +75,7 @@ static void free_action(mp_route_t *r)
 static void free_vhost(mp_vhost_t *vh)
 {
     free(vh->name);
+    mp_retry_policy_free(vh->retry);
     for (uint32_t i = 0; i < vh->n_domains; i++)
         free(vh->domains[i]);
     free(vh->domains);

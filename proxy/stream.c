@@ -46,6 +46,15 @@ static void touch(mp_stream_t *s)
     s->last_activity = ev_now(loop_of(s));
 }
 
+/* The stream idle timeout: the route's idle_timeout when it has one (0 disables), else the
+ * connection manager's stream_idle_timeout. */
+static uint64_t idle_timeout_ms(const mp_stream_t *s)
+{
+    if (s->route != NULL && s->route->has_idle_timeout)
+        return s->route->idle_timeout_ms;
+    return s->conn->hcm->stream_idle_timeout_ms;
+}
+
 /* Route timeout, stream idle timeout and request timeout all end here. */
 static void on_timeout(mp_stream_t *s, uint32_t flag, const char *details)
 {
@@ -63,15 +72,62 @@ static void on_timeout(mp_stream_t *s, uint32_t flag, const char *details)
         flag == MP_RF_UPSTREAM_TIMEOUT ? "upstream request timeout" : "stream timeout", details);
 }
 
+static void attempt_done(mp_stream_t *s, const mp_attempt_outcome_t *o);
+
 static void on_route_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
-    on_timeout(t->data, MP_RF_UPSTREAM_TIMEOUT, "response_timeout");
+    mp_stream_t *s = t->data;
+    mp_attempt_outcome_t o = {MP_ATTEMPT_TIMEOUT, NULL, MP_RF_UPSTREAM_TIMEOUT, "response_timeout"};
+    attempt_done(s, &o);
+    ev_timer_stop(loop, &s->backoff_timer);
+    on_timeout(s, MP_RF_UPSTREAM_TIMEOUT, "response_timeout");
+}
+
+/* Lets go of the current attempt's upstream request, resetting it. */
+static void drop_upstream(mp_stream_t *s)
+{
+    if (s->up == NULL)
+        return;
+    mp_ustream_t *u = s->up;
+    s->up = NULL;
+    u->ops->detach(u, true);
+}
+
+/* A per-try (or per-try idle) timeout: the attempt is reset, and retried when the policy says
+ * so; otherwise the answer is 504 UT, as for the route timeout. */
+static void per_try_expired(mp_stream_t *s, const char *details)
+{
+    drop_upstream(s);
+    mp_attempt_outcome_t o = {MP_ATTEMPT_TIMEOUT, NULL, MP_RF_UPSTREAM_TIMEOUT, details};
+    attempt_done(s, &o);
+    if (mp_stream__retry_decide(s, &o))
+        return;
+    mp_stream_local_reply(s, 504, MP_RF_UPSTREAM_TIMEOUT, "upstream request timeout", details);
+}
+
+static void on_per_try_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    mp_stream_t *s = t->data;
+    mp_stats_inc(s->cluster->stats.upstream_rq_per_try_timeout);
+    per_try_expired(s, "upstream_per_try_timeout");
+}
+
+static void on_per_try_idle_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    mp_stream_t *s = t->data;
+    mp_stats_inc(s->cluster->stats.upstream_rq_per_try_idle_timeout);
+    per_try_expired(s, "upstream_per_try_idle_timeout");
+}
+
+static void on_backoff_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    mp_stream__start_attempt(t->data);
 }
 
 static void on_idle_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
     mp_stream_t *s = t->data;
-    double timeout = (double)s->conn->hcm->stream_idle_timeout_ms / 1000.0;
+    double timeout = (double)idle_timeout_ms(s) / 1000.0;
     double left = s->last_activity + timeout - ev_now(loop);
     if (left > 0.001) {
         ev_timer_set(t, left, 0.0);
@@ -130,6 +186,13 @@ mp_stream_t *mp_stream_new(mp_hconn_t *c, mp_http_msg_t *req)
     s->request_timer.data = s;
     ev_init(&s->duration_timer, on_duration_timer);
     s->duration_timer.data = s;
+    ev_init(&s->per_try_timer, on_per_try_timer);
+    s->per_try_timer.data = s;
+    ev_init(&s->per_try_idle_timer, on_per_try_idle_timer);
+    s->per_try_idle_timer.data = s;
+    ev_init(&s->backoff_timer, on_backoff_timer);
+    s->backoff_timer.data = s;
+    mp_buf_init(&s->replay);
     const mp_hcm_config_t *h = c->hcm;
     mp_stats_inc(h->stats.downstream_rq_total);
     mp_stats_inc(h->stats.downstream_rq_active);
@@ -348,6 +411,8 @@ void mp_stream_route(mp_stream_t *s, const mp_router_config_t *config)
     mp_route_rewrite_request(r, s->req);
     apply_request_mutations(s);
     start_duration_timer(s);
+    if (s->route->has_idle_timeout)
+        start_timer(s, &s->idle_timer, s->route->idle_timeout_ms);
     start_upstream(s);
 }
 
@@ -412,30 +477,93 @@ static bool answer_expect_continue(mp_stream_t *s)
     return !c->dead;
 }
 
-static void start_upstream(mp_stream_t *s)
+/* Every upstream attempt ends here exactly once, with how it ended (a response head, a failed
+ * connect, a reset, a timeout); a downstream abort ends an attempt without an outcome.  Per-host
+ * outcome consumers (outlier detection) hook in here: the host is s->hosts->hosts[s->host_idx]. */
+static void attempt_done(mp_stream_t *s, const mp_attempt_outcome_t *o)
+{
+    if (!s->attempt_open)
+        return;
+    s->attempt_open = false;
+    ev_timer_stop(loop_of(s), &s->per_try_timer);
+    ev_timer_stop(loop_of(s), &s->per_try_idle_timer);
+}
+
+/* The least-request balancer's count for the attempt's host ends with the attempt's upstream
+ * request (at a retry) or with the stream. */
+static void end_lb_request(mp_stream_t *s)
+{
+    if (!s->lb_started)
+        return;
+    mp_pool_t *pool = mp_worker_pool(s->conn->w, s->cluster);
+    if (pool != NULL)
+        mp_lb_request_end(pool->lb, s->hosts, s->host_idx);
+    s->lb_started = false;
+}
+
+static bool was_tried(const mp_stream_t *s, int idx)
+{
+    for (uint32_t i = 0; i < s->n_tried; i++)
+        if (s->tried[i] == idx)
+            return true;
+    return false;
+}
+
+/* With previous_hosts, a retry goes to a host not tried yet: the balancer is asked again (at
+ * most host_selection_retry_max_attempts more times, each time excluding its last answer), and
+ * its last answer is used if every try lands on a tried host. */
+static int pick_host(mp_stream_t *s, mp_pool_t *pool)
+{
+    if (s->hosts->n == 0)
+        return -1;
+    if (pool == NULL)
+        return (int)(mp_random() % s->hosts->n);
+    int idx = mp_lb_pick(pool->lb, s->hosts, -1);
+    if (s->retry == NULL || !s->retry->previous_hosts)
+        return idx;
+    for (uint32_t i = 0; i < s->retry->host_selection_max_attempts && idx >= 0 && was_tried(s, idx);
+         i++)
+        idx = mp_lb_pick(pool->lb, s->hosts, idx);
+    return idx;
+}
+
+static void note_attempt(mp_stream_t *s, int idx)
+{
+    s->host_idx = idx;
+    s->attempt_open = true;
+    s->info.attempt_count++;
+    if (s->n_tried < MP_ARRAY_SIZE(s->tried))
+        s->tried[s->n_tried++] = idx;
+    if (s->vhost->include_request_attempt_count) {
+        char v[12];
+        int n = snprintf(v, sizeof(v), "%u", s->info.attempt_count);
+        mp_headers_set(&s->req->headers, "x-envoy-attempt-count", v, (size_t)n);
+    }
+}
+
+/* Per-try timers run from the end of the request (Envoy's router) until the response head. */
+static void arm_per_try(mp_stream_t *s)
+{
+    if (!s->attempt_open || !s->req_complete || s->tunnel)
+        return;
+    start_timer(s, &s->per_try_timer, s->per_try_ms);
+    start_timer(s, &s->per_try_idle_timer, s->per_try_idle_ms);
+}
+
+void mp_stream__start_attempt(mp_stream_t *s)
 {
     mp_cluster_t *c = s->cluster;
     mp_stats_inc(c->stats.upstream_rq_total);
-    mp_stats_inc(c->stats.upstream_rq_active);
-    /* max_requests (circuit breaking): held from here until the stream is freed. */
-    s->priority = s->route->priority;
-    if (!s->cb_request_held && !mp_cb_try_acquire(c, s->priority, MP_CB_REQUESTS)) {
-        mp_stream_overflow(s);
-        return;
-    }
-    s->cb_request_held = true;
-    s->hosts = mp_cluster_hosts_acquire(c);
+    end_lb_request(s);
     mp_pool_t *pool = mp_worker_pool(s->conn->w, c);
-    int idx = -1;
-    if (s->hosts->n > 0)
-        idx = pool != NULL ? mp_lb_pick(pool->lb, s->hosts, -1) : (int)(mp_random() % s->hosts->n);
+    int idx = pick_host(s, pool);
     if (idx < 0) {
         mp_stats_inc(c->stats.upstream_cx_none_healthy);
         mp_stream_local_reply(s, 503, MP_RF_NO_HEALTHY_UPSTREAM, "no healthy upstream",
                               "no_healthy_upstream");
         return;
     }
-    s->host_idx = idx;
+    note_attempt(s, idx);
     if (pool != NULL) {
         mp_lb_request_start(pool->lb, s->hosts, idx);
         s->lb_started = true;
@@ -447,9 +575,26 @@ static void start_upstream(mp_stream_t *s)
         free(s->req->authority);
         s->req->authority = mp_xstrdup(host->hostname);
     }
-    if (!answer_expect_continue(s))
+    if (s->info.attempt_count == 1 && !answer_expect_continue(s))
         return;
+    arm_per_try(s);
     mp_upstream_attach(s, host);
+}
+
+static void start_upstream(mp_stream_t *s)
+{
+    mp_stats_inc(s->cluster->stats.upstream_rq_active);
+    /* max_requests (circuit breaking): held from here until the stream is freed, across its
+     * retries. */
+    s->priority = s->route->priority;
+    if (!mp_cb_try_acquire(s->cluster, s->priority, MP_CB_REQUESTS)) {
+        mp_stream_overflow(s);
+        return;
+    }
+    s->cb_request_held = true;
+    s->hosts = mp_cluster_hosts_acquire(s->cluster);
+    mp_stream__retry_init(s);
+    mp_stream__start_attempt(s);
 }
 
 static bool upstream_ready(const mp_stream_t *s)
@@ -478,6 +623,7 @@ int mp_stream_on_request_body(mp_stream_t *s, mp_slice_t *slice, const char *dat
         (s->info.response_flags != 0 && s->up == NULL))
         return 0; /* answered already (or meant for a refused tunnel): read and dropped */
     touch(s);
+    mp_stream__replay_keep(s, slice, data, len);
     if (upstream_ready(s) && !holding(s))
         s->up->ops->send_data(s->up, slice, data, len);
     else
@@ -492,7 +638,7 @@ int mp_stream_on_request_complete(mp_stream_t *s, mp_headers_t *trailers)
         /* The upgrade's answer decides whether this was the end of the request. */
         s->upgrade_req_ended = true;
         mp_headers_delete(trailers);
-        start_timer(s, &s->route_timer, s->route->has_timeout ? s->route->timeout_ms : 15000);
+        start_timer(s, &s->route_timer, s->global_timeout_ms);
         return 0;
     }
     s->req_complete = true;
@@ -504,7 +650,12 @@ int mp_stream_on_request_complete(mp_stream_t *s, mp_headers_t *trailers)
     }
     if (upstream_ready(s)) {
         s->up->ops->send_end(s->up, trailers);
-        mp_headers_delete(trailers);
+        if (mp_stream__replayable(s) && trailers != NULL) {
+            mp_headers_delete(s->req_trailers);
+            s->req_trailers = trailers; /* kept for a retry */
+        } else {
+            mp_headers_delete(trailers);
+        }
     } else if (trailers != NULL) {
         mp_headers_delete(s->req_trailers);
         s->req_trailers = trailers;
@@ -513,7 +664,8 @@ int mp_stream_on_request_complete(mp_stream_t *s, mp_headers_t *trailers)
      * timeout (Envoy's router leaves its global timeout unset for such "new timeouts"). */
     if (s->route != NULL && s->route->action == MP_ACTION_ROUTE && s->cluster != NULL &&
         !s->tunnel && !s->route->uses_stream_duration)
-        start_timer(s, &s->route_timer, s->route->has_timeout ? s->route->timeout_ms : 15000);
+        start_timer(s, &s->route_timer, s->global_timeout_ms);
+    arm_per_try(s);
     return 0;
 }
 
@@ -526,15 +678,19 @@ void mp_stream_on_upstream_ready(mp_stream_t *s)
         touch(s);
         return;
     }
-    bool end = s->req_complete && mp_buf_len(&s->req_pending) == 0 && s->req_trailers == NULL;
+    /* A retry resends the whole body kept so far, which includes what is pending. */
+    mp_buf_t *body = s->info.attempt_count > 1 ? &s->replay : &s->req_pending;
+    bool end = s->req_complete && mp_buf_len(body) == 0 && s->req_trailers == NULL;
     u->ops->send_head(u, s->req, end);
-    for (mp_buf_seg_t *seg = s->req_pending.head; seg != NULL; seg = seg->next)
+    for (mp_buf_seg_t *seg = body->head; seg != NULL; seg = seg->next)
         u->ops->send_data(u, seg->slice, seg->slice->data + seg->off, seg->len);
     mp_buf_clear(&s->req_pending);
     if (s->req_complete && !end) {
         u->ops->send_end(u, s->req_trailers);
-        mp_headers_delete(s->req_trailers);
-        s->req_trailers = NULL;
+        if (!mp_stream__replayable(s)) {
+            mp_headers_delete(s->req_trailers);
+            s->req_trailers = NULL;
+        }
     }
     touch(s);
 }
@@ -550,9 +706,25 @@ void mp_stream_downstream_drained(mp_stream_t *s)
         s->up->ops->block_read(s->up, false);
 }
 
+static mp_attempt_kind_t failure_kind(uint32_t flag, const char *details)
+{
+    if (flag == MP_RF_UPSTREAM_CONNECT_FAIL)
+        return MP_ATTEMPT_CONNECT_FAILURE;
+    if (details != NULL && (strcmp(details, "upstream_refused_stream") == 0 ||
+                            strcmp(details, "upstream_goaway_refused") == 0))
+        return MP_ATTEMPT_REFUSED_STREAM;
+    return MP_ATTEMPT_RESET;
+}
+
 void mp_stream_on_upstream_failure(mp_stream_t *s, uint32_t flag, const char *details)
 {
     s->up = NULL; /* the upstream side has let go already */
+    if (!s->resp_started) {
+        mp_attempt_outcome_t o = {failure_kind(flag, details), NULL, flag, details};
+        attempt_done(s, &o);
+        if (mp_stream__retry_decide(s, &o))
+            return;
+    }
     if (s->resp_started) {
         /* Never complete a truncated response: reset the client's stream instead. */
         s->info.response_flags |= flag;
@@ -586,6 +758,28 @@ static void set_service_time(mp_stream_t *s, mp_http_msg_t *resp)
     mp_headers_set(&resp->headers, "x-envoy-upstream-service-time", t, (size_t)n);
 }
 
+/* A final response head ends the attempt; when it is retried, it is dropped and the attempt's
+ * upstream request reset (the retry starts from the backoff timer). */
+static bool retry_response(mp_stream_t *s, mp_http_msg_t *resp)
+{
+    mp_attempt_outcome_t o = {MP_ATTEMPT_RESPONSE, resp, 0, NULL};
+    attempt_done(s, &o);
+    if (!mp_stream__retry_decide(s, &o))
+        return false;
+    mp_http_msg_free(resp);
+    drop_upstream(s);
+    return true;
+}
+
+static void set_attempt_count(mp_stream_t *s, mp_http_msg_t *resp)
+{
+    if (!s->vhost->include_attempt_count_in_response)
+        return;
+    char v[12];
+    int n = snprintf(v, sizeof(v), "%u", s->info.attempt_count);
+    mp_headers_set(&resp->headers, "x-envoy-attempt-count", v, (size_t)n);
+}
+
 int mp_stream_on_response_head(mp_stream_t *s, mp_http_msg_t *resp, bool end_stream)
 {
     /* Any send below may close an HTTP/1.1 client connection, which frees s at once; the
@@ -601,6 +795,8 @@ int mp_stream_on_response_head(mp_stream_t *s, mp_http_msg_t *resp, bool end_str
     }
     touch(s);
     count_response(s, resp->status);
+    if (!tunnel && retry_response(s, resp))
+        return 0;
     mp_stream__prepare_response(s, resp);
     if (tunnel) {
         /* The route timeout bounds waiting for the answer, not the tunnel's life. */
@@ -611,6 +807,7 @@ int mp_stream_on_response_head(mp_stream_t *s, mp_http_msg_t *resp, bool end_str
     }
     apply_response_mutations(s, &resp->headers);
     set_service_time(s, resp);
+    set_attempt_count(s, resp);
     run_encode_headers(s, resp);
     s->resp = resp;
     s->info.response = resp;
@@ -813,14 +1010,16 @@ static void stream_free(mp_stream_t *s)
     ev_timer_stop(loop, &s->idle_timer);
     ev_timer_stop(loop, &s->request_timer);
     ev_timer_stop(loop, &s->duration_timer);
+    ev_timer_stop(loop, &s->per_try_timer);
+    ev_timer_stop(loop, &s->per_try_idle_timer);
+    ev_timer_stop(loop, &s->backoff_timer);
     if (s->hosts != NULL) {
-        mp_pool_t *pool = s->cluster ? mp_worker_pool(s->conn->w, s->cluster) : NULL;
-        if (pool != NULL && s->lb_started)
-            mp_lb_request_end(pool->lb, s->hosts, s->host_idx);
+        end_lb_request(s);
         mp_hostset_release(s->hosts);
     }
     if (s->cb_request_held)
         mp_cb_release(s->cluster, s->priority, MP_CB_REQUESTS);
+    mp_stream__retry_free(s);
     mp_buf_clear(&s->req_pending);
     mp_headers_delete(s->req_trailers);
     mp_stream__upgrade_free(s);

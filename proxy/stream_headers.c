@@ -139,6 +139,64 @@ static void apply_xfcc(mp_stream_t *s, mp_headers_t *hd)
     mp_xfcc_apply(hd, h->xfcc_mode, h->xfcc_details, id);
 }
 
+/* The x-envoy-* request headers only a trusted client may send (Envoy's cleanInternalHeaders):
+ * they steer retries and timeouts, so an external client's are removed. */
+static const char *const internal_only[] = {
+    "x-envoy-retriable-status-codes",
+    "x-envoy-retriable-header-names",
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-max-retries",
+    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-envoy-force-trace",
+    "x-envoy-ip-tags",
+    "x-envoy-original-url",
+    "x-envoy-hedge-on-per-try-timeout",
+    "x-envoy-internal",
+};
+
+/* Envoy's rule for an internal request.  With use_remote_address, the request must carry no
+ * x-forwarded-for and come from an internal peer address.  Without it, the peer is not looked
+ * at: x-forwarded-for must hold exactly one address, and that address must be internal (no
+ * x-forwarded-for at all means external). */
+bool mp_stream__is_internal(const mp_stream_t *s)
+{
+    const mp_header_t *xff = mp_headers_get(&s->req->headers, "x-forwarded-for");
+    if (s->conn->hcm->use_remote_address)
+        return xff == NULL && peer_is_internal(s->conn->peer);
+    if (xff == NULL || mp_headers_count(&s->req->headers, "x-forwarded-for") != 1 ||
+        strchr(xff->value, ',') != NULL)
+        return false;
+    char addr[64];
+    const char *v = xff->value;
+    while (*v == ' ' || *v == '\t')
+        v++;
+    size_t n = strcspn(v, " \t");
+    if (n == 0 || n >= sizeof(addr) - 2)
+        return false;
+    /* peer_is_internal reads "ip:port" / "[v6]:port" text: give v6 its brackets. */
+    if (strchr(v, ':') != NULL && v[0] != '[')
+        snprintf(addr, sizeof(addr), "[%.*s]", (int)n, v);
+    else
+        snprintf(addr, sizeof(addr), "%.*s", (int)n, v);
+    return peer_is_internal(addr);
+}
+
+static void apply_trust(mp_stream_t *s, mp_headers_t *hd)
+{
+    s->internal = mp_stream__is_internal(s);
+    if (s->internal) {
+        mp_headers_set(hd, "x-envoy-internal", "true", 4);
+        return;
+    }
+    for (size_t i = 0; i < MP_ARRAY_SIZE(internal_only); i++)
+        mp_headers_remove(hd, internal_only[i]);
+}
+
 void mp_stream__prepare_request(mp_stream_t *s)
 {
     const mp_hcm_config_t *h = s->conn->hcm;
@@ -148,6 +206,7 @@ void mp_stream__prepare_request(mp_stream_t *s)
     apply_xfcc(s, hd);
     if (s->req->expect_continue)
         mp_headers_remove(hd, "expect");
+    apply_trust(s, hd);
     append_xff(hd, s->conn->peer);
     if (h->use_remote_address || mp_headers_get(hd, "x-forwarded-proto") == NULL)
         mp_headers_set(hd, "x-forwarded-proto", s->conn->tp.tls ? "https" : "http",

@@ -56,6 +56,13 @@ static const struct {
     S(upstream_rq_pending_overflow, false),
     S(upstream_cx_overflow, false),
     S(upstream_cx_pool_overflow, false),
+    S(upstream_rq_per_try_timeout, false),
+    S(upstream_rq_per_try_idle_timeout, false),
+    S(upstream_rq_retry, false),
+    S(upstream_rq_retry_success, false),
+    S(upstream_rq_retry_limit_exceeded, false),
+    S(upstream_rq_retry_overflow, false),
+    S(upstream_rq_retry_backoff_exponential, false),
 #undef S
 };
 

@@ -85,6 +85,10 @@ int mp_translate__upgrade_type(const char *type, const mp_upgrade_config_t *prev
 
 /* HeaderMatcher -> *h (zeroed by the caller; free h->name and mp_string_matcher_free(&h->str)).
  * Errors are relative to the HeaderMatcher.  (translate_route.c) */
+/* RetryPolicy (translate_retry.c); *out is NULL when pb is, and owned by the caller even when
+ * translation fails. */
+int mp_translate__retry_policy(const Envoy__Config__Route__V3__RetryPolicy *pb,
+                               mp_retry_policy_t **out, mp_err_t *err);
 int mp_translate__header_matcher(const Envoy__Config__Route__V3__HeaderMatcher *pb,
                                  mp_header_matcher_t *h, mp_err_t *err);
 /* StringMatcher -> *m (zeroed by the caller; free with mp_string_matcher_free); safe_regex is

@@ -476,8 +476,13 @@ static int translate_route_action(const route_ctx_t *ctx, const pb_action_t *pb,
     r->has_timeout = pb->timeout != NULL;
     if (mp_translate__duration_ms(pb->timeout, 15000, &r->timeout_ms, err) != 0)
         return mp_err_prefix(err, "timeout");
+    r->has_idle_timeout = pb->idle_timeout != NULL;
     if (mp_translate__duration_ms(pb->idle_timeout, 0, &r->idle_timeout_ms, err) != 0)
         return mp_err_prefix(err, "idle_timeout");
+    if (pb->retry_policy_typed_config != NULL)
+        return mp_err_set(err, "retry_policy_typed_config: not supported");
+    if (mp_translate__retry_policy(pb->retry_policy, &r->retry, err) != 0)
+        return MP_ERROR;
     if (translate_priority(pb, r, err) != 0 || translate_upgrades(pb, r, err) != 0)
         return MP_ERROR;
     return translate_stream_duration(pb, r, err);
@@ -567,6 +572,7 @@ static int translate_route(const route_ctx_t *ctx, const pb_route_t *pb, mp_rout
         return mp_err_prefix(err, "match.");
     if (translate_action(ctx, pb, r, err) != 0)
         return MP_ERROR;
+    r->buffer_limit = mp_translate__u32(pb->per_request_buffer_limit_bytes, 0);
     return TRANSLATE_MUTATIONS(pb, &r->request_headers, &r->response_headers, err);
 }
 
@@ -589,6 +595,13 @@ static int translate_vhost(const route_ctx_t *ctx, const pb_vhost_t *pb, mp_vhos
     for (size_t i = 0; i < pb->n_routes; i++)
         if (translate_route(ctx, pb->routes[i], &vh->routes[i], err) != 0)
             return mp_err_prefix(err, "routes[%zu].", i);
+    if (pb->retry_policy_typed_config != NULL)
+        return mp_err_set(err, "retry_policy_typed_config: not supported");
+    if (mp_translate__retry_policy(pb->retry_policy, &vh->retry, err) != 0)
+        return MP_ERROR;
+    vh->buffer_limit = mp_translate__u32(pb->per_request_buffer_limit_bytes, 0);
+    vh->include_request_attempt_count = pb->include_request_attempt_count;
+    vh->include_attempt_count_in_response = pb->include_attempt_count_in_response;
     return TRANSLATE_MUTATIONS(pb, &vh->request_headers, &vh->response_headers, err);
 }
 

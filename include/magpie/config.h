@@ -163,6 +163,42 @@ typedef struct mp_redirect {
     bool strip_query;
 } mp_redirect_t;
 
+/* RetryPolicy.retry_on (and x-envoy-retry-on / x-envoy-retry-grpc-on), one bit per condition
+ * (include/magpie/retry.h parses and evaluates them). */
+enum {
+    MP_RETRY_ON_5XX = 1u << 0,                      /* any 5xx, reset, connect failure, timeout */
+    MP_RETRY_ON_GATEWAY_ERROR = 1u << 1,            /* 502/503/504, reset, connect failure */
+    MP_RETRY_ON_RESET = 1u << 2,                    /* no response: reset, disconnect, timeout */
+    MP_RETRY_ON_CONNECT_FAILURE = 1u << 3,          /* the connection could not be made */
+    MP_RETRY_ON_RETRIABLE_4XX = 1u << 4,            /* 409 */
+    MP_RETRY_ON_REFUSED_STREAM = 1u << 5,           /* HTTP/2 REFUSED_STREAM */
+    MP_RETRY_ON_RETRIABLE_STATUS_CODES = 1u << 6,   /* retriable_status_codes + header */
+    MP_RETRY_ON_RETRIABLE_HEADERS = 1u << 7,        /* a response header matches */
+    MP_RETRY_ON_GRPC_CANCELLED = 1u << 8,           /* grpc-status 1 */
+    MP_RETRY_ON_GRPC_DEADLINE_EXCEEDED = 1u << 9,   /* 4 */
+    MP_RETRY_ON_GRPC_RESOURCE_EXHAUSTED = 1u << 10, /* 8 */
+    MP_RETRY_ON_GRPC_UNAVAILABLE = 1u << 11,        /* 14 */
+    MP_RETRY_ON_GRPC_INTERNAL = 1u << 12,           /* 13 */
+};
+
+/* RetryPolicy (route or virtual host; the route's replaces the virtual host's whole). */
+typedef struct mp_retry_policy {
+    uint32_t retry_on;                /* MP_RETRY_ON_* */
+    uint32_t num_retries;             /* default 1 */
+    uint64_t per_try_timeout_ms;      /* 0: none */
+    uint64_t per_try_idle_timeout_ms; /* 0: none */
+    uint32_t *retriable_status_codes;
+    uint32_t n_retriable_status_codes;
+    mp_header_matcher_t *retriable_headers; /* a response matching any is retried */
+    uint32_t n_retriable_headers;
+    mp_header_matcher_t *retriable_request_headers; /* the request must match one, if any */
+    uint32_t n_retriable_request_headers;
+    uint64_t backoff_base_ms;             /* retry_back_off.base_interval; default 25 */
+    uint64_t backoff_max_ms;              /* retry_back_off.max_interval; default 10 x base */
+    bool previous_hosts;                  /* envoy.retry_host_predicates.previous_hosts */
+    uint32_t host_selection_max_attempts; /* host_selection_retry_max_attempts; default 1 */
+} mp_retry_policy_t;
+
 typedef struct mp_route {
     char *name;
     /* match */
@@ -196,7 +232,10 @@ typedef struct mp_route {
     bool auto_host_rewrite;
     bool has_timeout;
     uint64_t timeout_ms;           /* route timeout; default 15000; 0 disables */
+    bool has_idle_timeout;         /* idle_timeout given: replaces the HCM's stream idle timeout */
     uint64_t idle_timeout_ms;      /* 0: none */
+    mp_retry_policy_t *retry;      /* RouteAction.retry_policy, or NULL (the vhost's applies) */
+    uint32_t buffer_limit;         /* per_request_buffer_limit_bytes; 0: the vhost's */
     mp_upgrade_config_t *upgrades; /* RouteAction.upgrade_configs; override the HCM's */
     uint32_t n_upgrades;
     uint8_t priority; /* RouteAction.priority (mp_routing_priority_t): which breaker limits */
@@ -227,6 +266,10 @@ typedef struct mp_vhost {
     mp_route_t *routes;
     uint32_t n_routes;
     mp_header_mutation_t request_headers, response_headers;
+    mp_retry_policy_t *retry;               /* retry_policy, or NULL */
+    uint32_t buffer_limit;                  /* per_request_buffer_limit_bytes; 0: the listener's */
+    bool include_request_attempt_count;     /* x-envoy-attempt-count on upstream requests */
+    bool include_attempt_count_in_response; /* ... and on the response downstream */
 } mp_vhost_t;
 
 typedef struct mp_route_table {
@@ -346,7 +389,9 @@ typedef struct mp_cluster_stats {
         upstream_cx_destroy, upstream_cx_rx_bytes_total, upstream_cx_tx_bytes_total,
         upstream_rq_pending_total, upstream_cx_idle_timeout, membership_total, membership_healthy,
         update_success, update_failure, upstream_cx_none_healthy, upstream_cx_http2_total,
-        upstream_cx_protocol_error;
+        upstream_cx_protocol_error, upstream_rq_per_try_timeout, upstream_rq_per_try_idle_timeout,
+        upstream_rq_retry, upstream_rq_retry_success, upstream_rq_retry_limit_exceeded,
+        upstream_rq_retry_overflow, upstream_rq_retry_backoff_exponential;
     /* circuit breaking (include/magpie/circuit.h) */
     mp_stat_id_t upstream_rq_pending_overflow, upstream_cx_overflow, upstream_cx_pool_overflow;
 } mp_cluster_stats_t;

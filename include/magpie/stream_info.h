@@ -51,6 +51,7 @@ typedef struct mp_stream_info {
     const char *downstream_local_address;
     const char *route_name;
     const char *response_code_details;
+    uint32_t attempt_count; /* upstream attempts (1 + retries); 0 when none was made */
     /* The downstream connection's TLS identity cache (include/magpie/tls_ident.h), owned by the
      * connection, which outlives the log line; NULL when the connection is not TLS.  The
      * access log loads it on first use (%DOWNSTREAM_PEER_URI_SAN%, %DOWNSTREAM_TLS_VERSION%...). */

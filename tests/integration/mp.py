@@ -7,6 +7,7 @@ is polled on admin /ready, nginx and the test upstream on their listen sockets.
 """
 
 import atexit
+import hashlib
 import json
 import math
 import os
@@ -597,6 +598,11 @@ class TestUpstream:
       /status/<code>                    that status, small body
       /slow_read                        reads the request body slowly (256 KiB per 10 ms), then
                                         echoes; body_progress counts its bytes as they arrive
+      /fail/<n>/<how>[/<key>]           the first n requests with this path fail (how: a status
+                                        code, "reset", "close" or "hang" (no answer for 30 s)),
+                                        later ones echo; counted per server and path in
+                                        fail_counts.  The echo has body_sha (sha256 of the body,
+                                        up to 1 MB kept)
 
     requests counts requests whose head was read; connections counts accepted connections;
     seen holds the last 1000 request heads.  Keep-alive unless the client asks to close."""
@@ -614,6 +620,7 @@ class TestUpstream:
         self.completed = 0  # requests whose body was read to the end
         self.trailers = []  # trailer fields of the last chunked request body
         self.body_progress = 0  # request-body bytes /slow_read has taken so far
+        self.fail_counts = {}  # /fail/... path -> requests seen
         self._lock = threading.Lock()
         self._stop = False
         self._conns = set()
@@ -717,6 +724,8 @@ class TestUpstream:
         if p == "/reset":
             _rst(c)
             return False
+        if p.startswith("/fail/"):
+            return self._fail(c, rd, method, p, headers, conn_no, conn_hdr_keep=keep)
         if p == "/slow_read":
             n = self._slow_body(rd, headers)
         else:
@@ -761,6 +770,44 @@ class TestUpstream:
                   b"X-Upstream: test\r\n%s\r\n%s"
                   % (len(body), conn_hdr, b"" if method == "HEAD" else body))
         return keep
+
+
+    def _fail(self, c, rd, method, p, headers, conn_no, conn_hdr_keep):
+        hd = {k.lower(): v for k, v in headers}
+        body = b""
+        if "chunked" in hd.get("transfer-encoding", "").lower():
+            rd.chunked_body()
+        else:
+            n = int(hd.get("content-length", "0") or 0)
+            while len(rd.buf) < n and rd._fill():
+                pass
+            body = bytes(rd.buf[:n])
+            del rd.buf[:n]
+        parts = p.split("/")
+        with self._lock:
+            seen = self.fail_counts.get(p, 0)
+            self.fail_counts[p] = seen + 1
+        if seen < int(parts[2]):
+            how = parts[3]
+            if how == "reset":
+                _rst(c)
+                return False
+            if how == "close":
+                return False
+            if how == "hang":
+                time.sleep(30)
+                return False
+            code = int(how)
+            msg = b"failing %d\n" % code
+            c.sendall(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\nX-Fail: yes\r\n\r\n%s"
+                      % (code, len(msg), msg))
+            return conn_hdr_keep
+        out = json.dumps({"method": method, "path": p, "headers": headers, "body_len": len(body),
+                          "body_sha": hashlib.sha256(body).hexdigest(), "conn": conn_no,
+                          "port": self.port}).encode()
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d"
+                  b"\r\n\r\n%s" % (len(out), out))
+        return conn_hdr_keep
 
 
 def _rst(c):
