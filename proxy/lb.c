@@ -21,7 +21,6 @@
 
 #include "magpie/lb.h"
 
-
 /* ---- random numbers: xorshift128+, seeded once per thread ---- */
 
 static _Thread_local uint64_t rnd_s[2];
@@ -116,7 +115,7 @@ struct mp_lb {
     lb_group_t *grp;
     /* Zone aware routing, priority 0 only (as Envoy). */
     int zone_state;
-    int32_t local_group; /* the group of the local locality in P0, or -1 */
+    int32_t local_group;         /* the group of the local locality in P0, or -1 */
     uint32_t local_pct_to_route; /* 1/100 % */
     bool local_panic;            /* the local cluster is in panic: no zone routing */
     mp_hostset_t *local_seen;    /* ref on the local cluster's set counted */
@@ -390,8 +389,8 @@ static void count_health(mp_lb_t *lb)
     for (uint32_t p = 0; p < lb->n_prio; p++) {
         lb_prio_t *lp = &lb->prio[p];
         partition(lb, lp->first, lp->n, lb->pperm, &lp->healthy, &lp->degraded);
-        levels[p] = (mp_lb_level_t){.total = lp->n, .healthy = lp->healthy,
-                                    .degraded = lp->degraded};
+        levels[p] =
+            (mp_lb_level_t){.total = lp->n, .healthy = lp->healthy, .degraded = lp->degraded};
     }
     mp_lb_load_t loads[MP_MAX_PRIORITIES];
     mp_lb_priority_loads(levels, lb->n_prio, overprovisioning(lb),

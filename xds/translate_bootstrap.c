@@ -109,9 +109,8 @@ static int translate_fields(const pb_bootstrap_t *pb, const mp_options_t *opts, 
     if (pb->dynamic_resources != NULL)
         mp_log_warn("dynamic_resources: xDS is not implemented yet; ignoring it and serving the "
                     "static resources only");
-    if (pb->static_resources != NULL &&
-        (translate_clusters(pb->static_resources, cfg, err) != 0 ||
-         translate_listeners(pb->static_resources, cfg, err) != 0))
+    if (pb->static_resources != NULL && (translate_clusters(pb->static_resources, cfg, err) != 0 ||
+                                         translate_listeners(pb->static_resources, cfg, err) != 0))
         return mp_err_prefix(err, "static_resources.");
     return link_localities(cfg, err);
 }

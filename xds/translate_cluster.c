@@ -380,8 +380,8 @@ static int check_locality_unique(const Envoy__Config__Endpoint__V3__ClusterLoadA
     return 0;
 }
 
-static int translate_locality(const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *loc,
-                              size_t i, mp_cluster_t *c, uint32_t li, mp_err_t *err)
+static int translate_locality(const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *loc, size_t i,
+                              mp_cluster_t *c, uint32_t li, mp_err_t *err)
 {
     if (loc->priority >= MP_MAX_PRIORITIES)
         return mp_err_set(err, "load_assignment.endpoints[%zu].priority: %u is above the limit %u",
@@ -451,8 +451,8 @@ static int translate_endpoints(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_er
 
 typedef Envoy__Config__Cluster__V3__Cluster__CommonLbConfig pb_common_lb_t;
 
-static int percent(const Envoy__Type__V3__Percent *p, double def, const char *what,
-                   double *out, mp_err_t *err)
+static int percent(const Envoy__Type__V3__Percent *p, double def, const char *what, double *out,
+                   mp_err_t *err)
 {
     *out = p != NULL ? p->value : def;
     if (!(*out >= 0 && *out <= 100))

@@ -663,9 +663,9 @@ typedef struct mp_config {
     mp_addr_t admin_addr;
     char *node_id;
     char *node_cluster;
-    mp_locality_t node_locality;   /* node.locality; strings never NULL */
-    char *local_cluster_name;      /* cluster_manager.local_cluster_name, or NULL */
-    void *bootstrap; /* the validated Bootstrap message, for /config_dump (owned) */
+    mp_locality_t node_locality; /* node.locality; strings never NULL */
+    char *local_cluster_name;    /* cluster_manager.local_cluster_name, or NULL */
+    void *bootstrap;             /* the validated Bootstrap message, for /config_dump (owned) */
     /* Every TLS context of this snapshot, in creation order: the SDS watcher and /certs find
      * them here.  The array is owned; the contexts belong to their listeners and clusters. */
     mp_tls_ctx_t **tls_ctxs;

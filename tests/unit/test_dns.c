@@ -230,7 +230,8 @@ static void test_strict_union_and_logical_first(void)
 {
     mp_dns_t *d = new_dns("127.0.0.1:1", 200);
     eps[0] = (mp_endpoint_spec_t){.address = "localhost", .port = 80, .weight = 2};
-    eps[1] = (mp_endpoint_spec_t){.address = "127.0.0.2", .port = 81, .weight = 5}; /* numeric names resolve to themselves */
+    eps[1] = (mp_endpoint_spec_t){
+        .address = "127.0.0.2", .port = 81, .weight = 5}; /* numeric names resolve to themselves */
     eps[2] = (mp_endpoint_spec_t){.address = "::1", .port = 82, .weight = 1};
     mp_cluster_t s, l;
     setup_cluster(&s, MP_CLUSTER_STRICT_DNS, MP_DNS_ALL, 3);

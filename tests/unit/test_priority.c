@@ -362,8 +362,10 @@ static void test_generation_cost(void)
     clock_gettime(CLOCK_MONOTONIC, &d);
     double cached = ((b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec)) / n;
     double recount = ((d.tv_sec - b.tv_sec) * 1e9 + (d.tv_nsec - b.tv_nsec)) / n;
-    fprintf(stderr, "100 hosts, 2 priorities, 3 localities: %.0f ns per pick cached, %.0f ns "
-            "with a recount\n", cached, recount);
+    fprintf(stderr,
+            "100 hosts, 2 priorities, 3 localities: %.0f ns per pick cached, %.0f ns "
+            "with a recount\n",
+            cached, recount);
     CHECK(cached > 0 && recount > 0);
     mp_hostset_release(hs);
     mp_lb_free(lb);
