@@ -160,6 +160,9 @@ void mp_config__cluster_free(mp_cluster_t *c)
     for (uint32_t i = 0; i < c->n_endpoints; i++)
         free(c->endpoints[i].address);
     free(c->endpoints);
+    for (uint32_t i = 0; i < c->n_localities; i++)
+        mp_locality_clear(&c->localities[i]);
+    free(c->localities);
     mp_tls_ctx_free(c->tls);
     mp_hostset_release(atomic_load_explicit(&c->hosts, memory_order_acquire));
     free(c);
@@ -176,6 +179,8 @@ static void config_free(mp_config_t *c)
     free(c->tls_ctxs);
     free(c->node_id);
     free(c->node_cluster);
+    mp_locality_clear(&c->node_locality);
+    free(c->local_cluster_name);
     if (c->bootstrap != NULL)
         protobuf_c_message_free_unpacked(c->bootstrap, NULL);
     free(c);
@@ -197,4 +202,23 @@ mp_cluster_t *mp_config_find_cluster(const mp_config_t *c, const char *name)
         if (strcmp(c->clusters[i]->name, name) == 0)
             return c->clusters[i];
     return NULL;
+}
+
+void mp_locality_clear(mp_locality_t *l)
+{
+    free(l->region);
+    free(l->zone);
+    free(l->sub_zone);
+    memset(l, 0, sizeof(*l));
+}
+
+static bool same_str(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+bool mp_locality_equal(const mp_locality_t *a, const mp_locality_t *b)
+{
+    return same_str(a->region, b->region) && same_str(a->zone, b->zone) &&
+           same_str(a->sub_zone, b->sub_zone);
 }

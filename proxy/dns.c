@@ -306,14 +306,14 @@ static mp_hostset_t *build_set(const dns_cluster_t *dc)
     uint32_t k = 0;
     for (uint32_t i = 0; i < dc->n_t && k < n; i++) {
         const dns_target_t *t = &dc->t[i];
-        uint32_t w = dc->c->endpoints[t->ep].weight;
+        const mp_endpoint_spec_t *ep = &dc->c->endpoints[t->ep];
         for (uint32_t j = 0; j < t->n_addrs && k < n; j++, k++) {
             hs->hosts[k].addr = t->addrs[j];
             hs->hosts[k].hostname = mp_xstrdup(t->name);
-            hs->hosts[k].weight = w ? w : 1;
+            mp_host_from_spec(&hs->hosts[k], ep);
         }
     }
-    mp_hostset_sum_weights(hs);
+    mp_hostset_finish(hs);
     return hs;
 }
 
@@ -324,7 +324,9 @@ static bool same_hosts(const mp_hostset_t *a, const mp_hostset_t *b)
     for (uint32_t i = 0; i < a->n; i++) {
         const mp_host_t *x = &a->hosts[i], *y = &b->hosts[i];
         if (x->addr.len != y->addr.len || memcmp(&x->addr.ss, &y->addr.ss, x->addr.len) != 0 ||
-            x->weight != y->weight || (x->hostname == NULL) != (y->hostname == NULL) ||
+            x->weight != y->weight || x->priority != y->priority || x->locality != y->locality ||
+            x->locality_weight != y->locality_weight || x->eds_health != y->eds_health ||
+            (x->hostname == NULL) != (y->hostname == NULL) ||
             (x->hostname && strcmp(x->hostname, y->hostname) != 0))
             return false;
     }

@@ -81,6 +81,7 @@ void mp_hostset_release(mp_hostset_t *hs)
         free(hs->hosts[i].hostname);
         mp_host_health_unref(hs->hosts[i].health);
     }
+    free(hs->groups);
     free(hs);
 }
 
@@ -104,11 +105,15 @@ void mp_host_health_unref(mp_host_health_t *h)
         free(h);
 }
 
+atomic_uint_fast64_t mp__health_generation;
+
 uint32_t mp_host_health_set(mp_host_health_t *h, uint32_t flag, bool on)
 {
-    if (on)
-        return atomic_fetch_or_explicit(&h->flags, flag, memory_order_relaxed);
-    return atomic_fetch_and_explicit(&h->flags, ~flag, memory_order_relaxed);
+    uint32_t before = on ? atomic_fetch_or_explicit(&h->flags, flag, memory_order_relaxed)
+                         : atomic_fetch_and_explicit(&h->flags, ~flag, memory_order_relaxed);
+    if (((before & flag) != 0) != on)
+        atomic_fetch_add_explicit(&mp__health_generation, 1, memory_order_release);
+    return before;
 }
 
 static bool same_addr(const mp_addr_t *a, const mp_addr_t *b)
@@ -116,19 +121,71 @@ static bool same_addr(const mp_addr_t *a, const mp_addr_t *b)
     return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
 }
 
+/* The control plane's word on a host is a flag like the others, so that /clusters shows it and
+ * every reader of mp_host_usable honours it.  Set on every adoption: the endpoint is what says. */
+static void apply_eds_health(mp_host_t *h)
+{
+    mp_host_health_set(h->health, MP_HEALTH_FAILED_EDS_HEALTH, h->eds_health == MP_EDS_UNHEALTHY);
+    mp_host_health_set(h->health, MP_HEALTH_DEGRADED_EDS_HEALTH, h->eds_health == MP_EDS_DEGRADED);
+}
+
 /* Quadratic, but only on a DNS answer, for sets of tens of hosts. */
 void mp_hostset_adopt_health(mp_hostset_t *fresh, const mp_hostset_t *old)
 {
     for (uint32_t i = 0; i < fresh->n; i++) {
         mp_host_t *h = &fresh->hosts[i];
-        if (h->health != NULL)
-            continue;
         for (uint32_t j = 0; old != NULL && j < old->n && h->health == NULL; j++)
             if (same_addr(&h->addr, &old->hosts[j].addr))
                 h->health = mp_host_health_ref(old->hosts[j].health);
         if (h->health == NULL)
             h->health = mp_host_health_new();
+        apply_eds_health(h);
     }
+}
+
+static int cmp_host_order(const void *pa, const void *pb)
+{
+    const mp_host_t *a = pa, *b = pb;
+    if (a->priority != b->priority)
+        return a->priority < b->priority ? -1 : 1;
+    if (a->locality != b->locality)
+        return a->locality < b->locality ? -1 : 1;
+    return 0;
+}
+
+/* Insertion sort: stable (config order survives within a group) and sets are small. */
+static void sort_hosts(mp_hostset_t *hs)
+{
+    for (uint32_t i = 1; i < hs->n; i++) {
+        mp_host_t t = hs->hosts[i];
+        uint32_t j = i;
+        for (; j > 0 && cmp_host_order(&hs->hosts[j - 1], &t) > 0; j--)
+            hs->hosts[j] = hs->hosts[j - 1];
+        hs->hosts[j] = t;
+    }
+}
+
+void mp_hostset_finish(mp_hostset_t *hs)
+{
+    sort_hosts(hs);
+    free(hs->groups);
+    hs->groups = mp_xcalloc(hs->n ? hs->n : 1, sizeof(*hs->groups));
+    hs->n_groups = 0;
+    hs->n_priorities = 0;
+    for (uint32_t i = 0; i < hs->n; i++) {
+        const mp_host_t *h = &hs->hosts[i];
+        mp_host_group_t *g = hs->n_groups ? &hs->groups[hs->n_groups - 1] : NULL;
+        if (g == NULL || g->priority != h->priority || g->locality != h->locality) {
+            g = &hs->groups[hs->n_groups++];
+            g->priority = h->priority;
+            g->locality = h->locality;
+            g->weight = h->locality_weight;
+            g->first = i;
+        }
+        g->n++;
+        hs->n_priorities = h->priority + 1;
+    }
+    mp_hostset_sum_weights(hs);
 }
 
 mp_hostset_t *mp_cluster_hosts_acquire(mp_cluster_t *c)
@@ -163,6 +220,15 @@ uint64_t mp_hostset_sum_weights(mp_hostset_t *hs)
     return t;
 }
 
+void mp_host_from_spec(mp_host_t *h, const mp_endpoint_spec_t *ep)
+{
+    h->weight = ep->weight ? ep->weight : 1;
+    h->priority = ep->priority;
+    h->locality = ep->locality;
+    h->locality_weight = ep->locality_weight;
+    h->eds_health = ep->eds_health;
+}
+
 int mp_cluster_init_static_hosts(mp_cluster_t *c, mp_err_t *err)
 {
     uint32_t n = c->type == MP_CLUSTER_STATIC ? c->n_endpoints : 0;
@@ -174,9 +240,9 @@ int mp_cluster_init_static_hosts(mp_cluster_t *c, mp_err_t *err)
             return mp_err_set(err, "endpoints[%u].address: \"%s\" is not an IP address", i,
                               ep->address);
         }
-        hs->hosts[i].weight = ep->weight ? ep->weight : 1;
+        mp_host_from_spec(&hs->hosts[i], ep);
     }
-    mp_hostset_sum_weights(hs);
+    mp_hostset_finish(hs);
     mp_hostset_adopt_health(hs, NULL);
     mp_cluster_hosts_publish(c, hs);
     return 0;

@@ -25,6 +25,25 @@ static void translate_node(const pb_bootstrap_t *pb, const mp_options_t *opts, m
         cluster = opts->service_cluster;
     cfg->node_id = mp_xstrdup(id);
     cfg->node_cluster = mp_xstrdup(cluster);
+    const Envoy__Config__Core__V3__Locality *loc = pb->node ? pb->node->locality : NULL;
+    cfg->node_locality.region = mp_xstrdup(loc && loc->region ? loc->region : "");
+    cfg->node_locality.zone = mp_xstrdup(loc && loc->zone ? loc->zone : "");
+    cfg->node_locality.sub_zone = mp_xstrdup(loc && loc->sub_zone ? loc->sub_zone : "");
+    const char *lc = pb->cluster_manager ? pb->cluster_manager->local_cluster_name : NULL;
+    if (lc != NULL && lc[0] != '\0')
+        cfg->local_cluster_name = mp_xstrdup(lc);
+}
+
+/* After all clusters exist: Envoy refuses a local_cluster_name that names none. */
+static int link_localities(mp_config_t *cfg, mp_err_t *err)
+{
+    if (cfg->local_cluster_name != NULL &&
+        mp_config_find_cluster(cfg, cfg->local_cluster_name) == NULL)
+        return mp_err_set(err, "cluster_manager.local_cluster_name: no cluster named \"%s\"",
+                          cfg->local_cluster_name);
+    for (uint32_t i = 0; i < cfg->n_clusters; i++)
+        mp_translate__cluster_locality(cfg->clusters[i], cfg);
+    return 0;
 }
 
 static int translate_admin(const pb_bootstrap_t *pb, mp_config_t *cfg, mp_err_t *err)
@@ -90,12 +109,10 @@ static int translate_fields(const pb_bootstrap_t *pb, const mp_options_t *opts, 
     if (pb->dynamic_resources != NULL)
         mp_log_warn("dynamic_resources: xDS is not implemented yet; ignoring it and serving the "
                     "static resources only");
-    if (pb->static_resources == NULL)
-        return 0;
-    if (translate_clusters(pb->static_resources, cfg, err) != 0 ||
-        translate_listeners(pb->static_resources, cfg, err) != 0)
+    if (pb->static_resources != NULL && (translate_clusters(pb->static_resources, cfg, err) != 0 ||
+                                         translate_listeners(pb->static_resources, cfg, err) != 0))
         return mp_err_prefix(err, "static_resources.");
-    return 0;
+    return link_localities(cfg, err);
 }
 
 mp_config_t *mp_translate_bootstrap(ProtobufCMessage *msg, const mp_options_t *opts, mp_err_t *err)

@@ -336,27 +336,180 @@ static int translate_endpoint(const pb_lb_endpoint_t *le, const mp_cluster_t *c,
     return 0;
 }
 
+static char *dup_or_empty(const char *s)
+{
+    return mp_xstrdup(s ? s : "");
+}
+
+/* The index of loc in c->localities, added when new.  An absent locality is the empty one. */
+static uint32_t locality_index(mp_cluster_t *c, const Envoy__Config__Core__V3__Locality *loc)
+{
+    mp_locality_t l = {
+        .region = loc ? loc->region : NULL,
+        .zone = loc ? loc->zone : NULL,
+        .sub_zone = loc ? loc->sub_zone : NULL,
+    };
+    for (uint32_t i = 0; i < c->n_localities; i++)
+        if (mp_locality_equal(&c->localities[i], &l))
+            return i;
+    c->localities = mp_xrealloc(c->localities, (c->n_localities + 1) * sizeof(*c->localities));
+    mp_locality_t *n = &c->localities[c->n_localities];
+    n->region = dup_or_empty(l.region);
+    n->zone = dup_or_empty(l.zone);
+    n->sub_zone = dup_or_empty(l.sub_zone);
+    return c->n_localities++;
+}
+
+static uint8_t eds_health(Envoy__Config__Core__V3__HealthStatus st)
+{
+    switch (st) {
+    case ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__UNHEALTHY:
+    case ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__DRAINING:
+    case ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__TIMEOUT:
+        return MP_EDS_UNHEALTHY;
+    case ENVOY__CONFIG__CORE__V3__HEALTH_STATUS__DEGRADED:
+        return MP_EDS_DEGRADED;
+    default:
+        return MP_EDS_HEALTHY;
+    }
+}
+
+/* Envoy refuses a locality listed twice in one priority: its weight would be ambiguous. */
+static int check_locality_unique(const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *la,
+                                 size_t i, const mp_cluster_t *c, const uint32_t *loc_of,
+                                 mp_err_t *err)
+{
+    for (size_t j = 0; j < i; j++)
+        if (la->endpoints[j]->priority == la->endpoints[i]->priority && loc_of[j] == loc_of[i])
+            return mp_err_set(err,
+                              "load_assignment.endpoints[%zu].locality: locality "
+                              "{region \"%s\", zone \"%s\", sub_zone \"%s\"} is already "
+                              "listed for priority %u",
+                              i, c->localities[loc_of[i]].region, c->localities[loc_of[i]].zone,
+                              c->localities[loc_of[i]].sub_zone, la->endpoints[i]->priority);
+    return 0;
+}
+
+static int translate_locality(const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *loc, size_t i,
+                              mp_cluster_t *c, uint32_t li, mp_err_t *err)
+{
+    if (loc->priority >= MP_MAX_PRIORITIES)
+        return mp_err_set(err, "load_assignment.endpoints[%zu].priority: %u is above the limit %u",
+                          i, loc->priority, MP_MAX_PRIORITIES - 1);
+    uint32_t lw = mp_translate__u32(loc->load_balancing_weight, 0);
+    if (loc->load_balancing_weight != NULL && lw == 0)
+        return mp_err_set(err,
+                          "load_assignment.endpoints[%zu].load_balancing_weight: must be at "
+                          "least 1",
+                          i);
+    for (size_t j = 0; j < loc->n_lb_endpoints; j++) {
+        mp_endpoint_spec_t *ep = &c->endpoints[c->n_endpoints++];
+        if (translate_endpoint(loc->lb_endpoints[j], c, ep, err) != 0)
+            return mp_err_prefix(err, "load_assignment.endpoints[%zu].lb_endpoints[%zu].", i, j);
+        ep->priority = loc->priority;
+        ep->locality = li;
+        ep->locality_weight = lw;
+        ep->eds_health = eds_health(loc->lb_endpoints[j]->health_status);
+    }
+    return 0;
+}
+
+static int translate_policy(const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *la,
+                            mp_cluster_t *c, mp_err_t *err)
+{
+    const Envoy__Config__Endpoint__V3__ClusterLoadAssignment__Policy *p = la ? la->policy : NULL;
+    c->overprovisioning_factor = 140;
+    if (p == NULL)
+        return 0;
+    c->overprovisioning_factor = mp_translate__u32(p->overprovisioning_factor, 140);
+    if (c->overprovisioning_factor == 0)
+        return mp_err_set(err, "load_assignment.policy.overprovisioning_factor: must be at least "
+                               "1");
+    if (p->weighted_priority_health)
+        return mp_err_set(err, "load_assignment.policy.weighted_priority_health: not supported "
+                               "(priority health counts hosts)");
+    if (p->n_drop_overloads > 0)
+        return mp_err_set(err, "load_assignment.policy.drop_overloads: not supported");
+    return 0;
+}
+
 static int translate_endpoints(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_err_t *err)
 {
     const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *la = pb->load_assignment;
-    size_t total = 0;
-    for (size_t i = 0; la != NULL && i < la->n_endpoints; i++)
+    size_t total = 0, n_loc = la != NULL ? la->n_endpoints : 0;
+    for (size_t i = 0; i < n_loc; i++)
         total += la->endpoints[i]->n_lb_endpoints;
     c->endpoints = mp_xcalloc(total, sizeof(*c->endpoints));
-    for (size_t i = 0; la != NULL && i < la->n_endpoints; i++) {
-        const Envoy__Config__Endpoint__V3__LocalityLbEndpoints *loc = la->endpoints[i];
-        for (size_t j = 0; j < loc->n_lb_endpoints; j++) {
-            mp_endpoint_spec_t *ep = &c->endpoints[c->n_endpoints++];
-            if (translate_endpoint(loc->lb_endpoints[j], c, ep, err) != 0)
-                return mp_err_prefix(err, "load_assignment.endpoints[%zu].lb_endpoints[%zu].", i,
-                                     j);
-        }
+    c->local_locality = -1;
+    uint32_t *loc_of = mp_xcalloc(n_loc ? n_loc : 1, sizeof(*loc_of));
+    int rc = translate_policy(la, c, err);
+    for (size_t i = 0; rc == 0 && i < n_loc; i++) {
+        loc_of[i] = locality_index(c, la->endpoints[i]->locality);
+        rc = check_locality_unique(la, i, c, loc_of, err);
+        if (rc == 0)
+            rc = translate_locality(la->endpoints[i], i, c, loc_of[i], err);
     }
+    free(loc_of);
+    if (rc != 0)
+        return rc;
     /* Envoy resolves one name for a logical DNS cluster and connects to its first address. */
     if (c->type == MP_CLUSTER_LOGICAL_DNS && total != 1)
         return mp_err_set(err, "load_assignment: LOGICAL_DNS clusters must have exactly one "
                                "endpoint");
     return 0;
+}
+
+typedef Envoy__Config__Cluster__V3__Cluster__CommonLbConfig pb_common_lb_t;
+
+static int percent(const Envoy__Type__V3__Percent *p, double def, const char *what, double *out,
+                   mp_err_t *err)
+{
+    *out = p != NULL ? p->value : def;
+    if (!(*out >= 0 && *out <= 100))
+        return mp_err_set(err, "common_lb_config.%s: must be between 0 and 100", what);
+    return 0;
+}
+
+static int translate_zone_aware(const pb_common_lb_t *cl, mp_cluster_t *c, mp_err_t *err)
+{
+    const Envoy__Config__Cluster__V3__Cluster__CommonLbConfig__ZoneAwareLbConfig *z =
+        cl->zone_aware_lb_config;
+    double pct;
+    if (percent(z->routing_enabled, 100, "zone_aware_lb_config.routing_enabled", &pct, err) != 0)
+        return MP_ERROR;
+    c->zone_routing_enabled = (uint32_t)(pct * 100 + 0.5);
+    c->zone_min_cluster_size = z->min_cluster_size ? z->min_cluster_size->value : 6;
+    c->fail_traffic_on_panic = z->fail_traffic_on_panic;
+    c->locality_lb = MP_LOCALITY_LB_ZONE_AWARE;
+    return 0;
+}
+
+/* common_lb_config: panic threshold and the locality mode.  Without zone_aware_lb_config, zone
+ * aware routing still applies when the bootstrap names a local cluster (Envoy does the same);
+ * the bootstrap translator switches it on then (mp_translate__cluster_locality). */
+static int translate_common_lb(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_err_t *err)
+{
+    const pb_common_lb_t *cl = pb->common_lb_config;
+    c->panic_threshold = 50;
+    c->zone_routing_enabled = 10000;
+    c->zone_min_cluster_size = 6;
+    if (cl == NULL)
+        return 0;
+    double pct;
+    if (percent(cl->healthy_panic_threshold, 50, "healthy_panic_threshold", &pct, err) != 0)
+        return MP_ERROR;
+    /* Envoy compares an integer percentage of hosts against the threshold as a double; the
+     * threshold itself is read as an integer from runtime, so fractions are dropped there too. */
+    c->panic_threshold = (uint32_t)pct;
+    switch (cl->locality_config_specifier_case) {
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__COMMON_LB_CONFIG__LOCALITY_CONFIG_SPECIFIER_ZONE_AWARE_LB_CONFIG:
+        return translate_zone_aware(cl, c, err);
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__COMMON_LB_CONFIG__LOCALITY_CONFIG_SPECIFIER_LOCALITY_WEIGHTED_LB_CONFIG:
+        c->locality_lb = MP_LOCALITY_LB_WEIGHTED;
+        return 0;
+    default:
+        return 0;
+    }
 }
 
 static int check_unsupported(const mp_pb_cluster_t *pb, mp_err_t *err)
@@ -375,7 +528,7 @@ static int translate_fields(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_err_t
     if (check_unsupported(pb, err) != 0 || translate_type(pb, c, err) != 0 ||
         translate_lb(pb, c, err) != 0 || translate_timing(pb, c, err) != 0 ||
         translate_http_options(pb, c, err) != 0 || translate_endpoints(pb, c, err) != 0 ||
-        mp_translate__circuit_breakers(pb, c, err) != 0)
+        translate_common_lb(pb, c, err) != 0 || mp_translate__circuit_breakers(pb, c, err) != 0)
         return MP_ERROR;
     return mp_cluster_init_static_hosts(c, err);
 }
@@ -397,6 +550,19 @@ static void warn_alpn_mismatch(const mp_cluster_t *c)
             return;
         }
     }
+}
+
+void mp_translate__cluster_locality(mp_cluster_t *c, const mp_config_t *cfg)
+{
+    c->local_locality = -1;
+    for (uint32_t i = 0; i < c->n_localities; i++)
+        if (mp_locality_equal(&c->localities[i], &cfg->node_locality))
+            c->local_locality = (int32_t)i;
+    c->local_cluster = cfg->local_cluster_name != NULL
+                           ? mp_config_find_cluster(cfg, cfg->local_cluster_name)
+                           : NULL;
+    if (c->local_cluster != NULL && c->locality_lb == MP_LOCALITY_LB_NONE)
+        c->locality_lb = MP_LOCALITY_LB_ZONE_AWARE;
 }
 
 mp_cluster_t *mp_translate__cluster(const mp_pb_cluster_t *pb, uint32_t index, mp_err_t *err)

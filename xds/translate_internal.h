@@ -139,6 +139,10 @@ void mp_translate__tls_register_into(mp_config_t *cfg);
 
 /* Cluster -> a new mp_cluster_t at position index, stats registered, host set published. */
 mp_cluster_t *mp_translate__cluster(const mp_pb_cluster_t *pb, uint32_t index, mp_err_t *err);
+/* Ties c to the node: which of its localities is local (cfg->node_locality), and the local
+ * cluster (cfg->local_cluster_name, already translated into cfg), which also switches zone aware
+ * routing on unless locality_weighted_lb_config chose otherwise.  Main thread. */
+void mp_translate__cluster_locality(mp_cluster_t *c, const mp_config_t *cfg);
 
 /* Listener -> *out (zeroed by the caller).  cfg supplies the clusters that routes resolve. */
 /* FilterChainMatch -> m (NULL: every criterion empty).  0 or MP_ERROR with err set

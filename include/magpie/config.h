@@ -307,9 +307,27 @@ enum {
     MP_HEALTH_FAILED_OUTLIER_CHECK = 1u << 1, /* ejected by outlier detection */
     MP_HEALTH_PENDING_ACTIVE_HC = 1u << 2,    /* not checked yet (counts as unhealthy) */
     MP_HEALTH_DEGRADED_ACTIVE_HC = 1u << 3,   /* healthy but degraded (x-envoy-degraded) */
+    MP_HEALTH_FAILED_EDS_HEALTH = 1u << 4,    /* health_status UNHEALTHY, DRAINING or TIMEOUT */
+    MP_HEALTH_DEGRADED_EDS_HEALTH = 1u << 5,  /* health_status DEGRADED */
 };
 #define MP_HEALTH_UNUSABLE                                                                         \
-    (MP_HEALTH_FAILED_ACTIVE_HC | MP_HEALTH_FAILED_OUTLIER_CHECK | MP_HEALTH_PENDING_ACTIVE_HC)
+    (MP_HEALTH_FAILED_ACTIVE_HC | MP_HEALTH_FAILED_OUTLIER_CHECK | MP_HEALTH_PENDING_ACTIVE_HC |   \
+     MP_HEALTH_FAILED_EDS_HEALTH)
+/* A usable host with one of these is degraded: used only when healthy hosts cannot take the load
+ * (Envoy's degraded hosts, proxy/lb.c). */
+#define MP_HEALTH_DEGRADED (MP_HEALTH_DEGRADED_ACTIVE_HC | MP_HEALTH_DEGRADED_EDS_HEALTH)
+
+/* The health_status a control plane gave an endpoint, reduced to what the balancer needs. */
+typedef enum mp_eds_health {
+    MP_EDS_HEALTHY,   /* UNKNOWN or HEALTHY: health checking and outlier detection decide */
+    MP_EDS_UNHEALTHY, /* UNHEALTHY, DRAINING, TIMEOUT: never used (not even in panic) */
+    MP_EDS_DEGRADED,  /* DEGRADED */
+} mp_eds_health_t;
+
+/* A LocalityLbEndpoints.locality; the strings are owned by the cluster and never NULL. */
+typedef struct mp_locality {
+    char *region, *zone, *sub_zone;
+} mp_locality_t;
 
 /* The mutable health of one upstream host, shared by every host set that lists the host (a DNS
  * refresh that returns the same address keeps it) and read by every worker.  The main thread's
@@ -324,16 +342,34 @@ typedef struct mp_host {
     mp_addr_t addr;
     char *hostname;           /* the DNS name it came from, or NULL */
     uint32_t weight;          /* >= 1 */
+    uint32_t priority;        /* its LocalityLbEndpoints.priority: 0 is the highest */
+    uint32_t locality;        /* index in its cluster's localities[] */
+    uint32_t locality_weight; /* its LocalityLbEndpoints.load_balancing_weight; 0 when unset */
+    uint8_t eds_health;       /* mp_eds_health_t; mp_hostset_adopt_health mirrors it in flags */
     mp_host_health_t *health; /* owned ref; never NULL in a published set */
 } mp_host_t;
 
+/* The hosts of one (priority, locality) pair: hosts[first .. first + n) of the set. */
+typedef struct mp_host_group {
+    uint32_t priority, locality;
+    uint32_t weight; /* the locality's load_balancing_weight; 0 when unset */
+    uint32_t first, n;
+} mp_host_group_t;
+
 /* An immutable set of hosts with its own refcount (atomic: shared across threads).  The main
  * thread replaces a cluster's set on a DNS answer; a worker takes a ref for as long as it uses
- * one (mp_cluster_hosts_acquire). */
+ * one (mp_cluster_hosts_acquire).
+ *
+ * mp_hostset_finish orders hosts by priority, then locality (config order kept within each), and
+ * describes the runs in groups[]; priority P's hosts are therefore contiguous.  A set that was
+ * never finished (n_groups 0, as some tests build) is balanced as one group at priority 0. */
 typedef struct mp_hostset {
     atomic_uint refs;
     uint32_t n;
     uint64_t total_weight;
+    uint32_t n_priorities;   /* 1 + the highest priority present; 0 when empty or not finished */
+    uint32_t n_groups;       /* (priority, locality) runs, in host order */
+    mp_host_group_t *groups; /* owned */
     mp_host_t hosts[];
 } mp_hostset_t;
 
@@ -343,7 +379,21 @@ typedef struct mp_endpoint_spec {
     char *address; /* IP literal or DNS name */
     uint16_t port;
     uint32_t weight;
+    uint32_t priority;        /* of its LocalityLbEndpoints */
+    uint32_t locality;        /* index in the cluster's localities[] */
+    uint32_t locality_weight; /* LocalityLbEndpoints.load_balancing_weight; 0 when unset */
+    uint8_t eds_health;       /* mp_eds_health_t */
 } mp_endpoint_spec_t;
+
+/* Envoy's limit is the size of an array indexed by priority; we refuse more than this many. */
+#define MP_MAX_PRIORITIES 128
+
+/* How the balancer chooses a locality inside a priority (common_lb_config). */
+typedef enum mp_locality_lb {
+    MP_LOCALITY_LB_NONE,       /* every healthy host of the priority, localities ignored */
+    MP_LOCALITY_LB_WEIGHTED,   /* locality_weighted_lb_config */
+    MP_LOCALITY_LB_ZONE_AWARE, /* zone_aware_lb_config, or cluster_manager.local_cluster_name */
+} mp_locality_lb_t;
 
 /* Route priority (RoutingPriority): circuit breakers keep separate limits and counts for each. */
 typedef enum mp_routing_priority {
@@ -417,6 +467,19 @@ struct mp_cluster {
     bool respect_dns_ttl;
     mp_endpoint_spec_t *endpoints;
     uint32_t n_endpoints;
+    mp_locality_t *localities; /* distinct localities of the endpoints, in order of appearance */
+    uint32_t n_localities;
+    /* Load balancing across priorities and localities (proxy/lb.c, docs/resilience.md). */
+    uint32_t overprovisioning_factor; /* percent; load_assignment.policy; default 140 */
+    uint32_t panic_threshold;         /* percent; common_lb_config.healthy_panic_threshold: 50 */
+    mp_locality_lb_t locality_lb;
+    uint32_t zone_routing_enabled;  /* zone_aware_lb_config.routing_enabled, in 1/100 % (10000) */
+    uint64_t zone_min_cluster_size; /* zone_aware_lb_config.min_cluster_size; default 6 */
+    bool fail_traffic_on_panic;     /* zone_aware_lb_config.fail_traffic_on_panic */
+    int32_t local_locality;         /* index of node.locality in localities[], or -1 */
+    /* cluster_manager.local_cluster_name's cluster in the same snapshot (borrowed), or NULL: zone
+     * aware routing then takes this cluster's own hosts as the picture of where callers are. */
+    struct mp_cluster *local_cluster;
     _Atomic(mp_hostset_t *) hosts;               /* never NULL after translation (may be empty) */
     mp_cb_limits_t cb_limits[MP_PRIORITY_COUNT]; /* circuit_breakers.thresholds */
     mp_cb_counts_t cb_counts[MP_PRIORITY_COUNT];
@@ -663,7 +726,9 @@ typedef struct mp_config {
     mp_addr_t admin_addr;
     char *node_id;
     char *node_cluster;
-    void *bootstrap; /* the validated Bootstrap message, for /config_dump (owned) */
+    mp_locality_t node_locality; /* node.locality; strings never NULL */
+    char *local_cluster_name;    /* cluster_manager.local_cluster_name, or NULL */
+    void *bootstrap;             /* the validated Bootstrap message, for /config_dump (owned) */
     /* Every TLS context of this snapshot, in creation order: the SDS watcher and /certs find
      * them here.  The array is owned; the contexts belong to their listeners and clusters. */
     mp_tls_ctx_t **tls_ctxs;
@@ -673,6 +738,10 @@ typedef struct mp_config {
 /* Reference counting; any thread.  The last unref frees everything the snapshot owns. */
 mp_config_t *mp_config_ref(mp_config_t *c);
 void mp_config_unref(mp_config_t *c);
+
+/* Frees l's strings.  Whether a and b are the same locality (all three fields equal). */
+void mp_locality_clear(mp_locality_t *l);
+bool mp_locality_equal(const mp_locality_t *a, const mp_locality_t *b);
 
 /* Cluster lookup by name; NULL when absent. */
 mp_cluster_t *mp_config_find_cluster(const mp_config_t *c, const char *name);
@@ -688,12 +757,36 @@ mp_hostset_t *mp_hostset_new(uint32_t n); /* refs = 1, hosts zeroed */
  * (a ref), or a new healthy one; old may be NULL.  Main thread, before publishing fresh. */
 void mp_hostset_adopt_health(mp_hostset_t *fresh, const mp_hostset_t *old);
 
+/* Sorts fresh's hosts by (priority, locality), builds its groups and sums its weights.  Main
+ * thread, once, before adopt_health and publish. */
+void mp_hostset_finish(mp_hostset_t *hs);
+/* Copies what a host inherits from its endpoint (weight, priority, locality, EDS health). */
+void mp_host_from_spec(mp_host_t *h, const mp_endpoint_spec_t *ep);
+
 /* Health state: new (refs 1, flags 0), ref, unref (frees at 0); any thread. */
 mp_host_health_t *mp_host_health_new(void);
 mp_host_health_t *mp_host_health_ref(mp_host_health_t *h);
 void mp_host_health_unref(mp_host_health_t *h);
-/* Sets or clears flag on h; returns the flags before.  Any thread (the main thread in practice). */
+/* Sets or clears flag on h; returns the flags before.  Any thread (the main thread in practice).
+ * A change bumps the health generation (below). */
 uint32_t mp_host_health_set(mp_host_health_t *h, uint32_t flag, bool on);
+
+/* Process-wide count of host health changes.  A worker's balancer caches per-priority healthy
+ * counts and recounts only when this moved (proxy/lb.c says why one counter for all clusters
+ * is enough).  Bumped with release after the flag changed, so a reader that loads it with
+ * acquire and then reads flags sees flags at least that new. */
+extern atomic_uint_fast64_t mp__health_generation;
+static inline uint64_t mp_host_health_generation(void)
+{
+    return atomic_load_explicit(&mp__health_generation, memory_order_acquire);
+}
+
+/* Whether h is healthy but degraded (usable, with a MP_HEALTH_DEGRADED flag).  Worker. */
+static inline bool mp_host_degraded(const mp_host_t *h)
+{
+    uint32_t f = atomic_load_explicit(&h->health->flags, memory_order_relaxed);
+    return (f & MP_HEALTH_UNUSABLE) == 0 && (f & MP_HEALTH_DEGRADED) != 0;
+}
 
 /* Whether the load balancer may send a request to h: no MP_HEALTH_UNUSABLE flag.  Worker. */
 static inline bool mp_host_usable(const mp_host_t *h)

@@ -119,7 +119,7 @@ static void test_localhost_v4(void)
 {
     mp_dns_t *d = new_dns("127.0.0.1:1", 200);
     mp_cluster_t c;
-    eps[0] = (mp_endpoint_spec_t){"localhost", 8080, 3};
+    eps[0] = (mp_endpoint_spec_t){.address = "localhost", .port = 8080, .weight = 3};
     setup_cluster(&c, MP_CLUSTER_STRICT_DNS, MP_DNS_V4_ONLY, 1);
     resolve(d, &c);
     mp_hostset_t *hs = mp_cluster_hosts_acquire(&c);
@@ -145,7 +145,7 @@ static void test_localhost_families(void)
     for (size_t f = 0; f < MP_ARRAY_SIZE(fams); f++) {
         mp_dns_t *d = new_dns("127.0.0.1:1", 200);
         mp_cluster_t c;
-        eps[0] = (mp_endpoint_spec_t){"localhost", 80, 1};
+        eps[0] = (mp_endpoint_spec_t){.address = "localhost", .port = 80, .weight = 1};
         setup_cluster(&c, MP_CLUSTER_STRICT_DNS, fams[f], 1);
         resolve(d, &c);
         mp_hostset_t *hs = mp_cluster_hosts_acquire(&c);
@@ -172,7 +172,7 @@ static void check_failure_bounded(const char *servers)
     /* 300 ms per try, one try, two families (AUTO): well under the 3 s guard. */
     mp_dns_t *d = new_dns(servers, 300);
     mp_cluster_t c;
-    eps[0] = (mp_endpoint_spec_t){"nonexistent.invalid", 80, 1};
+    eps[0] = (mp_endpoint_spec_t){.address = "nonexistent.invalid", .port = 80, .weight = 1};
     setup_cluster(&c, MP_CLUSTER_STRICT_DNS, MP_DNS_AUTO, 1);
     uint64_t t0 = mp_now_ms();
     resolve(d, &c);
@@ -197,7 +197,7 @@ static void test_failure_keeps_last_good(void)
 {
     mp_dns_t *d = new_dns("127.0.0.1:1", 100);
     mp_cluster_t c;
-    eps[0] = (mp_endpoint_spec_t){"localhost", 81, 1};
+    eps[0] = (mp_endpoint_spec_t){.address = "localhost", .port = 81, .weight = 1};
     setup_cluster(&c, MP_CLUSTER_STRICT_DNS, MP_DNS_V4_ONLY, 1);
     c.dns_refresh_rate_ms = 50;
     resolve(d, &c);
@@ -229,9 +229,10 @@ static void test_failure_keeps_last_good(void)
 static void test_strict_union_and_logical_first(void)
 {
     mp_dns_t *d = new_dns("127.0.0.1:1", 200);
-    eps[0] = (mp_endpoint_spec_t){"localhost", 80, 2};
-    eps[1] = (mp_endpoint_spec_t){"127.0.0.2", 81, 5}; /* numeric names resolve to themselves */
-    eps[2] = (mp_endpoint_spec_t){"::1", 82, 1};
+    eps[0] = (mp_endpoint_spec_t){.address = "localhost", .port = 80, .weight = 2};
+    eps[1] = (mp_endpoint_spec_t){
+        .address = "127.0.0.2", .port = 81, .weight = 5}; /* numeric names resolve to themselves */
+    eps[2] = (mp_endpoint_spec_t){.address = "::1", .port = 82, .weight = 1};
     mp_cluster_t s, l;
     setup_cluster(&s, MP_CLUSTER_STRICT_DNS, MP_DNS_ALL, 3);
     setup_cluster(&l, MP_CLUSTER_LOGICAL_DNS, MP_DNS_ALL, 3);
@@ -260,7 +261,7 @@ static void test_no_dns_clusters_still_calls_back(void)
 {
     mp_dns_t *d = new_dns("127.0.0.1:1", 200);
     mp_cluster_t c;
-    eps[0] = (mp_endpoint_spec_t){"10.0.0.1", 80, 1};
+    eps[0] = (mp_endpoint_spec_t){.address = "10.0.0.1", .port = 80, .weight = 1};
     setup_cluster(&c, MP_CLUSTER_STATIC, MP_DNS_AUTO, 1);
     mp_cluster_t *cs[] = {&c};
     mp_dns_watch_clusters(d, cs, 1, on_initial_done, &c);
@@ -277,7 +278,7 @@ static void test_unwatch_and_free_in_flight(void)
     /* Queries to a silent server stay in flight while we unwatch and free. */
     mp_dns_t *d = new_dns(silent_server(), 2000);
     mp_cluster_t a, b;
-    eps[0] = (mp_endpoint_spec_t){"nonexistent.invalid", 80, 1};
+    eps[0] = (mp_endpoint_spec_t){.address = "nonexistent.invalid", .port = 80, .weight = 1};
     setup_cluster(&a, MP_CLUSTER_STRICT_DNS, MP_DNS_V4_ONLY, 1);
     setup_cluster(&b, MP_CLUSTER_STRICT_DNS, MP_DNS_V4_ONLY, 1);
     mp_cluster_t *cs[] = {&a, &b};

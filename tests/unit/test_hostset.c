@@ -56,7 +56,9 @@ static void test_addr_parse(void)
 
 static void test_static_hosts(void)
 {
-    mp_endpoint_spec_t eps[] = {{"10.0.0.1", 80, 3}, {"::1", 81, 0}, {"[::2]:82", 9, 1}};
+    mp_endpoint_spec_t eps[] = {{.address = "10.0.0.1", .port = 80, .weight = 3},
+                                {.address = "::1", .port = 81, .weight = 0},
+                                {.address = "[::2]:82", .port = 9, .weight = 1}};
     mp_cluster_t c;
     memset(&c, 0, sizeof(c));
     c.type = MP_CLUSTER_STATIC;

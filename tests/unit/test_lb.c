@@ -29,6 +29,11 @@ static mp_cluster_t cluster_with(mp_lb_policy_t p)
     memset(&c, 0, sizeof(c));
     c.lb_policy = p;
     c.least_request_choices = 2;
+    c.overprovisioning_factor = 140; /* the translator's defaults */
+    c.panic_threshold = 50;
+    c.zone_routing_enabled = 10000;
+    c.zone_min_cluster_size = 6;
+    c.local_locality = -1;
     return c;
 }
 
