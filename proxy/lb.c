@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "magpie/lb.h"
+#include "magpie/lb_hash.h"
 
 struct mp_lb {
     mp_lb_policy_t policy;
@@ -21,6 +22,7 @@ struct mp_lb {
     int64_t *cur;       /* ROUND_ROBIN: smooth weighted round robin current weights */
     double *dcur;       /* LEAST_REQUEST, unequal weights: same, with effective weights */
     uint64_t *cum;      /* RANDOM: cumulative weights, cum[i] = sum of weights[0..i] */
+    mp_lb_hash_t *hash; /* RING_HASH, MAGLEV: the table state (proxy/lb_hash_state.c) */
 };
 
 /* ---- random numbers: xorshift128+, seeded once per thread ---- */
@@ -76,6 +78,8 @@ mp_lb_t *mp_lb_new(mp_cluster_t *c)
     mp_lb_t *lb = mp_xcalloc(1, sizeof(*lb));
     lb->policy = c ? c->lb_policy : MP_LB_ROUND_ROBIN;
     lb->choices = c && c->least_request_choices >= 1 ? c->least_request_choices : 2;
+    if (c && (c->lb_policy == MP_LB_RING_HASH || c->lb_policy == MP_LB_MAGLEV))
+        lb->hash = mp_lb_hash_new(c);
     return lb;
 }
 
@@ -91,6 +95,7 @@ void mp_lb_free(mp_lb_t *lb)
     if (lb == NULL)
         return;
     release_seen(lb);
+    mp_lb_hash_free(lb->hash);
     free(lb->weight);
     free(lb->active);
     free(lb->cur);
@@ -252,6 +257,8 @@ int mp_lb_pick(mp_lb_t *lb, const mp_hostset_t *hs, int exclude)
 {
     if (hs == NULL || hs->n == 0)
         return -1;
+    if (lb->hash != NULL) /* no request hash: a random one, as Envoy does */
+        return mp_lb_hash_pick(lb->hash, hs, exclude, mp_random());
     sync_set(lb, hs);
     if (lb->n == 1)
         return 0;
@@ -272,6 +279,13 @@ int mp_lb_pick(mp_lb_t *lb, const mp_hostset_t *hs, int exclude)
         if ((int)i != ex && mp_host_usable(&hs->hosts[i]))
             return (int)i;
     return pick_policy(lb, ex);
+}
+
+int mp_lb_pick_hash(mp_lb_t *lb, const mp_hostset_t *hs, int exclude, uint64_t hash)
+{
+    if (lb->hash == NULL)
+        return mp_lb_pick(lb, hs, exclude);
+    return mp_lb_hash_pick(lb->hash, hs, exclude, hash);
 }
 
 static bool current_index(const mp_lb_t *lb, const mp_hostset_t *hs, int i)

@@ -10,6 +10,7 @@
 #include "magpie/grpc.h"
 #include "magpie/log.h"
 #include "magpie/route.h"
+#include "magpie/route_hash.h"
 #include "magpie/router.h"
 #include "magpie/stats.h"
 #include "stream_internal.h"
@@ -420,7 +421,9 @@ static void start_upstream(mp_stream_t *s)
     mp_pool_t *pool = mp_worker_pool(s->conn->w, c);
     int idx = -1;
     if (s->hosts->n > 0)
-        idx = pool != NULL ? mp_lb_pick(pool->lb, s->hosts, -1) : (int)(mp_random() % s->hosts->n);
+        idx = pool != NULL ? mp_lb_pick_hash(pool->lb, s->hosts, -1,
+                                             mp_route_hash(s->route, s->req, s->conn->peer))
+                           : (int)(mp_random() % s->hosts->n);
     if (idx < 0) {
         mp_stats_inc(c->stats.upstream_cx_none_healthy);
         mp_stream_local_reply(s, 503, MP_RF_NO_HEALTHY_UPSTREAM, "no healthy upstream",

@@ -469,7 +469,8 @@ static int translate_route_action(const route_ctx_t *ctx, const pb_action_t *pb,
         return mp_err_prefix(err, "timeout");
     if (mp_translate__duration_ms(pb->idle_timeout, 0, &r->idle_timeout_ms, err) != 0)
         return mp_err_prefix(err, "idle_timeout");
-    if (translate_upgrades(pb, r, err) != 0)
+    if (translate_upgrades(pb, r, err) != 0 ||
+        mp_translate__hash_policies(pb->hash_policy, pb->n_hash_policy, r, err) != 0)
         return MP_ERROR;
     return translate_stream_duration(pb, r, err);
 }

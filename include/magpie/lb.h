@@ -1,5 +1,5 @@
 /* Load balancing over a cluster's host set: ROUND_ROBIN (weighted, smooth), LEAST_REQUEST (power
- * of N choices, weighted), RANDOM (weighted).  A mp_lb_t is per worker and per cluster, so it
+ * of N choices, weighted), RANDOM (weighted), RING_HASH and MAGLEV (consistent hashing).  A mp_lb_t is per worker and per cluster, so it
  * takes no lock; it tracks active requests per host for LEAST_REQUEST. */
 #ifndef MAGPIE_LB_H
 #define MAGPIE_LB_H
@@ -18,6 +18,11 @@ void mp_lb_free(mp_lb_t *lb);
  * hs is empty.  exclude (-1 for none) is skipped when another host exists (a retry or a
  * failed connect prefers a different host). */
 int mp_lb_pick(mp_lb_t *lb, const mp_hostset_t *hs, int exclude);
+
+/* mp_lb_pick with the request's hash (proxy/route_hash.c): a RING_HASH or MAGLEV cluster picks
+ * the host that owns hash on its table (include/magpie/lb_hash.h); other policies ignore hash.
+ * mp_lb_pick on a hashing cluster uses a random hash.  Worker. */
+int mp_lb_pick_hash(mp_lb_t *lb, const mp_hostset_t *hs, int exclude, uint64_t hash);
 
 /* Active-request bookkeeping for LEAST_REQUEST; other policies ignore it.  host_index refers to
  * the set current at pick time; a stale index (set replaced) is ignored. */
