@@ -7,6 +7,7 @@
 #include "magpie/dns.h"
 #include "magpie/lb.h"
 #include "magpie/lb_hash.h"
+#include "magpie/route_hash.h"
 #include "unit.h"
 
 #define PICKS 100000
@@ -338,6 +339,47 @@ static void test_lb_hook(void)
     mp_hostset_release(hs);
 }
 
+/* ---- the request hash of a route's hash_policy ---- */
+
+static uint64_t xx(const char *s)
+{
+    return mp_hash_xx64(s, strlen(s), 0);
+}
+
+static void test_route_hash(void)
+{
+    mp_hash_policy_t p[3] = {
+        {.kind = MP_HASH_POLICY_HEADER, .name = "x-user"},
+        {.kind = MP_HASH_POLICY_COOKIE, .name = "sid", .terminal = true},
+        {.kind = MP_HASH_POLICY_SOURCE_IP},
+    };
+    mp_route_t r;
+    memset(&r, 0, sizeof(r));
+    r.hash_policies = p;
+    r.n_hash_policies = 3;
+    mp_http_msg_t *req = mp_http_msg_new();
+    req->path = mp_xstrdup("/a?b=1&user=bob&x");
+    uint64_t h;
+    /* Nothing but the source IP: its hash alone (no port, no brackets). */
+    CHECK(mp_route_hash_compute(&r, req, "[::1]:5555", &h) && h == xx("::1"));
+    CHECK(mp_route_hash_compute(&r, req, "127.0.0.2:40000", &h) && h == xx("127.0.0.2"));
+    /* Header, then the terminal cookie: rotate-and-XOR, and the source IP is not reached. */
+    mp_headers_add_cstr(&req->headers, "x-user", "alice");
+    mp_headers_add_cstr(&req->headers, "cookie", "a=1; sid=\"s42\"; z=2");
+    uint64_t hx = xx("alice");
+    CHECK(mp_route_hash_compute(&r, req, "127.0.0.2:1", &h) && h == ((hx << 1 | hx >> 63) ^ xx("s42")));
+    /* Query parameters: the value as sent; a bare name is an empty value. */
+    p[0] = (mp_hash_policy_t){.kind = MP_HASH_POLICY_QUERY, .name = "user", .terminal = true};
+    CHECK(mp_route_hash_compute(&r, req, NULL, &h) && h == xx("bob"));
+    p[0].name = "x";
+    CHECK(mp_route_hash_compute(&r, req, NULL, &h) && h == xx(""));
+    p[0].name = "nope";
+    p[1].kind = MP_HASH_POLICY_FILTER_STATE;
+    r.n_hash_policies = 2;
+    CHECK(!mp_route_hash_compute(&r, req, "127.0.0.1:1", &h));
+    mp_http_msg_free(req);
+}
+
 int main(void)
 {
     RUN(test_xx64_known_answers);
@@ -352,5 +394,6 @@ int main(void)
     RUN(test_bad_sizes);
     RUN(test_worker_state);
     RUN(test_lb_hook);
+    RUN(test_route_hash);
     UNIT_DONE();
 }
