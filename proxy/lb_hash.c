@@ -183,8 +183,8 @@ static int build_ring(mp_hash_table_t *t, const mp_hash_host_t *hosts, uint32_t 
 {
     double min_w, max_w, sum = total_weight(hosts, n, &min_w, &max_w);
     double min_share = min_w / sum;
-    double scale = fmin(ceil(min_share * (double)cfg->min_ring_size) / min_share,
-                        (double)cfg->max_ring_size);
+    double scale =
+        fmin(ceil(min_share * (double)cfg->min_ring_size) / min_share, (double)cfg->max_ring_size);
     uint64_t cap = (uint64_t)ceil(scale) + n;
     t->ring = mp_xmalloc(cap * sizeof(*t->ring));
     double current = 0, target = 0;
@@ -197,8 +197,8 @@ static int build_ring(mp_hash_table_t *t, const mp_hash_host_t *hosts, uint32_t 
         uint64_t before = t->size;
         for (uint64_t i = 0; current < target && t->size < cap; i++, current++) {
             int m = snprintf(buf + klen + 1, 22, "%llu", (unsigned long long)i);
-            t->ring[t->size++] = (ring_entry_t){hash_key(cfg->hash_function, buf, klen + 1 + m),
-                                                hosts[h].index};
+            t->ring[t->size++] =
+                (ring_entry_t){hash_key(cfg->hash_function, buf, klen + 1 + m), hosts[h].index};
         }
         t->n_distinct += t->size > before;
         free(buf);

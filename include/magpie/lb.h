@@ -1,6 +1,7 @@
 /* Load balancing over a cluster's host set: ROUND_ROBIN (weighted, smooth), LEAST_REQUEST (power
- * of N choices, weighted), RANDOM (weighted), RING_HASH and MAGLEV (consistent hashing).  A mp_lb_t is per worker and per cluster, so it
- * takes no lock; it tracks active requests per host for LEAST_REQUEST. */
+ * of N choices, weighted), RANDOM (weighted), RING_HASH and MAGLEV (consistent hashing).  A mp_lb_t
+ * is per worker and per cluster, so it takes no lock; it tracks active requests per host for
+ * LEAST_REQUEST. */
 #ifndef MAGPIE_LB_H
 #define MAGPIE_LB_H
 

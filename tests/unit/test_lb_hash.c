@@ -35,8 +35,7 @@ static void test_murmur2_known_answers(void)
     CHECK(mp_hash_murmur2_64("a", 1, MP_HASH_MURMUR_SEED) == 0x454ddee488c1ed6bull);
     CHECK(mp_hash_murmur2_64("abc", 3, MP_HASH_MURMUR_SEED) == 0x32d82bf8ed3dba39ull);
     CHECK(mp_hash_murmur2_64("hello world", 11, MP_HASH_MURMUR_SEED) == 0x4d6686d362067ff9ull);
-    CHECK(mp_hash_murmur2_64("127.0.0.1:8080_0", 16, MP_HASH_MURMUR_SEED) ==
-          0xde6d9b1548538b53ull);
+    CHECK(mp_hash_murmur2_64("127.0.0.1:8080_0", 16, MP_HASH_MURMUR_SEED) == 0xde6d9b1548538b53ull);
 }
 
 static void test_is_prime(void)
@@ -102,8 +101,8 @@ static void check_shares(mp_hash_table_kind_t kind, const uint32_t *w, uint32_t 
         double want = (double)(w ? w[i] : 1) / (double)total;
         double got = (double)counts[i] / PICKS;
         if (got < want * 0.95 || got > want * 1.05) {
-            fprintf(stderr, "  kind %d host %u: share %.4f, weight share %.4f\n", (int)kind, i,
-                    got, want);
+            fprintf(stderr, "  kind %d host %u: share %.4f, weight share %.4f\n", (int)kind, i, got,
+                    want);
             CHECK(!"share off by more than 5 %");
         }
     }
@@ -186,8 +185,8 @@ static void test_stability(void)
         double ring = moved_fraction(MP_HASH_TABLE_RING, n, 2);
         double mag = moved_fraction(MP_HASH_TABLE_MAGLEV, n, 2);
         double min = 1.0 / n;
-        fprintf(stderr, "  n=%u: ring moved %.3f, maglev moved %.3f (1/n = %.3f)\n", n, ring,
-                mag, min);
+        fprintf(stderr, "  n=%u: ring moved %.3f, maglev moved %.3f (1/n = %.3f)\n", n, ring, mag,
+                min);
         CHECK(ring > min * 0.7 && ring < min * 2.0);
         CHECK(mag > min * 0.7 && mag < min * 1.3);
     }
@@ -367,7 +366,8 @@ static void test_route_hash(void)
     mp_headers_add_cstr(&req->headers, "x-user", "alice");
     mp_headers_add_cstr(&req->headers, "cookie", "a=1; sid=\"s42\"; z=2");
     uint64_t hx = xx("alice");
-    CHECK(mp_route_hash_compute(&r, req, "127.0.0.2:1", &h) && h == ((hx << 1 | hx >> 63) ^ xx("s42")));
+    CHECK(mp_route_hash_compute(&r, req, "127.0.0.2:1", &h) &&
+          h == ((hx << 1 | hx >> 63) ^ xx("s42")));
     /* Query parameters: the value as sent; a bare name is an empty value. */
     p[0] = (mp_hash_policy_t){.kind = MP_HASH_POLICY_QUERY, .name = "user", .terminal = true};
     CHECK(mp_route_hash_compute(&r, req, NULL, &h) && h == xx("bob"));
