@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "magpie/lb.h"
+#include "magpie/lb_hash.h"
 
 /* ---- random numbers: xorshift128+, seeded once per thread ---- */
 
@@ -119,6 +120,7 @@ struct mp_lb {
     uint32_t local_pct_to_route; /* 1/100 % */
     bool local_panic;            /* the local cluster is in panic: no zone routing */
     mp_hostset_t *local_seen;    /* ref on the local cluster's set counted */
+    mp_lb_hash_t *hash;          /* RING_HASH, MAGLEV: the table state (proxy/lb_hash_state.c) */
 };
 
 mp_lb_t *mp_lb_new(mp_cluster_t *c)
@@ -128,6 +130,8 @@ mp_lb_t *mp_lb_new(mp_cluster_t *c)
     lb->choices = c && c->least_request_choices >= 1 ? c->least_request_choices : 2;
     lb->c = c;
     lb->local_group = -1;
+    if (c && (c->lb_policy == MP_LB_RING_HASH || c->lb_policy == MP_LB_MAGLEV))
+        lb->hash = mp_lb_hash_new(c);
     return lb;
 }
 
@@ -146,6 +150,7 @@ void mp_lb_free(mp_lb_t *lb)
     if (lb == NULL)
         return;
     release_seen(lb);
+    mp_lb_hash_free(lb->hash);
     free(lb->weight);
     free(lb->active);
     free(lb->cur);
@@ -602,6 +607,10 @@ int mp_lb_pick(mp_lb_t *lb, const mp_hostset_t *hs, int exclude)
 {
     if (hs == NULL || hs->n == 0)
         return -1;
+    /* A hashing cluster without a request hash draws a random one, as Envoy does.  Its table
+     * spans every usable host of the set, whatever their priority (docs/resilience.md). */
+    if (lb->hash != NULL)
+        return mp_lb_hash_pick(lb->hash, hs, exclude, mp_random());
     refresh(lb, hs);
     int ex = exclude >= 0 && (uint32_t)exclude < lb->n ? exclude : -1;
     bool degraded;
@@ -626,6 +635,13 @@ int mp_lb_pick(mp_lb_t *lb, const mp_hostset_t *hs, int exclude)
     if (k == 0)
         return -1;
     return pick_policy(lb, &lb->pperm[p->first + (d ? p->healthy : 0)], k, ex);
+}
+
+int mp_lb_pick_hash(mp_lb_t *lb, const mp_hostset_t *hs, int exclude, uint64_t hash)
+{
+    if (lb->hash == NULL)
+        return mp_lb_pick(lb, hs, exclude);
+    return mp_lb_hash_pick(lb->hash, hs, exclude, hash);
 }
 
 static bool current_index(const mp_lb_t *lb, const mp_hostset_t *hs, int i)

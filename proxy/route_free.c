@@ -6,6 +6,7 @@
 #include "magpie/regex.h"
 #include "magpie/retry.h"
 #include "magpie/route.h"
+#include "magpie/route_hash.h"
 
 void mp_string_matcher_free(mp_string_matcher_t *m)
 {
@@ -68,6 +69,7 @@ static void free_action(mp_route_t *r)
     free(r->direct_body);
     mp_retry_policy_free(r->retry);
     mp_config__upgrades_free(r->upgrades, r->n_upgrades);
+    mp_hash_policies_free(r->hash_policies, r->n_hash_policies);
     mp_header_mutation_free(&r->request_headers);
     mp_header_mutation_free(&r->response_headers);
 }

@@ -11,6 +11,7 @@
 #include "magpie/grpc.h"
 #include "magpie/log.h"
 #include "magpie/route.h"
+#include "magpie/route_hash.h"
 #include "magpie/router.h"
 #include "magpie/stats.h"
 #include "stream_internal.h"
@@ -518,12 +519,14 @@ static int pick_host(mp_stream_t *s, mp_pool_t *pool)
         return -1;
     if (pool == NULL)
         return (int)(mp_random() % s->hosts->n);
-    int idx = mp_lb_pick(pool->lb, s->hosts, -1);
+    /* The same request hash on every attempt: a hashing cluster walks on past excluded hosts. */
+    uint64_t hash = mp_route_hash(s->route, s->req, s->conn->peer);
+    int idx = mp_lb_pick_hash(pool->lb, s->hosts, -1, hash);
     if (s->retry == NULL || !s->retry->previous_hosts)
         return idx;
     for (uint32_t i = 0; i < s->retry->host_selection_max_attempts && idx >= 0 && was_tried(s, idx);
          i++)
-        idx = mp_lb_pick(pool->lb, s->hosts, idx);
+        idx = mp_lb_pick_hash(pool->lb, s->hosts, idx, hash);
     return idx;
 }
 

@@ -114,9 +114,12 @@ static int translate_lb(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_err_t *er
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__LEAST_REQUEST:
         c->lb_policy = MP_LB_LEAST_REQUEST;
         break;
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__RING_HASH:
+    case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_POLICY__MAGLEV:
+        return mp_translate__hash_lb(pb, c, err);
     default:
-        return mp_err_set(err, "lb_policy: only ROUND_ROBIN, LEAST_REQUEST and RANDOM are "
-                               "supported");
+        return mp_err_set(err, "lb_policy: only ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH and "
+                               "MAGLEV are supported");
     }
     if (pb->lb_config_case ==
         ENVOY__CONFIG__CLUSTER__V3__CLUSTER__LB_CONFIG_LEAST_REQUEST_LB_CONFIG)

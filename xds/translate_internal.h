@@ -183,4 +183,12 @@ int mp_translate__header_mutation(const char *what, mp_pb_header_option_t *const
 int mp_translate__access_logs(Envoy__Config__Accesslog__V3__AccessLog *const *pb, size_t n,
                               mp_access_log_t **out, uint32_t *n_out, mp_err_t *err);
 
+/* RING_HASH / MAGLEV: c->lb_policy and c->hash_lb from lb_policy, ring_hash_lb_config,
+ * maglev_lb_config and common_lb_config.consistent_hashing_lb_config (xds/translate_hash.c). */
+int mp_translate__hash_lb(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_err_t *err);
+
+/* RouteAction.hash_policy[0..n) -> r->hash_policies (xds/translate_hash.c). */
+int mp_translate__hash_policies(Envoy__Config__Route__V3__RouteAction__HashPolicy *const *pb,
+                                size_t n, mp_route_t *r, mp_err_t *err);
+
 #endif

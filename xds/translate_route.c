@@ -483,7 +483,8 @@ static int translate_route_action(const route_ctx_t *ctx, const pb_action_t *pb,
         return mp_err_set(err, "retry_policy_typed_config: not supported");
     if (mp_translate__retry_policy(pb->retry_policy, &r->retry, err) != 0)
         return MP_ERROR;
-    if (translate_priority(pb, r, err) != 0 || translate_upgrades(pb, r, err) != 0)
+    if (translate_priority(pb, r, err) != 0 || translate_upgrades(pb, r, err) != 0 ||
+        mp_translate__hash_policies(pb->hash_policy, pb->n_hash_policy, r, err) != 0)
         return MP_ERROR;
     return translate_stream_duration(pb, r, err);
 }

@@ -199,6 +199,8 @@ typedef struct mp_retry_policy {
     uint32_t host_selection_max_attempts; /* host_selection_retry_max_attempts; default 1 */
 } mp_retry_policy_t;
 
+typedef struct mp_hash_policy mp_hash_policy_t; /* include/magpie/route_hash.h */
+
 typedef struct mp_route {
     char *name;
     /* match */
@@ -239,6 +241,8 @@ typedef struct mp_route {
     mp_upgrade_config_t *upgrades; /* RouteAction.upgrade_configs; override the HCM's */
     uint32_t n_upgrades;
     uint8_t priority; /* RouteAction.priority (mp_routing_priority_t): which breaker limits */
+    mp_hash_policy_t *hash_policies; /* RouteAction.hash_policy, in order */
+    uint32_t n_hash_policies;
     /* RouteAction.max_stream_duration.  The message present at all (Envoy's "new timeouts"):
      * the route timeout no longer applies, and a gRPC request's grpc-timeout is lowered to the
      * stream's duration limit.  max_stream_duration absent (has_ = false): the HCM's
@@ -291,7 +295,25 @@ typedef enum mp_lb_policy {
     MP_LB_ROUND_ROBIN,
     MP_LB_LEAST_REQUEST,
     MP_LB_RANDOM,
+    MP_LB_RING_HASH, /* consistent hashing on the request hash (include/magpie/lb_hash.h) */
+    MP_LB_MAGLEV,
 } mp_lb_policy_t;
+
+typedef enum mp_hash_fn {
+    MP_HASH_FN_XX,      /* XX_HASH (default) */
+    MP_HASH_FN_MURMUR2, /* MURMUR_HASH_2 */
+} mp_hash_fn_t;
+
+/* Cluster.ring_hash_lb_config / maglev_lb_config (defaults in include/magpie/lb_hash.h). */
+typedef struct mp_lb_hash_config {
+    uint64_t min_ring_size; /* RING_HASH: minimum_ring_size, default 1024 */
+    uint64_t max_ring_size; /* RING_HASH: maximum_ring_size, default 8388608 */
+    mp_hash_fn_t hash_function;
+    uint64_t table_size; /* MAGLEV: a prime, default 65537 */
+    /* common_lb_config.consistent_hashing_lb_config.use_hostname_for_hashing: hash a host's DNS
+     * name instead of its "ip:port" (hosts without a name still use their address). */
+    bool use_hostname;
+} mp_lb_hash_config_t;
 
 typedef enum mp_dns_family {
     MP_DNS_AUTO, /* Envoy AUTO: prefer v6, fall back to v4 */
@@ -452,6 +474,7 @@ struct mp_cluster {
     mp_cluster_type_t type;
     mp_lb_policy_t lb_policy;
     uint32_t least_request_choices; /* default 2 */
+    mp_lb_hash_config_t hash_lb;    /* RING_HASH and MAGLEV */
     uint64_t connect_timeout_ms;    /* default 5000 */
     uint64_t pool_idle_timeout_ms;  /* common_http_protocol_options.idle_timeout; default 1h */
     uint32_t per_connection_buffer_limit_bytes; /* default 1 MiB */

@@ -1,8 +1,9 @@
 /* Load balancing over a cluster's host set, as Envoy does it: a priority by the priority load
  * (overprovisioning factor, degraded hosts, panic threshold), then a locality (locality weighted
  * or zone aware, when configured), then a host by the cluster's policy: ROUND_ROBIN (weighted,
- * smooth), LEAST_REQUEST (power of N choices, weighted), RANDOM (weighted).  A mp_lb_t is per
- * worker and per cluster, so it takes no lock; it tracks active requests per host for
+ * smooth), LEAST_REQUEST (power of N choices, weighted), RANDOM (weighted); or, for RING_HASH
+ * and MAGLEV, the host owning the request's hash on a consistent-hashing table.  A mp_lb_t is
+ * per worker and per cluster, so it takes no lock; it tracks active requests per host for
  * LEAST_REQUEST.  docs/resilience.md describes the behaviour. */
 #ifndef MAGPIE_LB_H
 #define MAGPIE_LB_H
@@ -45,6 +46,11 @@ typedef struct mp_lb_load {
  * degraded loads of out[0 .. n) sum to 100.  Pure; any thread. */
 void mp_lb_priority_loads(const mp_lb_level_t *lv, uint32_t n, uint32_t factor,
                           uint32_t panic_threshold, mp_lb_load_t *out);
+
+/* mp_lb_pick with the request's hash (proxy/route_hash.c): a RING_HASH or MAGLEV cluster picks
+ * the host that owns hash on its table (include/magpie/lb_hash.h); other policies ignore hash.
+ * mp_lb_pick on a hashing cluster uses a random hash.  Worker. */
+int mp_lb_pick_hash(mp_lb_t *lb, const mp_hostset_t *hs, int exclude, uint64_t hash);
 
 /* Active-request bookkeeping for LEAST_REQUEST; other policies ignore it.  host_index refers to
  * the set current at pick time; a stale index (set replaced) is ignored. */

@@ -479,9 +479,21 @@ static void test_errors(void)
                  "static_resources.clusters[1].type: EDS is not supported yet");
     expect_error("type: STRICT_DNS", "type: ORIGINAL_DST",
                  "static_resources.clusters[1].type: ORIGINAL_DST is not supported yet");
-    expect_error("lb_policy: RANDOM", "lb_policy: MAGLEV",
-                 "static_resources.clusters[1].lb_policy: only ROUND_ROBIN, LEAST_REQUEST and "
-                 "RANDOM are supported");
+    expect_error("lb_policy: RANDOM", "lb_policy: CLUSTER_PROVIDED",
+                 "static_resources.clusters[1].lb_policy: only ROUND_ROBIN, LEAST_REQUEST, RANDOM, "
+                 "RING_HASH and MAGLEV are supported");
+    expect_error(
+        "lb_policy: RANDOM\n", "lb_policy: MAGLEV\n    maglev_lb_config: { table_size: 65536 }\n",
+        "static_resources.clusters[1].maglev_lb_config.table_size: 65536 must be a prime up "
+        "to 5000011");
+    expect_error("lb_policy: RANDOM\n",
+                 "lb_policy: RING_HASH\n    ring_hash_lb_config: { minimum_ring_size: 9, "
+                 "maximum_ring_size: 8 }\n",
+                 "static_resources.clusters[1].ring_hash_lb_config: minimum_ring_size (9) > "
+                 "maximum_ring_size (8)");
+    expect_error("route: { cluster: users, prefix",
+                 "route: { hash_policy: [{ header: {} }], cluster: users, prefix",
+                 VH0 "routes[0].route.hash_policy[0].header.header_name: required");
     expect_error("- name: dns\n", "- name: users\n",
                  "static_resources.clusters[1].name: duplicate cluster \"users\"");
     expect_error("domains: ['*']\n              routes:\n              - match: { prefix: / }\n"
