@@ -145,6 +145,7 @@ struct mp_hconn {
     struct ev_io *rio;  /* the codec's read watcher: TLS re-arms it for data OpenSSL holds */
     /* The certificates' facts, loaded on first use (mp_hconn_ident); freed by mp_hconn_fini. */
     mp_tls_ident_t ident;
+    struct mp_filter_state *filter_states; /* HTTP filters' per-connection state (filter.h) */
 };
 
 /* The codecs read and write through the transport (proxy/transport.h): plain TCP, or TLS after
@@ -284,6 +285,7 @@ struct mp_stream {
     bool upgrade_counted;   /* counted in downstream_cx_upgrades_active */
     bool tunnel;
     bool upgrade_refused; /* the upstream answered an upgrade with something else */
+    struct mp_filter_state *filter_states; /* HTTP filters' per-stream state (filter.h) */
 };
 
 /* Creates a stream for req (taking ownership) without routing it; the codec records it (and
