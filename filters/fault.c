@@ -122,7 +122,8 @@ static int build_abort(fault_config_t *c, const pb_abort_t *a, mp_err_t *err)
         c->abort = ABORT_HEADER;
         break;
     default:
-        return mp_err_set(err, "abort: one of http_status, grpc_status or header_abort is required");
+        return mp_err_set(err,
+                          "abort: one of http_status, grpc_status or header_abort is required");
     }
     c->abort_pct = percent_of(a->percentage);
     return 0;

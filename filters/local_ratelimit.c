@@ -145,8 +145,7 @@ static void mark_checked(const lrl_config_t *c, mp_stream_t *s)
     mp_stream_filter_state_add(s, st);
 }
 
-static mp_filter_status_t lrl_decode_headers(const void *config, mp_stream_t *s,
-                                             mp_http_msg_t *req)
+static mp_filter_status_t lrl_decode_headers(const void *config, mp_stream_t *s, mp_http_msg_t *req)
 {
     lrl_config_t *c = (lrl_config_t *)config; /* only the shared bucket's word is written */
     if (!mp_percent_hit(c->enabled_num, c->enabled_den, mp_random()))

@@ -12,8 +12,7 @@ mp_token_bucket_t mp_token_bucket_full(const mp_token_bucket_cfg_t *cfg, uint64_
     return (mp_token_bucket_t){.tokens = cfg->max_tokens, .step = step_at(cfg, now_ns)};
 }
 
-void mp_token_bucket_refill(const mp_token_bucket_cfg_t *cfg, mp_token_bucket_t *b,
-                            uint64_t now_ns)
+void mp_token_bucket_refill(const mp_token_bucket_cfg_t *cfg, mp_token_bucket_t *b, uint64_t now_ns)
 {
     uint32_t now_step = step_at(cfg, now_ns);
     /* Unsigned difference: right across the 2^32 wrap of the step counter.  A step "behind"

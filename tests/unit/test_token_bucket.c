@@ -61,7 +61,7 @@ static void test_long_idle_does_not_overflow(void)
 static void test_reset_seconds(void)
 {
     mp_token_bucket_cfg_t c = cfg(5, 1, 2500);
-    CHECK_INT(mp_token_bucket_reset_s(&c, ORIGIN), 3);            /* 2.5 s left -> 3 */
+    CHECK_INT(mp_token_bucket_reset_s(&c, ORIGIN), 3);             /* 2.5 s left -> 3 */
     CHECK_INT(mp_token_bucket_reset_s(&c, ORIGIN + 1600 * MS), 1); /* 0.9 s -> 1 */
     CHECK_INT(mp_token_bucket_reset_s(&c, ORIGIN + 2500 * MS), 3); /* a new interval */
 }
