@@ -5,10 +5,14 @@
 
 extern const mp_http_filter_ops_t mp_filter_router_ops;
 extern const mp_http_filter_ops_t mp_filter_rbac_ops;
+extern const mp_http_filter_ops_t mp_filter_fault_ops;
+extern const mp_http_filter_ops_t mp_filter_local_ratelimit_ops;
 
 static const mp_http_filter_ops_t *const http_filters[] = {
     &mp_filter_router_ops,
     &mp_filter_rbac_ops,
+    &mp_filter_fault_ops,
+    &mp_filter_local_ratelimit_ops,
 };
 
 const mp_http_filter_ops_t *mp_http_filter_lookup(const char *name, const char *type_name)

@@ -120,6 +120,7 @@ void mp_config__chain_clear(mp_filter_chain_t *fc)
     for (uint32_t i = 0; i < fc->n_rbac_filters; i++)
         mp_rbac_filter_config_free(&fc->rbac_filters[i]);
     free(fc->rbac_filters);
+    free(fc->net_ratelimits);
     memset(fc, 0, sizeof(*fc));
 }
 

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "magpie/filter.h"
 #include "magpie/net.h"
 #include "magpie/stats.h"
 #include "magpie/tls.h"
@@ -76,6 +77,7 @@ void mp_hconn_move(mp_hconn_t *to, mp_hconn_t *from, const mp_down_ops_t *ops)
     from->config = NULL; /* the ref moved */
     from->tp.tls = NULL;
     from->ident = (mp_tls_ident_t){0}; /* the cached strings moved too */
+    from->filter_states = NULL;
     from->dead = true;
     link_conn(to);
 }
@@ -95,6 +97,7 @@ void mp_hconn_give_tport(mp_hconn_t *c, mp_tport_t *to)
 void mp_hconn_fini(mp_hconn_t *c)
 {
     c->dead = true;
+    mp_filter_states_destroy(&c->filter_states);
     mp_tls_ident_fini(&c->ident);
     mp_tport_close(&c->tp);
     unlink_conn(c);

@@ -152,6 +152,7 @@ struct mp_hconn {
     struct ev_io *rio;  /* the codec's read watcher: TLS re-arms it for data OpenSSL holds */
     /* The certificates' facts, loaded on first use (mp_hconn_ident); freed by mp_hconn_fini. */
     mp_tls_ident_t ident;
+    struct mp_filter_state *filter_states; /* HTTP filters' per-connection state (filter.h) */
 };
 
 /* The codecs read and write through the transport (proxy/transport.h): plain TCP, or TLS after
@@ -311,6 +312,7 @@ struct mp_stream {
     bool internal;         /* the request is from a trusted (internal) client: Envoy's rule */
     uint32_t n_tried;
     int tried[8]; /* hosts (indices in `hosts`) tried so far, for previous_hosts */
+    struct mp_filter_state *filter_states; /* HTTP filters' per-stream state (filter.h) */
 };
 
 /* Creates a stream for req (taking ownership) without routing it; the codec records it (and

@@ -11,6 +11,7 @@
 #include "magpie/chain_match.h"
 #include "magpie/inspect.h"
 #include "magpie/log.h"
+#include "magpie/ratelimit.h"
 #include "magpie/stats.h"
 #include "listener.h"
 #include "rbac_network.h"
@@ -61,6 +62,10 @@ static void dispatch(mp_worker_t *w, const mp_listener_t *l, const mp_conn_facts
         mp_log_debug("listener %s: no filter chain matches (sni \"%s\", transport %s, %u ALPN); "
                      "closing",
                      l->name, f->sni, f->transport, f->n_alpn);
+        drop(l, fd);
+        return;
+    }
+    if (!mp_net_ratelimit_allows(fc)) {
         drop(l, fd);
         return;
     }

@@ -417,12 +417,12 @@ void mp_stream_route(mp_stream_t *s, const mp_router_config_t *config)
     start_upstream(s);
 }
 
-/* Runs the listener's filter chain over the request head until a filter stops it (the terminal
- * router always does). */
-static void run_decode_headers(mp_stream_t *s)
+/* Runs the listener's filter chain over the request head, from filter `first` on, until a filter
+ * stops it (the terminal router always does). */
+static void run_decode_headers(mp_stream_t *s, uint32_t first)
 {
     const mp_hcm_config_t *h = s->conn->hcm;
-    for (uint32_t i = 0; i < h->n_http_filters; i++) {
+    for (uint32_t i = first; i < h->n_http_filters; i++) {
         const mp_http_filter_t *f = &h->http_filters[i];
         if (f->ops->decode_headers == NULL)
             continue;
@@ -461,7 +461,17 @@ void mp_stream_on_request_head(mp_stream_t *s)
     s->route = mp_route_match(s->conn->hcm->routes, s->req, &s->vhost);
     if (!mp_stream__upgrade_decide(s))
         return;
-    run_decode_headers(s);
+    run_decode_headers(s, 0);
+}
+
+void mp_stream_continue_decoding(mp_stream_t *s, const void *filter_config)
+{
+    const mp_hcm_config_t *h = s->conn->hcm;
+    for (uint32_t i = 0; i < h->n_http_filters; i++)
+        if (h->http_filters[i].config == filter_config) {
+            run_decode_headers(s, i + 1);
+            return;
+        }
 }
 
 /* We answer 100-continue ourselves so that the body starts flowing while we connect.  False
@@ -597,6 +607,10 @@ static void start_upstream(mp_stream_t *s)
     s->cb_request_held = true;
     s->hosts = mp_cluster_hosts_acquire(s->cluster);
     mp_stream__retry_init(s);
+    /* A filter held the request (a fault delay) until after it was complete: the route timeout
+     * starts now, when the router sees it, as Envoy's does. */
+    if (s->req_complete && !s->route->uses_stream_duration && s->upgrade == NULL)
+        start_timer(s, &s->route_timer, s->global_timeout_ms);
     mp_stream__start_attempt(s);
 }
 
@@ -1023,6 +1037,7 @@ static void stream_free(mp_stream_t *s)
     if (s->cb_request_held)
         mp_cb_release(s->cluster, s->priority, MP_CB_REQUESTS);
     mp_stream__retry_free(s);
+    mp_filter_states_destroy(&s->filter_states);
     mp_buf_clear(&s->req_pending);
     mp_headers_delete(s->req_trailers);
     mp_stream__upgrade_free(s);

@@ -5,8 +5,8 @@
 #include "magpie/stream_info.h"
 
 /* Envoy's short codes in Envoy's output order; bit i of the flags is letters[i]. */
-static const char *const letters[] = {"UH", "UF", "UO", "NR",  "URX", "NC", "DC", "UC",
-                                      "UR", "UT", "SI", "DPE", "UPE", "LR", "DT", "DR"};
+static const char *const letters[] = {"UH", "UF",  "UO",  "NR", "URX", "NC", "DC", "UC", "UR", "UT",
+                                      "SI", "DPE", "UPE", "LR", "DT",  "DR", "DI", "FI", "RL"};
 
 size_t mp_response_flags_format(uint32_t flags, char *out, size_t cap)
 {

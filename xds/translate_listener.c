@@ -10,6 +10,7 @@
 #include "../proxy/config_internal.h"
 #include "magpie/chain_match.h"
 #include "magpie/json_pb.h"
+#include "magpie/ratelimit.h"
 #include "magpie/stats.h"
 
 #define DEFAULT_BUFFER_LIMIT (1024 * 1024)
@@ -147,6 +148,9 @@ static int translate_chain(const mp_pb_listener_t *pb, const pb_filter_chain_t *
     size_t last = fc->n_filters - 1;
     if (mp_translate__network_rbac_list(fc->filters, last, &out->rbac_filters, &out->n_rbac_filters,
                                         err) != 0)
+        return MP_ERROR;
+    if (mp_net_ratelimit_build_list(fc->filters, last, &out->net_ratelimits, &out->n_net_ratelimits,
+                                    err) != 0)
         return MP_ERROR;
     if (translate_filter(fc->filters[last], cfg, out, err) != 0)
         return mp_err_prefix(err, "filters[%zu].", last);

@@ -13,6 +13,7 @@
 #include "envoy/config/rbac/v3/rbac.pb-c.h"
 #include "envoy/extensions/filters/network/rbac/v3/rbac.pb-c.h"
 #include "magpie/json_pb.h"
+#include "magpie/ratelimit.h"
 #include "magpie/route.h"
 #include "magpie/stats.h"
 
@@ -345,13 +346,14 @@ int mp_translate__network_rbac_list(Envoy__Config__Listener__V3__Filter *const *
     *out = n ? mp_xcalloc(n, sizeof(**out)) : NULL;
     *n_out = 0;
     for (size_t i = 0; i < n; i++) {
+        if (mp_net_ratelimit_is(filters[i]))
+            continue; /* mp_net_ratelimit_build_list's */
         if (!is_network_rbac(filters[i]))
             return mp_err_set(err,
-                              "filters[%zu]: only " NET_RBAC_FILTER " may come before the "
-                              "terminal filter, not \"%s\"",
+                              "filters[%zu]: only " NET_RBAC_FILTER " or envoy.filters.network."
+                              "local_ratelimit may come before the terminal filter, not \"%s\"",
                               i, filters[i]->name ? filters[i]->name : "");
-        (*n_out)++;
-        if (mp_translate__network_rbac(filters[i], &(*out)[i], err) != 0)
+        if (mp_translate__network_rbac(filters[i], &(*out)[(*n_out)++], err) != 0)
             return mp_err_prefix(err, "filters[%zu].", i);
     }
     return 0;

@@ -711,6 +711,10 @@ typedef struct mp_filter_chain {
      * checked when a plain connection is accepted, or right after the TLS handshake. */
     struct mp_rbac_filter_config *rbac_filters;
     uint32_t n_rbac_filters;
+    /* envoy.filters.network.local_ratelimit filters (include/magpie/ratelimit.h): a token each
+     * per accepted connection, before TLS and everything else. */
+    struct mp_net_ratelimit *net_ratelimits;
+    uint32_t n_net_ratelimits;
 } mp_filter_chain_t;
 
 /* What the listener filters and the chains need, decided at translation. */

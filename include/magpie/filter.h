@@ -20,7 +20,7 @@ typedef struct mp_stream mp_stream_t;
 
 typedef enum mp_filter_status {
     MP_FILTER_CONTINUE, /* on to the next filter */
-    MP_FILTER_STOP,     /* answered or taken over: no further filter runs */
+    MP_FILTER_STOP,     /* answered, taken over or held (mp_stream_continue_decoding resumes) */
 } mp_filter_status_t;
 
 /* What a filter's config factory may know of the connection manager that owns it. */
@@ -51,6 +51,29 @@ typedef struct mp_http_filter {
     char *name; /* as configured */
     void *config;
 } mp_http_filter_t;
+
+/* State a filter keeps for one stream or one downstream connection, embedded first in the
+ * filter's own struct.  The stream (or connection) owns it once added: destroy runs when it is
+ * freed, however it ends (completed, reset, client gone), and frees the struct.  owner is the
+ * filter's config, so that each filter of a chain finds its own.  Worker. */
+typedef struct mp_filter_state {
+    struct mp_filter_state *next;
+    const void *owner;
+    void (*destroy)(struct mp_filter_state *st);
+} mp_filter_state_t;
+
+void mp_stream_filter_state_add(mp_stream_t *s, mp_filter_state_t *st);
+mp_filter_state_t *mp_stream_filter_state_get(mp_stream_t *s, const void *owner);
+/* The same on the stream's downstream connection (lives across its requests). */
+void mp_conn_filter_state_add(mp_stream_t *s, mp_filter_state_t *st);
+mp_filter_state_t *mp_conn_filter_state_get(mp_stream_t *s, const void *owner);
+/* Destroys every state of a list and empties it (the stream and connection call this). */
+void mp_filter_states_destroy(mp_filter_state_t **list);
+
+/* A filter that returned MP_FILTER_STOP to hold the request (a fault delay) lets it go on: the
+ * chain resumes after the filter whose config is filter_config.  Worker, from a callback of the
+ * filter's own (a timer); it may answer and free s before returning. */
+void mp_stream_continue_decoding(mp_stream_t *s, const void *filter_config);
 
 /* The built-in filter with this extension name or typed_config type name (either may be NULL);
  * NULL when magpie has none. */

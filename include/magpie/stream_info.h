@@ -26,6 +26,9 @@ typedef enum mp_response_flag {
     MP_RF_LOCAL_RESET = 1u << 13,               /* LR */
     MP_RF_DURATION_TIMEOUT = 1u << 14,          /* DT */
     MP_RF_DOWNSTREAM_REMOTE_RESET = 1u << 15,   /* DR */
+    MP_RF_DELAY_INJECTED = 1u << 16,            /* DI */
+    MP_RF_FAULT_INJECTED = 1u << 17,            /* FI */
+    MP_RF_RATE_LIMITED = 1u << 18,              /* RL */
 } mp_response_flag_t;
 
 /* Writes flags as Envoy does ("UF,URX"; "-" when none) into out (NUL-terminated); returns the
