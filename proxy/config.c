@@ -10,6 +10,7 @@
 #include "magpie/rbac.h"
 #include "magpie/access_log.h"
 #include "magpie/config.h"
+#include "magpie/outlier.h"
 #include "magpie/route.h"
 #include "magpie/tls.h"
 
@@ -143,6 +144,7 @@ void mp_config__cluster_free(mp_cluster_t *c)
     free(c->endpoints);
     mp_tls_ctx_free(c->tls);
     mp_hostset_release(atomic_load_explicit(&c->hosts, memory_order_acquire));
+    mp_outlier_free(c->outlier);
     free(c);
 }
 

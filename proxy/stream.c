@@ -9,6 +9,7 @@
 #include "magpie/filter.h"
 #include "magpie/grpc.h"
 #include "magpie/log.h"
+#include "magpie/outlier.h"
 #include "magpie/route.h"
 #include "magpie/router.h"
 #include "magpie/stats.h"
@@ -45,12 +46,22 @@ static void touch(mp_stream_t *s)
     s->last_activity = ev_now(loop_of(s));
 }
 
+/* Outlier detection hears how each upstream attempt ended: a status or an MP_OUTLIER_* event. */
+static void report_outlier(mp_stream_t *s, mp_outlier_result_t r)
+{
+    if (s->cluster != NULL && s->hosts != NULL && s->host_idx >= 0 &&
+        (uint32_t)s->host_idx < s->hosts->n)
+        mp_outlier_report(s->cluster, &s->hosts->hosts[s->host_idx], r);
+}
+
 /* Route timeout, stream idle timeout and request timeout all end here. */
 static void on_timeout(mp_stream_t *s, uint32_t flag, const char *details)
 {
     const mp_hcm_config_t *h = s->conn->hcm;
-    if (flag == MP_RF_UPSTREAM_TIMEOUT && s->cluster != NULL)
+    if (flag == MP_RF_UPSTREAM_TIMEOUT && s->cluster != NULL) {
         mp_stats_inc(s->cluster->stats.upstream_rq_timeout);
+        report_outlier(s, MP_OUTLIER_TIMEOUT);
+    }
     else if (flag == MP_RF_STREAM_IDLE_TIMEOUT)
         mp_stats_inc(h->stats.downstream_rq_idle_timeout);
     else
@@ -545,6 +556,7 @@ void mp_stream_downstream_drained(mp_stream_t *s)
 void mp_stream_on_upstream_failure(mp_stream_t *s, uint32_t flag, const char *details)
 {
     s->up = NULL; /* the upstream side has let go already */
+    report_outlier(s, mp_outlier_result_of_flag(flag));
     if (s->resp_started) {
         /* Never complete a truncated response: reset the client's stream instead. */
         s->info.response_flags |= flag;
@@ -593,6 +605,7 @@ int mp_stream_on_response_head(mp_stream_t *s, mp_http_msg_t *resp, bool end_str
     }
     touch(s);
     count_response(s, resp->status);
+    report_outlier(s, resp->status);
     mp_stream__prepare_response(s, resp);
     if (tunnel) {
         /* The route timeout bounds waiting for the answer, not the tunnel's life. */

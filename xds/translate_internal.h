@@ -127,6 +127,10 @@ void mp_translate__tls_register_into(mp_config_t *cfg);
 
 /* Cluster -> a new mp_cluster_t at position index, stats registered, host set published. */
 mp_cluster_t *mp_translate__cluster(const mp_pb_cluster_t *pb, uint32_t index, mp_err_t *err);
+/* Cluster.outlier_detection into c->outlier (left NULL when absent); stats are named after
+ * stat_name.  Returns 0 or MP_ERROR with err ("outlier_detection.<field>: ..."). */
+int mp_translate__outlier(const mp_pb_cluster_t *pb, mp_cluster_t *c, const char *stat_name,
+                          mp_err_t *err);
 
 /* Listener -> *out (zeroed by the caller).  cfg supplies the clusters that routes resolve. */
 /* FilterChainMatch -> m (NULL: every criterion empty).  0 or MP_ERROR with err set
