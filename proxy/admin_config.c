@@ -61,14 +61,17 @@ static void host_lines(const mp_cluster_t *c, const mp_host_t *h, mp_buf_t *out)
     for (size_t i = 0; i < MP_ARRAY_SIZE(host_counters); i++)
         mp_buf_printf(out, "%s::%s::%s::0\n", pre, addr, host_counters[i]);
     mp_buf_printf(out, "%s::%s::hostname::%s\n", pre, addr, h->hostname ? h->hostname : "");
+    /* A set built by hand (tests) may have no health records: such hosts are healthy. */
+    static mp_host_health_t none = {.outlier = {.success_rate = -1, .local_success_rate = -1}};
+    mp_host_health_t *hh = h->health != NULL ? h->health : &none;
     char flags[128];
-    mp_outlier_health_flags(atomic_load(&h->health->flags), flags, sizeof(flags));
+    mp_outlier_health_flags(atomic_load(&hh->flags), flags, sizeof(flags));
     mp_buf_printf(out, "%s::%s::health_flags::%s\n", pre, addr, flags);
     mp_buf_printf(out, "%s::%s::weight::%u\n", pre, addr, h->weight);
     mp_buf_printf(out, "%s::%s::region::\n%s::%s::zone::\n%s::%s::sub_zone::\n", pre, addr, pre,
                   addr, pre, addr);
     mp_buf_printf(out, "%s::%s::canary::false\n%s::%s::priority::0\n", pre, addr, pre, addr);
-    const mp_outlier_host_t *oh = &h->health->outlier;
+    const mp_outlier_host_t *oh = &hh->outlier;
     mp_buf_printf(out, "%s::%s::success_rate::%g\n%s::%s::local_origin_success_rate::%g\n", pre,
                   addr, oh->success_rate, pre, addr, oh->local_success_rate);
 }
