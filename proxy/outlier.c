@@ -22,23 +22,28 @@
 
 #define RELAXED memory_order_relaxed
 
-static const char *const type_names[MP_OUTLIER_TYPE_COUNT] = {
-    "CONSECUTIVE_5XX",       "CONSECUTIVE_GATEWAY_FAILURE",   "SUCCESS_RATE",
-    "CONSECUTIVE_LOCAL_ORIGIN_FAILURE", "SUCCESS_RATE_LOCAL_ORIGIN", "FAILURE_PERCENTAGE",
-    "FAILURE_PERCENTAGE_LOCAL_ORIGIN"};
+static const char *const type_names[MP_OUTLIER_TYPE_COUNT] = {"CONSECUTIVE_5XX",
+                                                              "CONSECUTIVE_GATEWAY_FAILURE",
+                                                              "SUCCESS_RATE",
+                                                              "CONSECUTIVE_LOCAL_ORIGIN_FAILURE",
+                                                              "SUCCESS_RATE_LOCAL_ORIGIN",
+                                                              "FAILURE_PERCENTAGE",
+                                                              "FAILURE_PERCENTAGE_LOCAL_ORIGIN"};
 
-static const char *const stat_names[MP_OUTLIER_TYPE_COUNT] = {
-    "consecutive_5xx",       "consecutive_gateway_failure",   "success_rate",
-    "consecutive_local_origin_failure", "local_origin_success_rate", "failure_percentage",
-    "local_origin_failure_percentage"};
+static const char *const stat_names[MP_OUTLIER_TYPE_COUNT] = {"consecutive_5xx",
+                                                              "consecutive_gateway_failure",
+                                                              "success_rate",
+                                                              "consecutive_local_origin_failure",
+                                                              "local_origin_success_rate",
+                                                              "failure_percentage",
+                                                              "local_origin_failure_percentage"};
 
 /* One server per process, so one event log. */
 static int event_fd = -1;
 
 /* ---- construction ---- */
 
-mp_outlier_t *mp_outlier_new(mp_cluster_t *c, const mp_outlier_config_t *cfg,
-                             const char *stat_name)
+mp_outlier_t *mp_outlier_new(mp_cluster_t *c, const mp_outlier_config_t *cfg, const char *stat_name)
 {
     mp_outlier_t *od = mp_xcalloc(1, sizeof(*od));
     od->cfg = *cfg;
@@ -51,13 +56,12 @@ mp_outlier_t *mp_outlier_new(mp_cluster_t *c, const mp_outlier_config_t *cfg,
     s->ejections_total = mp_stats_counterf("cluster.%s.outlier_detection.ejections_total", p);
     s->ejections_enforced_total =
         mp_stats_counterf("cluster.%s.outlier_detection.ejections_enforced_total", p);
-    s->ejections_overflow =
-        mp_stats_counterf("cluster.%s.outlier_detection.ejections_overflow", p);
+    s->ejections_overflow = mp_stats_counterf("cluster.%s.outlier_detection.ejections_overflow", p);
     for (int t = 0; t < MP_OUTLIER_TYPE_COUNT; t++) {
-        s->enforced[t] = mp_stats_counterf("cluster.%s.outlier_detection.ejections_enforced_%s",
-                                           p, stat_names[t]);
-        s->detected[t] = mp_stats_counterf("cluster.%s.outlier_detection.ejections_detected_%s",
-                                           p, stat_names[t]);
+        s->enforced[t] = mp_stats_counterf("cluster.%s.outlier_detection.ejections_enforced_%s", p,
+                                           stat_names[t]);
+        s->detected[t] = mp_stats_counterf("cluster.%s.outlier_detection.ejections_detected_%s", p,
+                                           stat_names[t]);
     }
     return od;
 }
@@ -197,8 +201,8 @@ static void add_detail(cJSON *o, mp_outlier_type_t type, const sr_info_t *sr)
 {
     cJSON *d = cJSON_CreateObject();
     const char *key = "eject_consecutive_event";
-    if (sr != NULL && (type == MP_OUTLIER_SUCCESS_RATE ||
-                       type == MP_OUTLIER_SUCCESS_RATE_LOCAL_ORIGIN)) {
+    if (sr != NULL &&
+        (type == MP_OUTLIER_SUCCESS_RATE || type == MP_OUTLIER_SUCCESS_RATE_LOCAL_ORIGIN)) {
         key = "eject_success_rate_event";
         cJSON_AddNumberToObject(d, "host_success_rate", (int)sr->host);
         cJSON_AddNumberToObject(d, "cluster_average_success_rate", (int)sr->average);
@@ -295,8 +299,7 @@ static void enforce(mp_outlier_t *od, const mp_host_t *h, mp_outlier_type_t type
 
 /* Envoy's ejectHost: the max_ejection_percent check, then the enforcing_* draw. */
 void mp_outlier__eject(mp_outlier_t *od, const mp_hostset_t *hs, const mp_host_t *h,
-                       mp_outlier_type_t type, double host_rate, double average,
-                       double threshold)
+                       mp_outlier_type_t type, double host_rate, double average, double threshold)
 {
     sr_info_t info = {host_rate, average, threshold};
     const sr_info_t *sr = host_rate >= 0 ? &info : NULL;

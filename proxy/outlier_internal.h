@@ -11,8 +11,7 @@ void mp_outlier__detected(mp_outlier_t *od, mp_outlier_type_t type);
  * average and threshold go to the event log of a success-rate (or, host_rate alone, a
  * failure-percentage) ejection; -1 when not one. */
 void mp_outlier__eject(mp_outlier_t *od, const mp_hostset_t *hs, const mp_host_t *h,
-                       mp_outlier_type_t type, double host_rate, double average,
-                       double threshold);
+                       mp_outlier_type_t type, double host_rate, double average, double threshold);
 void mp_outlier__check_uneject(mp_outlier_t *od, const mp_host_t *h, uint64_t now);
 void mp_outlier__set_active_gauge(mp_outlier_t *od, const mp_hostset_t *hs);
 void mp_outlier__on_wake(struct ev_loop *loop, ev_async *w, int revents);

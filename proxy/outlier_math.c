@@ -49,8 +49,7 @@ mp_outlier_sr_t mp_outlier_sr_threshold(const double *rates, uint32_t n, uint32_
     return r;
 }
 
-bool mp_outlier_may_eject(uint32_t active, uint32_t n_hosts, uint32_t max_percent,
-                          bool always_one)
+bool mp_outlier_may_eject(uint32_t active, uint32_t n_hosts, uint32_t max_percent, bool always_one)
 {
     if (always_one && active == 0)
         return true;
@@ -73,7 +72,8 @@ uint64_t mp_outlier_ejection_ms(const mp_outlier_config_t *cfg, uint32_t backoff
  * anyway, and a smaller multiplier lets a recovered host shed it sooner. */
 uint32_t mp_outlier_backoff_after_eject(const mp_outlier_config_t *cfg, uint32_t backoff)
 {
-    if (cfg->base_ejection_time_ms * backoff < cfg->max_ejection_time_ms + cfg->base_ejection_time_ms)
+    if (cfg->base_ejection_time_ms * backoff <
+        cfg->max_ejection_time_ms + cfg->base_ejection_time_ms)
         return backoff + 1;
     return backoff;
 }

@@ -26,10 +26,10 @@ typedef struct candidate {
  * in percent with its volume, or -1 when it had no requests. */
 static double take_rate(mp_outlier_host_t *oh, bool local, uint32_t *volume)
 {
-    uint32_t total = atomic_exchange_explicit(local ? &oh->local_total : &oh->ext_total, 0,
-                                              RELAXED);
-    uint32_t ok = atomic_exchange_explicit(local ? &oh->local_success : &oh->ext_success, 0,
-                                           RELAXED);
+    uint32_t total =
+        atomic_exchange_explicit(local ? &oh->local_total : &oh->ext_total, 0, RELAXED);
+    uint32_t ok =
+        atomic_exchange_explicit(local ? &oh->local_success : &oh->ext_success, 0, RELAXED);
     *volume = total;
     if (total == 0)
         return -1;

@@ -61,8 +61,7 @@ static void on_timeout(mp_stream_t *s, uint32_t flag, const char *details)
     if (flag == MP_RF_UPSTREAM_TIMEOUT && s->cluster != NULL) {
         mp_stats_inc(s->cluster->stats.upstream_rq_timeout);
         report_outlier(s, MP_OUTLIER_TIMEOUT);
-    }
-    else if (flag == MP_RF_STREAM_IDLE_TIMEOUT)
+    } else if (flag == MP_RF_STREAM_IDLE_TIMEOUT)
         mp_stats_inc(h->stats.downstream_rq_idle_timeout);
     else
         mp_stats_inc(h->stats.downstream_rq_timeout);

@@ -20,8 +20,8 @@ static int durations(const pb_od_t *pb, mp_outlier_config_t *o, mp_err_t *err)
     if (mp_translate__duration_ms(pb->max_ejection_time, o->max_ejection_time_ms,
                                   &o->max_ejection_time_ms, err) != 0)
         return mp_err_prefix(err, "max_ejection_time: ");
-    if (mp_translate__duration_ms(pb->max_ejection_time_jitter, 0,
-                                  &o->max_ejection_time_jitter_ms, err) != 0)
+    if (mp_translate__duration_ms(pb->max_ejection_time_jitter, 0, &o->max_ejection_time_jitter_ms,
+                                  err) != 0)
         return mp_err_prefix(err, "max_ejection_time_jitter: ");
     /* Envoy's validation: a sweep needs a period, an ejection a length. */
     if (o->interval_ms == 0)
@@ -80,8 +80,8 @@ static int fields(const pb_od_t *pb, mp_outlier_config_t *o, mp_err_t *err)
     o->consecutive_5xx = mp_translate__u32(pb->consecutive_5xx, o->consecutive_5xx);
     o->consecutive_gateway_failure =
         mp_translate__u32(pb->consecutive_gateway_failure, o->consecutive_gateway_failure);
-    o->consecutive_local_origin_failure = mp_translate__u32(
-        pb->consecutive_local_origin_failure, o->consecutive_local_origin_failure);
+    o->consecutive_local_origin_failure = mp_translate__u32(pb->consecutive_local_origin_failure,
+                                                            o->consecutive_local_origin_failure);
     o->success_rate_minimum_hosts =
         mp_translate__u32(pb->success_rate_minimum_hosts, o->success_rate_minimum_hosts);
     o->success_rate_request_volume =
@@ -90,10 +90,10 @@ static int fields(const pb_od_t *pb, mp_outlier_config_t *o, mp_err_t *err)
         mp_translate__u32(pb->success_rate_stdev_factor, o->success_rate_stdev_factor);
     o->failure_percentage_threshold =
         mp_translate__u32(pb->failure_percentage_threshold, o->failure_percentage_threshold);
-    o->failure_percentage_minimum_hosts = mp_translate__u32(
-        pb->failure_percentage_minimum_hosts, o->failure_percentage_minimum_hosts);
-    o->failure_percentage_request_volume = mp_translate__u32(
-        pb->failure_percentage_request_volume, o->failure_percentage_request_volume);
+    o->failure_percentage_minimum_hosts = mp_translate__u32(pb->failure_percentage_minimum_hosts,
+                                                            o->failure_percentage_minimum_hosts);
+    o->failure_percentage_request_volume = mp_translate__u32(pb->failure_percentage_request_volume,
+                                                             o->failure_percentage_request_volume);
     o->split_external_local_origin_errors = pb->split_external_local_origin_errors;
     o->always_eject_one_host = mp_translate__bool(pb->always_eject_one_host, false);
     enforcing(pb, o);

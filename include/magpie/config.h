@@ -278,7 +278,7 @@ typedef struct mp_outlier_host {
     atomic_uint consecutive_5xx, consecutive_gateway, consecutive_local;
     atomic_uint ext_total, ext_success, local_total, local_success; /* this interval */
     atomic_uint pending; /* 1 << MP_OUTLIER_* type: a threshold was crossed, main to decide */
-    uint32_t num_ejections, backoff;  /* times ejected; ejection time multiplier */
+    uint32_t num_ejections, backoff;   /* times ejected; ejection time multiplier */
     uint64_t ejected_ms, unejected_ms; /* mp_now_ms() of the last of each; 0: never */
     uint32_t jitter_ms, last_type;
     double success_rate, local_success_rate; /* last interval's, -1 when not computed */

@@ -43,23 +43,23 @@ enum {
 
 /* OutlierDetection, with Envoy's defaults (mp_outlier_config_default). */
 typedef struct mp_outlier_config {
-    uint64_t interval_ms;           /* 10000 */
-    uint64_t base_ejection_time_ms; /* 30000 */
-    uint64_t max_ejection_time_ms;  /* 300000 */
-    uint64_t max_ejection_time_jitter_ms; /* 0 */
-    uint32_t max_ejection_percent;  /* 10 */
-    uint32_t consecutive_5xx;       /* 5 */
-    uint32_t consecutive_gateway_failure;      /* 5 */
-    uint32_t consecutive_local_origin_failure; /* 5 */
-    uint32_t enforcing[MP_OUTLIER_TYPE_COUNT]; /* 100, 0, 100, 100, 100, 0, 0 */
-    uint32_t success_rate_minimum_hosts;       /* 5 */
-    uint32_t success_rate_request_volume;      /* 100 */
-    uint32_t success_rate_stdev_factor;        /* 1900: the factor times 1000 */
-    uint32_t failure_percentage_threshold;     /* 85 */
-    uint32_t failure_percentage_minimum_hosts; /* 5 */
+    uint64_t interval_ms;                       /* 10000 */
+    uint64_t base_ejection_time_ms;             /* 30000 */
+    uint64_t max_ejection_time_ms;              /* 300000 */
+    uint64_t max_ejection_time_jitter_ms;       /* 0 */
+    uint32_t max_ejection_percent;              /* 10 */
+    uint32_t consecutive_5xx;                   /* 5 */
+    uint32_t consecutive_gateway_failure;       /* 5 */
+    uint32_t consecutive_local_origin_failure;  /* 5 */
+    uint32_t enforcing[MP_OUTLIER_TYPE_COUNT];  /* 100, 0, 100, 100, 100, 0, 0 */
+    uint32_t success_rate_minimum_hosts;        /* 5 */
+    uint32_t success_rate_request_volume;       /* 100 */
+    uint32_t success_rate_stdev_factor;         /* 1900: the factor times 1000 */
+    uint32_t failure_percentage_threshold;      /* 85 */
+    uint32_t failure_percentage_minimum_hosts;  /* 5 */
     uint32_t failure_percentage_request_volume; /* 50 */
-    bool split_external_local_origin_errors;   /* false */
-    bool always_eject_one_host;                /* false */
+    bool split_external_local_origin_errors;    /* false */
+    bool always_eject_one_host;                 /* false */
 } mp_outlier_config_t;
 
 typedef struct mp_outlier_stats {
@@ -113,8 +113,7 @@ mp_outlier_sr_t mp_outlier_sr_threshold(const double *rates, uint32_t n, uint32_
 
 /* Whether one more ejection fits: (active + 1) / n_hosts <= max_percent, or none is active and
  * always_eject_one_host. */
-bool mp_outlier_may_eject(uint32_t active, uint32_t n_hosts, uint32_t max_percent,
-                          bool always_one);
+bool mp_outlier_may_eject(uint32_t active, uint32_t n_hosts, uint32_t max_percent, bool always_one);
 
 /* How long an ejection lasts for multiplier backoff: min(base * backoff, max), plus jitter. */
 uint64_t mp_outlier_ejection_ms(const mp_outlier_config_t *cfg, uint32_t backoff,
