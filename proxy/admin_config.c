@@ -8,6 +8,7 @@
 #include <protobuf-c/protobuf-c.h>
 
 #include "magpie/json_pb.h"
+#include "magpie/outlier.h"
 
 #include "admin_internal.h"
 
@@ -35,6 +36,17 @@ static void cluster_header(const mp_cluster_t *c, mp_buf_t *out)
                       priorities[p], l->max_retries);
     }
     mp_buf_printf(out, "%s::added_via_api::false\n", c->name);
+    if (c->outlier == NULL)
+        return;
+    /* The last sweep's figures, as Envoy prints them; -1 until one is computed. */
+    const mp_outlier_t *od = c->outlier;
+    mp_buf_printf(out, "%s::outlier::success_rate_average::%g\n", c->name, od->sr_average);
+    mp_buf_printf(out, "%s::outlier::success_rate_ejection_threshold::%g\n", c->name,
+                  od->sr_threshold);
+    mp_buf_printf(out, "%s::outlier::local_origin_success_rate_average::%g\n", c->name,
+                  od->local_sr_average);
+    mp_buf_printf(out, "%s::outlier::local_origin_success_rate_ejection_threshold::%g\n", c->name,
+                  od->local_sr_threshold);
 }
 
 static void host_lines(const mp_cluster_t *c, const mp_host_t *h, mp_buf_t *out)
@@ -43,14 +55,19 @@ static void host_lines(const mp_cluster_t *c, const mp_host_t *h, mp_buf_t *out)
     for (size_t i = 0; i < MP_ARRAY_SIZE(host_counters); i++)
         mp_buf_printf(out, "%s::%s::%s::0\n", pre, addr, host_counters[i]);
     mp_buf_printf(out, "%s::%s::hostname::%s\n", pre, addr, h->hostname ? h->hostname : "");
-    /* No active health checking or outlier ejection state is kept per host yet. */
-    mp_buf_printf(out, "%s::%s::health_flags::healthy\n", pre, addr);
+    /* A set built by hand (tests) may have no health records: such hosts are healthy. */
+    static mp_host_health_t none = {.outlier = {.success_rate = -1, .local_success_rate = -1}};
+    mp_host_health_t *hh = h->health != NULL ? h->health : &none;
+    char flags[128];
+    mp_outlier_health_flags(atomic_load(&hh->flags), flags, sizeof(flags));
+    mp_buf_printf(out, "%s::%s::health_flags::%s\n", pre, addr, flags);
     mp_buf_printf(out, "%s::%s::weight::%u\n", pre, addr, h->weight);
     mp_buf_printf(out, "%s::%s::region::\n%s::%s::zone::\n%s::%s::sub_zone::\n", pre, addr, pre,
                   addr, pre, addr);
     mp_buf_printf(out, "%s::%s::canary::false\n%s::%s::priority::0\n", pre, addr, pre, addr);
-    mp_buf_printf(out, "%s::%s::success_rate::-1\n%s::%s::local_origin_success_rate::-1\n", pre,
-                  addr, pre, addr);
+    const mp_outlier_host_t *oh = &hh->outlier;
+    mp_buf_printf(out, "%s::%s::success_rate::%g\n%s::%s::local_origin_success_rate::%g\n", pre,
+                  addr, oh->success_rate, pre, addr, oh->local_success_rate);
 }
 
 void mp_admin__clusters(const mp_config_t *cfg, mp_admin_reply_t *r)

@@ -12,6 +12,7 @@
 #include "magpie/circuit.h"
 #include "magpie/log.h"
 #include "magpie/config.h"
+#include "magpie/outlier.h"
 #include "magpie/route.h"
 #include "magpie/tls.h"
 
@@ -166,6 +167,7 @@ void mp_config__cluster_free(mp_cluster_t *c)
     free(c->localities);
     mp_tls_ctx_free(c->tls);
     mp_hostset_release(atomic_load_explicit(&c->hosts, memory_order_acquire));
+    mp_outlier_free(c->outlier);
     free(c);
 }
 

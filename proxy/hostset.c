@@ -90,6 +90,7 @@ mp_host_health_t *mp_host_health_new(void)
     mp_host_health_t *h = mp_xcalloc(1, sizeof(*h));
     atomic_init(&h->refs, 1);
     atomic_init(&h->flags, 0);
+    h->outlier.success_rate = h->outlier.local_success_rate = -1;
     return h;
 }
 

@@ -5,10 +5,13 @@
 
 #include <ev.h>
 
+#include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
+
 #include "magpie/admin.h"
 #include "magpie/buf.h"
 #include "magpie/dns.h"
 #include "magpie/log.h"
+#include "magpie/outlier.h"
 #include "magpie/sds.h"
 #include "magpie/server.h"
 #include "magpie/stats.h"
@@ -119,6 +122,15 @@ static void on_clusters_ready(void *ctx)
     mp_stats_gauge_set(s->stats.state, 0); /* LIVE */
 }
 
+/* cluster_manager.outlier_detection.event_log_path of the bootstrap, or NULL. */
+static const char *outlier_event_log(const mp_config_t *cfg)
+{
+    const Envoy__Config__Bootstrap__V3__Bootstrap *b = cfg->bootstrap;
+    if (b == NULL || b->cluster_manager == NULL || b->cluster_manager->outlier_detection == NULL)
+        return NULL;
+    return b->cluster_manager->outlier_detection->event_log_path;
+}
+
 int mp_server_run(mp_server_t *s, mp_err_t *err)
 {
     mp_config_t *cfg = atomic_load(&s->config);
@@ -146,6 +158,7 @@ int mp_server_run(mp_server_t *s, mp_err_t *err)
     mp_err_t werr = {{0}};
     if (mp_sds_watch_start(s->loop, cfg, &werr) != 0) /* serving without rotation beats not */
         mp_log_warn("%s; certificates will not rotate", werr.msg);
+    mp_outlier_start_all(s->loop, cfg, outlier_event_log(cfg));
     mp_dns_watch_clusters(s->dns, cfg->clusters, cfg->n_clusters, on_clusters_ready, s);
     ev_run(s->loop, 0);
     for (unsigned i = 0; s->workers != NULL && i < s->n_workers; i++)
@@ -156,6 +169,7 @@ int mp_server_run(mp_server_t *s, mp_err_t *err)
     if (cfg->has_admin)
         mp_admin_stop(s);
     mp_sds_watch_stop();
+    mp_outlier_stop_all(cfg);
     mp_dns_free(s->dns);
     s->dns = NULL;
     mp_log_info("exiting");

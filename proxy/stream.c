@@ -10,6 +10,7 @@
 #include "magpie/filter.h"
 #include "magpie/grpc.h"
 #include "magpie/log.h"
+#include "magpie/outlier.h"
 #include "magpie/route.h"
 #include "magpie/route_hash.h"
 #include "magpie/router.h"
@@ -56,12 +57,20 @@ static uint64_t idle_timeout_ms(const mp_stream_t *s)
     return s->conn->hcm->stream_idle_timeout_ms;
 }
 
+/* Outlier detection hears how each upstream attempt ended: a status or an MP_OUTLIER_* event. */
+static void report_outlier(mp_stream_t *s, mp_outlier_result_t r)
+{
+    if (s->cluster != NULL && s->hosts != NULL && s->host_idx >= 0 &&
+        (uint32_t)s->host_idx < s->hosts->n)
+        mp_outlier_report(s->cluster, &s->hosts->hosts[s->host_idx], r);
+}
+
 /* Route timeout, stream idle timeout and request timeout all end here. */
 static void on_timeout(mp_stream_t *s, uint32_t flag, const char *details)
 {
     const mp_hcm_config_t *h = s->conn->hcm;
     if (flag == MP_RF_UPSTREAM_TIMEOUT && s->cluster != NULL)
-        mp_stats_inc(s->cluster->stats.upstream_rq_timeout);
+        mp_stats_inc(s->cluster->stats.upstream_rq_timeout); /* attempt_done told outliers */
     else if (flag == MP_RF_STREAM_IDLE_TIMEOUT)
         mp_stats_inc(h->stats.downstream_rq_idle_timeout);
     else
@@ -496,6 +505,11 @@ static void attempt_done(mp_stream_t *s, const mp_attempt_outcome_t *o)
     if (!s->attempt_open)
         return;
     s->attempt_open = false;
+    /* Outlier detection hears how every attempt ended, retried or not. */
+    if (o->kind == MP_ATTEMPT_RESPONSE && o->resp != NULL)
+        report_outlier(s, o->resp->status);
+    else
+        report_outlier(s, mp_outlier_result_of_flag(o->flag));
     ev_timer_stop(loop_of(s), &s->per_try_timer);
     ev_timer_stop(loop_of(s), &s->per_try_idle_timer);
 }

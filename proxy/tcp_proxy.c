@@ -26,6 +26,7 @@
 #include "magpie/circuit.h"
 #include "magpie/log.h"
 #include "magpie/net.h"
+#include "magpie/outlier.h"
 #include "magpie/stats.h"
 #include "tcp_proxy.h"
 
@@ -365,8 +366,16 @@ static void start_idle_timer(mp_tcp_conn_t *c)
 
 /* ---- connecting ---- */
 
+/* Outlier detection hears of every connect attempt: the TCP proxy has no response to judge. */
+static void report_outlier(mp_tcp_conn_t *c, mp_outlier_result_t r)
+{
+    if (c->hosts != NULL && c->host_idx >= 0 && (uint32_t)c->host_idx < c->hosts->n)
+        mp_outlier_report(c->cluster, &c->hosts->hosts[c->host_idx], r);
+}
+
 static void attempt_failed(mp_tcp_conn_t *c, const char *why)
 {
+    report_outlier(c, MP_OUTLIER_CONNECT_FAILED);
     mp_log_debug("tcp_proxy %s: upstream %s: %s", c->peer, c->upstream_host, why);
     mp_stats_inc(c->cluster->stats.upstream_cx_connect_fail);
     close_upstream(c, false);
@@ -384,6 +393,7 @@ static void on_connect_timer(struct ev_loop *loop, ev_timer *t, int revents)
 static void on_upstream_open(mp_tcp_conn_t *c)
 {
     ev_timer_stop(c->w->loop, &c->connect_timer);
+    report_outlier(c, MP_OUTLIER_CONNECT_SUCCESS_FINAL);
     c->state = TP_OPEN;
     ev_io_start(c->w->loop, &c->up.rio);
     mp_tport_kick_read(&c->up.tp); /* what OpenSSL read past the handshake's last record */
@@ -471,6 +481,7 @@ static bool connect_host(mp_tcp_conn_t *c, int idx)
     if (fd < 0) {
         mp_log_debug("tcp_proxy %s: upstream %s: %s", c->peer, host->addr.text, strerror(errno));
         mp_stats_inc(c->cluster->stats.upstream_cx_connect_fail);
+        report_outlier(c, MP_OUTLIER_CONNECT_FAILED);
         return false;
     }
     mp_tport_init(&c->up.tp, c->w->loop, fd, &c->up.rio);

@@ -519,8 +519,8 @@ static int check_unsupported(const mp_pb_cluster_t *pb, mp_err_t *err)
 {
     if (pb->n_transport_socket_matches > 0)
         return mp_err_set(err, "transport_socket_matches: not supported yet");
-    if (pb->outlier_detection != NULL || pb->n_health_checks > 0)
-        mp_log_debug("cluster %s: outlier_detection and health_checks are "
+    if (pb->n_health_checks > 0)
+        mp_log_debug("cluster %s: health_checks are "
                      "accepted but not enforced yet",
                      pb->name);
     return 0;
@@ -596,5 +596,9 @@ mp_cluster_t *mp_translate__cluster(const mp_pb_cluster_t *pb, uint32_t index, m
     warn_alpn_mismatch(c);
     register_stats(c, stat_name);
     mp_translate__circuit_stats(c, stat_name);
+    if (mp_translate__outlier(pb, c, stat_name, err) != 0) {
+        mp_config__cluster_free(c);
+        return NULL;
+    }
     return c;
 }

@@ -143,6 +143,10 @@ mp_cluster_t *mp_translate__cluster(const mp_pb_cluster_t *pb, uint32_t index, m
  * cluster (cfg->local_cluster_name, already translated into cfg), which also switches zone aware
  * routing on unless locality_weighted_lb_config chose otherwise.  Main thread. */
 void mp_translate__cluster_locality(mp_cluster_t *c, const mp_config_t *cfg);
+/* Cluster.outlier_detection into c->outlier (left NULL when absent); stats are named after
+ * stat_name.  Returns 0 or MP_ERROR with err ("outlier_detection.<field>: ..."). */
+int mp_translate__outlier(const mp_pb_cluster_t *pb, mp_cluster_t *c, const char *stat_name,
+                          mp_err_t *err);
 
 /* Listener -> *out (zeroed by the caller).  cfg supplies the clusters that routes resolve. */
 /* FilterChainMatch -> m (NULL: every criterion empty).  0 or MP_ERROR with err set

@@ -355,9 +355,23 @@ typedef struct mp_locality {
  * refresh that returns the same address keeps it) and read by every worker.  The main thread's
  * health checker and outlier detector set and clear their flags; workers read them on each pick.
  * Refcounted (atomic): each mp_host_t holding it owns one ref. */
+/* Outlier detection's record of one host (proxy/outlier.c).  It lives in the health record so
+ * that it follows the host across DNS refreshes, as the ejection flag does, and a worker's report
+ * needs no lookup.  Workers write the atomics (relaxed); the rest is the main thread's. */
+typedef struct mp_outlier_host {
+    atomic_uint consecutive_5xx, consecutive_gateway, consecutive_local;
+    atomic_uint ext_total, ext_success, local_total, local_success; /* this interval */
+    atomic_uint pending; /* 1 << MP_OUTLIER_* type: a threshold was crossed, main to decide */
+    uint32_t num_ejections, backoff;   /* times ejected; ejection time multiplier */
+    uint64_t ejected_ms, unejected_ms; /* mp_now_ms() of the last of each; 0: never */
+    uint32_t jitter_ms, last_type;
+    double success_rate, local_success_rate; /* last interval's, -1 when not computed */
+} mp_outlier_host_t;
+
 typedef struct mp_host_health {
     atomic_uint refs;
     atomic_uint flags; /* MP_HEALTH_* */
+    mp_outlier_host_t outlier;
 } mp_host_health_t;
 
 typedef struct mp_host {
@@ -507,6 +521,7 @@ struct mp_cluster {
     mp_cb_limits_t cb_limits[MP_PRIORITY_COUNT]; /* circuit_breakers.thresholds */
     mp_cb_counts_t cb_counts[MP_PRIORITY_COUNT];
     mp_cluster_stats_t stats;
+    struct mp_outlier *outlier; /* outlier_detection (include/magpie/outlier.h), or NULL: off */
 };
 
 /* ---- access logs ---- */

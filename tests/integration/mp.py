@@ -605,7 +605,9 @@ class TestUpstream:
                                         up to 1 MB kept)
 
     requests counts requests whose head was read; connections counts accepted connections;
-    seen holds the last 1000 request heads.  Keep-alive unless the client asks to close."""
+    seen holds the last 1000 request heads.  Keep-alive unless the client asks to close.
+    Setting force_status (e.g. 503) makes every request get that status, whatever its path,
+    until it is set back to None: a host that turns bad and recovers on command."""
 
     def __init__(self, port=None):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -621,6 +623,7 @@ class TestUpstream:
         self.trailers = []  # trailer fields of the last chunked request body
         self.body_progress = 0  # request-body bytes /slow_read has taken so far
         self.fail_counts = {}  # /fail/... path -> requests seen
+        self.force_status = None  # every request answered with this status while set
         self._lock = threading.Lock()
         self._stop = False
         self._conns = set()
@@ -731,6 +734,10 @@ class TestUpstream:
         else:
             n = self._body(c, rd, headers)
         conn_hdr = b"" if keep else b"Connection: close\r\n"
+        forced = self.force_status
+        if forced is not None:
+            c.sendall(b"HTTP/1.1 %d X\r\nContent-Length: 7\r\n%s\r\nforced\n" % (forced, conn_hdr))
+            return keep
         if p.startswith("/delay/"):
             time.sleep(int(p.split("/")[2]) / 1000.0)
         if p == "/unsolicited_101":
