@@ -7,6 +7,7 @@
 
 #include "config_internal.h"
 #include "magpie/filter.h"
+#include "magpie/health_check.h"
 #include "magpie/rbac.h"
 #include "magpie/access_log.h"
 #include "magpie/config.h"
@@ -142,6 +143,7 @@ void mp_config__cluster_free(mp_cluster_t *c)
         free(c->endpoints[i].address);
     free(c->endpoints);
     mp_tls_ctx_free(c->tls);
+    mp_health_checks_free(c->health_checks);
     mp_hostset_release(atomic_load_explicit(&c->hosts, memory_order_acquire));
     free(c);
 }

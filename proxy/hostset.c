@@ -9,6 +9,7 @@
 
 #include "magpie/config.h"
 #include "magpie/dns.h"
+#include "magpie/health_check.h"
 
 /* Why a lock, and why it is fine.
  *
@@ -116,8 +117,21 @@ static bool same_addr(const mp_addr_t *a, const mp_addr_t *b)
     return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
 }
 
-/* Quadratic, but only on a DNS answer, for sets of tens of hosts. */
 void mp_hostset_adopt_health(mp_hostset_t *fresh, const mp_hostset_t *old)
+{
+    mp_hostset_adopt_health_flags(fresh, old, 0);
+}
+
+uint32_t mp_hostset_count_usable(const mp_hostset_t *hs)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; hs != NULL && i < hs->n; i++)
+        n += mp_host_usable(&hs->hosts[i]);
+    return n;
+}
+
+/* Quadratic, but only on a DNS answer, for sets of tens of hosts. */
+void mp_hostset_adopt_health_flags(mp_hostset_t *fresh, const mp_hostset_t *old, uint32_t flags)
 {
     for (uint32_t i = 0; i < fresh->n; i++) {
         mp_host_t *h = &fresh->hosts[i];
@@ -126,8 +140,10 @@ void mp_hostset_adopt_health(mp_hostset_t *fresh, const mp_hostset_t *old)
         for (uint32_t j = 0; old != NULL && j < old->n && h->health == NULL; j++)
             if (same_addr(&h->addr, &old->hosts[j].addr))
                 h->health = mp_host_health_ref(old->hosts[j].health);
-        if (h->health == NULL)
+        if (h->health == NULL) {
             h->health = mp_host_health_new();
+            atomic_store_explicit(&h->health->flags, flags, memory_order_relaxed);
+        }
     }
 }
 
@@ -177,7 +193,7 @@ int mp_cluster_init_static_hosts(mp_cluster_t *c, mp_err_t *err)
         hs->hosts[i].weight = ep->weight ? ep->weight : 1;
     }
     mp_hostset_sum_weights(hs);
-    mp_hostset_adopt_health(hs, NULL);
+    mp_hostset_adopt_health_flags(hs, NULL, mp_hc_initial_flags(c));
     mp_cluster_hosts_publish(c, hs);
     return 0;
 }

@@ -8,6 +8,7 @@
 #include "magpie/admin.h"
 #include "magpie/buf.h"
 #include "magpie/dns.h"
+#include "magpie/health_check.h"
 #include "magpie/log.h"
 #include "magpie/sds.h"
 #include "magpie/server.h"
@@ -104,9 +105,9 @@ static int start_workers(mp_server_t *s, mp_err_t *err)
     return 0;
 }
 
-/* Listeners open once every cluster has had its first DNS answer, as Envoy initialises static
- * clusters before it takes traffic. */
-static void on_clusters_ready(void *ctx)
+/* Listeners open once every cluster has had its first DNS answer and every host its first
+ * active health check, as Envoy initialises clusters before it takes traffic. */
+static void on_health_ready(void *ctx)
 {
     mp_server_t *s = ctx;
     if (atomic_load(&s->draining))
@@ -117,6 +118,15 @@ static void on_clusters_ready(void *ctx)
         exit(1);
     }
     mp_stats_gauge_set(s->stats.state, 0); /* LIVE */
+}
+
+static void on_clusters_ready(void *ctx)
+{
+    mp_server_t *s = ctx;
+    if (atomic_load(&s->draining))
+        return;
+    mp_config_t *cfg = atomic_load(&s->config);
+    s->hc = mp_hc_start(s->loop, cfg->clusters, cfg->n_clusters, on_health_ready, s);
 }
 
 int mp_server_run(mp_server_t *s, mp_err_t *err)
@@ -156,6 +166,8 @@ int mp_server_run(mp_server_t *s, mp_err_t *err)
     if (cfg->has_admin)
         mp_admin_stop(s);
     mp_sds_watch_stop();
+    mp_hc_free(s->hc);
+    s->hc = NULL;
     mp_dns_free(s->dns);
     s->dns = NULL;
     mp_log_info("exiting");

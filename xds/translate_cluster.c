@@ -353,8 +353,8 @@ static int check_unsupported(const mp_pb_cluster_t *pb, mp_err_t *err)
 {
     if (pb->n_transport_socket_matches > 0)
         return mp_err_set(err, "transport_socket_matches: not supported yet");
-    if (pb->circuit_breakers != NULL || pb->outlier_detection != NULL || pb->n_health_checks > 0)
-        mp_log_debug("cluster %s: circuit_breakers, outlier_detection and health_checks are "
+    if (pb->circuit_breakers != NULL || pb->outlier_detection != NULL)
+        mp_log_debug("cluster %s: circuit_breakers and outlier_detection are "
                      "accepted but not enforced yet",
                      pb->name);
     return 0;
@@ -364,7 +364,8 @@ static int translate_fields(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_err_t
 {
     if (check_unsupported(pb, err) != 0 || translate_type(pb, c, err) != 0 ||
         translate_lb(pb, c, err) != 0 || translate_timing(pb, c, err) != 0 ||
-        translate_http_options(pb, c, err) != 0 || translate_endpoints(pb, c, err) != 0)
+        translate_http_options(pb, c, err) != 0 || translate_endpoints(pb, c, err) != 0 ||
+        mp_translate__health_checks(pb, c, err) != 0)
         return MP_ERROR;
     return mp_cluster_init_static_hosts(c, err);
 }
