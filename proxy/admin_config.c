@@ -43,14 +43,36 @@ static void cluster_header(const mp_cluster_t *c, mp_buf_t *out)
     mp_buf_printf(out, "%s::added_via_api::false\n", c->name);
 }
 
+void mp_admin__health_flags(uint32_t flags, mp_buf_t *out)
+{
+    /* Envoy's order and spelling (HostUtility::healthFlagsToString). */
+    static const struct {
+        uint32_t flag;
+        const char *name;
+    } names[] = {
+        {MP_HEALTH_FAILED_ACTIVE_HC, "/failed_active_hc"},
+        {MP_HEALTH_FAILED_OUTLIER_CHECK, "/failed_outlier_check"},
+        {MP_HEALTH_DEGRADED_ACTIVE_HC, "/degraded_active_hc"},
+        {MP_HEALTH_PENDING_ACTIVE_HC, "/pending_active_hc"},
+    };
+    if (flags == 0) {
+        mp_buf_append_str(out, "healthy");
+        return;
+    }
+    for (size_t i = 0; i < MP_ARRAY_SIZE(names); i++)
+        if (flags & names[i].flag)
+            mp_buf_append_str(out, names[i].name);
+}
+
 static void host_lines(const mp_cluster_t *c, const mp_host_t *h, mp_buf_t *out)
 {
     const char *pre = c->name, *addr = h->addr.text;
     for (size_t i = 0; i < MP_ARRAY_SIZE(host_counters); i++)
         mp_buf_printf(out, "%s::%s::%s::0\n", pre, addr, host_counters[i]);
     mp_buf_printf(out, "%s::%s::hostname::%s\n", pre, addr, h->hostname ? h->hostname : "");
-    /* No active health checking or outlier ejection state is kept per host yet. */
-    mp_buf_printf(out, "%s::%s::health_flags::healthy\n", pre, addr);
+    mp_buf_printf(out, "%s::%s::health_flags::", pre, addr);
+    mp_admin__health_flags(atomic_load_explicit(&h->health->flags, memory_order_relaxed), out);
+    mp_buf_append_str(out, "\n");
     mp_buf_printf(out, "%s::%s::weight::%u\n", pre, addr, h->weight);
     mp_buf_printf(out, "%s::%s::region::\n%s::%s::zone::\n%s::%s::sub_zone::\n", pre, addr, pre,
                   addr, pre, addr);
