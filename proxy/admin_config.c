@@ -71,7 +71,8 @@ static void host_lines(const mp_cluster_t *c, const mp_host_t *h, mp_buf_t *out)
         mp_buf_printf(out, "%s::%s::%s::0\n", pre, addr, host_counters[i]);
     mp_buf_printf(out, "%s::%s::hostname::%s\n", pre, addr, h->hostname ? h->hostname : "");
     mp_buf_printf(out, "%s::%s::health_flags::", pre, addr);
-    mp_admin__health_flags(atomic_load_explicit(&h->health->flags, memory_order_relaxed), out);
+    mp_admin__health_flags(
+        h->health ? atomic_load_explicit(&h->health->flags, memory_order_relaxed) : 0, out);
     mp_buf_append_str(out, "\n");
     mp_buf_printf(out, "%s::%s::weight::%u\n", pre, addr, h->weight);
     mp_buf_printf(out, "%s::%s::region::\n%s::%s::zone::\n%s::%s::sub_zone::\n", pre, addr, pre,

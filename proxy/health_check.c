@@ -74,8 +74,8 @@ static uint64_t next_interval_ms(mp_hc_session_t *s, bool ok, transition_t t)
         else
             base = t == T_PENDING ? hc->healthy_edge_interval_ms : hc->interval_ms;
     } else {
-        base = ok && t != T_PENDING ? hc->no_traffic_healthy_interval_ms
-                                    : hc->no_traffic_interval_ms;
+        base =
+            ok && t != T_PENDING ? hc->no_traffic_healthy_interval_ms : hc->no_traffic_interval_ms;
     }
     if (hc->interval_jitter_percent > 0)
         base += rand_below(s->hcc->hc, hc->interval_jitter_percent * base / 100);

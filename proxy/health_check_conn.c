@@ -269,7 +269,8 @@ static void on_writable(mp_hc_session_t *s)
         int err = 0;
         socklen_t len = sizeof(err);
         if (getsockopt(s->tp.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
-            finish(s, MP_HC_NET_FAIL, err == ECONNREFUSED ? "connection refused" : "connect failed");
+            finish(s, MP_HC_NET_FAIL,
+                   err == ECONNREFUSED ? "connection refused" : "connect failed");
             return;
         }
         on_connected(s);

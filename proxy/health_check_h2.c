@@ -15,8 +15,8 @@ static bool is_grpc(const mp_hc_session_t *s)
     return s->hc->kind == MP_HC_GRPC;
 }
 
-static int on_header(nghttp2_session *h2, const nghttp2_frame *f, const uint8_t *name,
-                     size_t nlen, const uint8_t *value, size_t vlen, uint8_t flags, void *ud)
+static int on_header(nghttp2_session *h2, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
+                     const uint8_t *value, size_t vlen, uint8_t flags, void *ud)
 {
     mp_hc_session_t *s = ud;
     if (f->hd.stream_id != s->stream_id)
@@ -32,8 +32,8 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *f, const uint8_t 
     return 0;
 }
 
-static int on_data(nghttp2_session *h2, uint8_t flags, int32_t id, const uint8_t *data,
-                   size_t len, void *ud)
+static int on_data(nghttp2_session *h2, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
+                   void *ud)
 {
     mp_hc_session_t *s = ud;
     if (id != s->stream_id)
@@ -52,8 +52,11 @@ static mp_hc_result_t grpc_verdict(const mp_hc_session_t *s)
 {
     if (s->status != 200 || s->grpc_status != 0)
         return MP_HC_FAIL;
-    int r = mp_hc_grpc_response(s->resp_body, s->resp_len);
-    return r == 1 ? MP_HC_OK : r == 0 ? MP_HC_FAIL : MP_HC_NET_FAIL;
+    bool serving = false;
+    int r = mp_hc_grpc_response(s->resp_body, s->resp_len, &serving);
+    if (r != 0)
+        return MP_HC_NET_FAIL; /* cut short or malformed */
+    return serving ? MP_HC_OK : MP_HC_FAIL;
 }
 
 static int on_stream_close(nghttp2_session *h2, int32_t id, uint32_t code, void *ud)
@@ -73,8 +76,8 @@ static int on_stream_close(nghttp2_session *h2, int32_t id, uint32_t code, void 
     return 0;
 }
 
-static ssize_t read_body(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t len,
-                         uint32_t *flags, nghttp2_data_source *src, void *ud)
+static ssize_t read_body(nghttp2_session *h2, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+                         nghttp2_data_source *src, void *ud)
 {
     mp_hc_session_t *s = ud;
     size_t n = MP_MIN(len, s->req_len - s->req_off);

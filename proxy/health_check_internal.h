@@ -19,12 +19,12 @@ typedef struct hc_cluster hc_cluster_t;
 
 /* How one check ended. */
 typedef enum mp_hc_result {
-    MP_HC_PENDING,     /* no verdict yet */
-    MP_HC_OK,          /* passed */
-    MP_HC_FAIL,        /* answered, but wrong (status, payload, NOT_SERVING) */
-    MP_HC_NET_FAIL,    /* connect refused, reset, protocol garbage, early close */
-    MP_HC_TIMEOUT,     /* no verdict within timeout */
-    MP_HC_IMMEDIATE,   /* x-envoy-immediate-health-check-fail: unhealthy at once */
+    MP_HC_PENDING,   /* no verdict yet */
+    MP_HC_OK,        /* passed */
+    MP_HC_FAIL,      /* answered, but wrong (status, payload, NOT_SERVING) */
+    MP_HC_NET_FAIL,  /* connect refused, reset, protocol garbage, early close */
+    MP_HC_TIMEOUT,   /* no verdict within timeout */
+    MP_HC_IMMEDIATE, /* x-envoy-immediate-health-check-fail: unhealthy at once */
 } mp_hc_result_t;
 
 /* One host checked by one health check.  Owned by its hc_cluster_t's list. */
@@ -33,7 +33,7 @@ typedef struct mp_hc_session {
     const mp_health_check_t *hc;
     mp_host_health_t *health; /* a ref: the session may outlive the host set it came from */
     mp_addr_t addr;
-    char *sni; /* the host's DNS name, for TLS; or NULL */
+    char *sni;        /* the host's DNS name, for TLS; or NULL */
     ev_timer tick;    /* the next check */
     ev_timer timeout; /* the running check's deadline */
     ev_io rio, wio;
@@ -57,9 +57,9 @@ typedef struct mp_hc_session {
     int grpc_status; /* grpc-status trailer; -1 until seen */
     /* thresholds (Envoy's HealthCheckerImplBase::ActiveHealthCheckSession) */
     uint32_t n_healthy, n_unhealthy;
-    bool first_check;   /* no verdict yet since the session started */
-    bool initial;       /* part of the first round the server waits for */
-    bool mark;          /* host-set sync: still present */
+    bool first_check; /* no verdict yet since the session started */
+    bool initial;     /* part of the first round the server waits for */
+    bool mark;        /* host-set sync: still present */
     struct mp_hc_session *next;
 } mp_hc_session_t;
 

@@ -172,7 +172,7 @@ static int skip_field(const uint8_t **p, const uint8_t *end, unsigned wt)
 }
 
 /* HealthCheckResponse { ServingStatus status = 1; }: the last status wins, as protobuf says. */
-static int decode_response(const uint8_t *p, const uint8_t *end)
+static int decode_response(const uint8_t *p, const uint8_t *end, bool *serving)
 {
     uint64_t status = 0, key;
     while (p < end) {
@@ -185,11 +185,13 @@ static int decode_response(const uint8_t *p, const uint8_t *end)
             return MP_ERROR;
         }
     }
-    return status == GRPC_SERVING ? 1 : 0;
+    *serving = status == GRPC_SERVING;
+    return 0;
 }
 
-int mp_hc_grpc_response(const uint8_t *buf, size_t len)
+int mp_hc_grpc_response(const uint8_t *buf, size_t len, bool *serving)
 {
+    *serving = false;
     if (len < 5)
         return MP_AGAIN;
     uint32_t m = (uint32_t)buf[1] << 24 | (uint32_t)buf[2] << 16 | (uint32_t)buf[3] << 8 | buf[4];
@@ -199,5 +201,5 @@ int mp_hc_grpc_response(const uint8_t *buf, size_t len)
         return MP_AGAIN;
     if (len > 5 + (size_t)m)
         return MP_ERROR;
-    return decode_response(buf + 5, buf + 5 + m);
+    return decode_response(buf + 5, buf + 5 + m, serving);
 }

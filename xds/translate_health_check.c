@@ -77,8 +77,12 @@ static int translate_http(const Envoy__Config__Core__V3__HealthCheck__HttpHealth
         return mp_err_set(err, "path: required, and must start with '/'");
     if (strpbrk(pb->path, " \r\n") != NULL || (pb->host && strpbrk(pb->host, " \r\n/") != NULL))
         return mp_err_set(err, "path/host: must not contain spaces or line breaks");
-    if (pb->send != NULL || pb->n_receive > 0 || pb->service_name_matcher != NULL)
-        return mp_err_set(err, "send/receive/service_name_matcher: not supported");
+    if (pb->send != NULL || pb->n_receive > 0 || pb->service_name_matcher != NULL ||
+        pb->n_retriable_statuses > 0)
+        return mp_err_set(err, "send/receive/service_name_matcher/retriable_statuses: not "
+                               "supported");
+    if ((int)pb->method > 1) /* METHOD_UNSPECIFIED or GET */
+        return mp_err_set(err, "method: only GET is supported");
     if (pb->codec_client_type == ENVOY__TYPE__V3__CODEC_CLIENT_TYPE__HTTP3)
         return mp_err_set(err, "codec_client_type: HTTP3 is not supported");
     hc->http2 = pb->codec_client_type == ENVOY__TYPE__V3__CODEC_CLIENT_TYPE__HTTP2;
@@ -86,10 +90,9 @@ static int translate_http(const Envoy__Config__Core__V3__HealthCheck__HttpHealth
     hc->host = pb->host && pb->host[0] ? mp_xstrdup(pb->host) : NULL;
     if (translate_statuses(pb, hc, err) != 0)
         return MP_ERROR;
-    return mp_translate__header_mutation("request_headers", pb->request_headers_to_add,
-                                         pb->n_request_headers_to_add,
-                                         pb->request_headers_to_remove,
-                                         pb->n_request_headers_to_remove, &hc->headers, err);
+    return mp_translate__header_mutation(
+        "request_headers", pb->request_headers_to_add, pb->n_request_headers_to_add,
+        pb->request_headers_to_remove, pb->n_request_headers_to_remove, &hc->headers, err);
 }
 
 static int translate_grpc(const Envoy__Config__Core__V3__HealthCheck__GrpcHealthCheck *pb,
@@ -107,14 +110,17 @@ static int translate_kind(const pb_hc_t *pb, mp_health_check_t *hc, mp_err_t *er
 {
     switch (pb->health_checker_case) {
     case ENVOY__CONFIG__CORE__V3__HEALTH_CHECK__HEALTH_CHECKER_HTTP_HEALTH_CHECK:
-        return translate_http(pb->http_health_check, hc, err) ? mp_err_prefix(err, "http_health_check.")
-                                                                : 0;
+        return translate_http(pb->http_health_check, hc, err)
+                   ? mp_err_prefix(err, "http_health_check.")
+                   : 0;
     case ENVOY__CONFIG__CORE__V3__HEALTH_CHECK__HEALTH_CHECKER_TCP_HEALTH_CHECK:
-        return translate_tcp(pb->tcp_health_check, hc, err) ? mp_err_prefix(err, "tcp_health_check.")
-                                                              : 0;
+        return translate_tcp(pb->tcp_health_check, hc, err)
+                   ? mp_err_prefix(err, "tcp_health_check.")
+                   : 0;
     case ENVOY__CONFIG__CORE__V3__HEALTH_CHECK__HEALTH_CHECKER_GRPC_HEALTH_CHECK:
-        return translate_grpc(pb->grpc_health_check, hc, err) ? mp_err_prefix(err, "grpc_health_check.")
-                                                                : 0;
+        return translate_grpc(pb->grpc_health_check, hc, err)
+                   ? mp_err_prefix(err, "grpc_health_check.")
+                   : 0;
     case ENVOY__CONFIG__CORE__V3__HEALTH_CHECK__HEALTH_CHECKER_CUSTOM_HEALTH_CHECK:
         return mp_err_set(err, "custom_health_check: not supported");
     default:
@@ -178,7 +184,8 @@ static int translate_one(const pb_hc_t *pb, mp_health_check_t *hc, mp_err_t *err
     hc->reuse_connection = mp_translate__bool(pb->reuse_connection, true);
     hc->always_log_failures = pb->always_log_health_check_failures;
     if (pb->event_log_path != NULL && pb->event_log_path[0] != '\0') {
-        hc->event_log_fd = open(pb->event_log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        hc->event_log_fd =
+            open(pb->event_log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         if (hc->event_log_fd < 0)
             return mp_err_set(err, "event_log_path: cannot open %s", pb->event_log_path);
     }

@@ -113,7 +113,6 @@ mp_hc_t *mp_hc_start(struct ev_loop *loop, mp_cluster_t **clusters, uint32_t n,
  * NULL is fine. */
 void mp_hc_free(mp_hc_t *hc);
 
-
 /* ---- pieces with no I/O, for the checkers and the tests ---- */
 
 /* Whether status falls in one of hc's expected ranges. */
@@ -131,9 +130,9 @@ uint8_t *mp_hc_hex_decode(const char *hex, uint32_t *len);
  * to a new heap buffer of *len bytes. */
 uint8_t *mp_hc_grpc_request(const char *service, size_t *len);
 
-/* gRPC: parses the framed response body (one length-prefixed HealthCheckResponse).  Returns
- * 1 when complete and SERVING, 0 when complete and anything else, MP_AGAIN when more bytes are
- * needed, MP_ERROR when malformed (compressed, too large, trailing bytes, bad protobuf). */
-int mp_hc_grpc_response(const uint8_t *buf, size_t len);
+/* gRPC: parses the framed response body (one length-prefixed HealthCheckResponse).  Returns 0
+ * when complete (*serving: the status is SERVING), MP_AGAIN when more bytes are needed, MP_ERROR
+ * when malformed (compressed, over 4 KiB, trailing bytes, bad protobuf). */
+int mp_hc_grpc_response(const uint8_t *buf, size_t len, bool *serving);
 
 #endif
