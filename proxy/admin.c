@@ -111,7 +111,9 @@ static void on_help(mp_server_t *s, const char *query, mp_admin_reply_t *r)
 static void on_ready(mp_server_t *s, const char *query, mp_admin_reply_t *r)
 {
     mp_config_t *cfg = mp_server_config_acquire(s);
-    if (cfg == NULL)
+    /* Workers (and listeners) start once clusters are initialized: DNS answered and the first
+     * round of active health checks done.  Until then Envoy reports PRE_INITIALIZING. */
+    if (cfg == NULL || s->workers == NULL)
         mp_admin__reply_text(r, 503, "PRE_INITIALIZING\n");
     else if (atomic_load(&s->draining) || atomic_load(&s->healthcheck_failed))
         mp_admin__reply_text(r, 503, "DRAINING\n");

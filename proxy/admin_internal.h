@@ -37,6 +37,10 @@ void mp_admin__stats(const char *query, mp_admin_reply_t *r);
  * HTTP stat prefixes and listener addresses used to split stat names that contain dots. */
 void mp_admin__prometheus(const mp_config_t *cfg, mp_buf_t *out);
 
+/* Appends a host's MP_HEALTH_* flags as Envoy's /clusters health_flags spell them: "healthy"
+ * when none, else "/failed_active_hc/failed_outlier_check/degraded_active_hc/pending_active_hc"
+ * (those set, in that order). */
+
 /* /clusters, /listeners, /config_dump over the snapshot cfg (may be NULL). */
 void mp_admin__clusters(const mp_config_t *cfg, mp_admin_reply_t *r);
 void mp_admin__listeners(const mp_config_t *cfg, const char *query, mp_admin_reply_t *r);

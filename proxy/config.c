@@ -7,6 +7,7 @@
 
 #include "config_internal.h"
 #include "magpie/filter.h"
+#include "magpie/health_check.h"
 #include "magpie/rbac.h"
 #include "magpie/access_log.h"
 #include "magpie/circuit.h"
@@ -166,6 +167,7 @@ void mp_config__cluster_free(mp_cluster_t *c)
         mp_locality_clear(&c->localities[i]);
     free(c->localities);
     mp_tls_ctx_free(c->tls);
+    mp_health_checks_free(c->health_checks);
     mp_hostset_release(atomic_load_explicit(&c->hosts, memory_order_acquire));
     mp_outlier_free(c->outlier);
     free(c);

@@ -15,6 +15,7 @@
 #include <ares.h>
 
 #include "magpie/dns.h"
+#include "magpie/health_check.h"
 #include "magpie/lb.h"
 #include "magpie/log.h"
 
@@ -345,9 +346,11 @@ static void publish_cluster(dns_cluster_t *dc)
         return;
     }
     mp_log_debug("dns: cluster %s now has %u hosts", dc->c->name, hs->n);
-    mp_hostset_adopt_health(hs, cur); /* a host that stays keeps its health and ejection state */
+    /* a host that stays keeps its health and ejection state; a new one waits for its first
+     * active health check, if the cluster has any */
+    mp_hostset_adopt_health_flags(hs, cur, mp_hc_initial_flags(dc->c));
     stat_set(dc->d, dc->c->stats.membership_total, hs->n);
-    stat_set(dc->d, dc->c->stats.membership_healthy, hs->n);
+    stat_set(dc->d, dc->c->stats.membership_healthy, mp_hostset_count_usable(hs));
     mp_cluster_hosts_publish(dc->c, hs);
 }
 

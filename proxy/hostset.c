@@ -9,6 +9,7 @@
 
 #include "magpie/config.h"
 #include "magpie/dns.h"
+#include "magpie/health_check.h"
 
 /* Why a lock, and why it is fine.
  *
@@ -130,16 +131,31 @@ static void apply_eds_health(mp_host_t *h)
     mp_host_health_set(h->health, MP_HEALTH_DEGRADED_EDS_HEALTH, h->eds_health == MP_EDS_DEGRADED);
 }
 
-/* Quadratic, but only on a DNS answer, for sets of tens of hosts. */
 void mp_hostset_adopt_health(mp_hostset_t *fresh, const mp_hostset_t *old)
+{
+    mp_hostset_adopt_health_flags(fresh, old, 0);
+}
+
+uint32_t mp_hostset_count_usable(const mp_hostset_t *hs)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; hs != NULL && i < hs->n; i++)
+        n += mp_host_usable(&hs->hosts[i]);
+    return n;
+}
+
+/* Quadratic, but only on a DNS answer, for sets of tens of hosts. */
+void mp_hostset_adopt_health_flags(mp_hostset_t *fresh, const mp_hostset_t *old, uint32_t flags)
 {
     for (uint32_t i = 0; i < fresh->n; i++) {
         mp_host_t *h = &fresh->hosts[i];
         for (uint32_t j = 0; old != NULL && j < old->n && h->health == NULL; j++)
             if (same_addr(&h->addr, &old->hosts[j].addr))
                 h->health = mp_host_health_ref(old->hosts[j].health);
-        if (h->health == NULL)
+        if (h->health == NULL) {
             h->health = mp_host_health_new();
+            atomic_store_explicit(&h->health->flags, flags, memory_order_relaxed);
+        }
         apply_eds_health(h);
     }
 }
@@ -244,7 +260,7 @@ int mp_cluster_init_static_hosts(mp_cluster_t *c, mp_err_t *err)
         mp_host_from_spec(&hs->hosts[i], ep);
     }
     mp_hostset_finish(hs);
-    mp_hostset_adopt_health(hs, NULL);
+    mp_hostset_adopt_health_flags(hs, NULL, mp_hc_initial_flags(c));
     mp_cluster_hosts_publish(c, hs);
     return 0;
 }

@@ -91,7 +91,9 @@ const char *mp_outlier_health_flags(uint32_t flags, char *buf, size_t len)
     } names[] = {
         {MP_HEALTH_FAILED_ACTIVE_HC, "/failed_active_hc"},
         {MP_HEALTH_FAILED_OUTLIER_CHECK, "/failed_outlier_check"},
+        {MP_HEALTH_FAILED_EDS_HEALTH, "/failed_eds_health"},
         {MP_HEALTH_DEGRADED_ACTIVE_HC, "/degraded_active_hc"},
+        {MP_HEALTH_DEGRADED_EDS_HEALTH, "/degraded_eds_health"},
         {MP_HEALTH_PENDING_ACTIVE_HC, "/pending_active_hc"},
     };
     size_t off = 0;

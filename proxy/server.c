@@ -10,6 +10,7 @@
 #include "magpie/admin.h"
 #include "magpie/buf.h"
 #include "magpie/dns.h"
+#include "magpie/health_check.h"
 #include "magpie/log.h"
 #include "magpie/outlier.h"
 #include "magpie/sds.h"
@@ -107,9 +108,9 @@ static int start_workers(mp_server_t *s, mp_err_t *err)
     return 0;
 }
 
-/* Listeners open once every cluster has had its first DNS answer, as Envoy initialises static
- * clusters before it takes traffic. */
-static void on_clusters_ready(void *ctx)
+/* Listeners open once every cluster has had its first DNS answer and every host its first
+ * active health check, as Envoy initialises clusters before it takes traffic. */
+static void on_health_ready(void *ctx)
 {
     mp_server_t *s = ctx;
     if (atomic_load(&s->draining))
@@ -129,6 +130,15 @@ static const char *outlier_event_log(const mp_config_t *cfg)
     if (b == NULL || b->cluster_manager == NULL || b->cluster_manager->outlier_detection == NULL)
         return NULL;
     return b->cluster_manager->outlier_detection->event_log_path;
+}
+
+static void on_clusters_ready(void *ctx)
+{
+    mp_server_t *s = ctx;
+    if (atomic_load(&s->draining))
+        return;
+    mp_config_t *cfg = atomic_load(&s->config);
+    s->hc = mp_hc_start(s->loop, cfg->clusters, cfg->n_clusters, on_health_ready, s);
 }
 
 int mp_server_run(mp_server_t *s, mp_err_t *err)
@@ -170,6 +180,8 @@ int mp_server_run(mp_server_t *s, mp_err_t *err)
         mp_admin_stop(s);
     mp_sds_watch_stop();
     mp_outlier_stop_all(cfg);
+    mp_hc_free(s->hc);
+    s->hc = NULL;
     mp_dns_free(s->dns);
     s->dns = NULL;
     mp_log_info("exiting");

@@ -519,10 +519,6 @@ static int check_unsupported(const mp_pb_cluster_t *pb, mp_err_t *err)
 {
     if (pb->n_transport_socket_matches > 0)
         return mp_err_set(err, "transport_socket_matches: not supported yet");
-    if (pb->n_health_checks > 0)
-        mp_log_debug("cluster %s: health_checks are "
-                     "accepted but not enforced yet",
-                     pb->name);
     return 0;
 }
 
@@ -531,7 +527,8 @@ static int translate_fields(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_err_t
     if (check_unsupported(pb, err) != 0 || translate_type(pb, c, err) != 0 ||
         translate_lb(pb, c, err) != 0 || translate_timing(pb, c, err) != 0 ||
         translate_http_options(pb, c, err) != 0 || translate_endpoints(pb, c, err) != 0 ||
-        translate_common_lb(pb, c, err) != 0 || mp_translate__circuit_breakers(pb, c, err) != 0)
+        translate_common_lb(pb, c, err) != 0 || mp_translate__circuit_breakers(pb, c, err) != 0 ||
+        mp_translate__health_checks(pb, c, err) != 0)
         return MP_ERROR;
     return mp_cluster_init_static_hosts(c, err);
 }

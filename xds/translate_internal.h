@@ -137,6 +137,11 @@ void mp_translate__tls_register_into(mp_config_t *cfg);
 
 /* ---- per message kind ---- */
 
+/* Cluster.health_checks -> c->health_checks (NULL when none), health_check.* stats registered.
+ * Errors are relative to the Cluster ("health_checks[0].timeout: ...").
+ * (translate_health_check.c) */
+int mp_translate__health_checks(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_err_t *err);
+
 /* Cluster -> a new mp_cluster_t at position index, stats registered, host set published. */
 mp_cluster_t *mp_translate__cluster(const mp_pb_cluster_t *pb, uint32_t index, mp_err_t *err);
 /* Ties c to the node: which of its localities is local (cfg->node_locality), and the local

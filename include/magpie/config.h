@@ -520,6 +520,8 @@ struct mp_cluster {
     _Atomic(mp_hostset_t *) hosts;               /* never NULL after translation (may be empty) */
     mp_cb_limits_t cb_limits[MP_PRIORITY_COUNT]; /* circuit_breakers.thresholds */
     mp_cb_counts_t cb_counts[MP_PRIORITY_COUNT];
+    /* Cluster.health_checks (include/magpie/health_check.h), or NULL when none; owned. */
+    struct mp_health_checks *health_checks;
     mp_cluster_stats_t stats;
     struct mp_outlier *outlier; /* outlier_detection (include/magpie/outlier.h), or NULL: off */
 };
@@ -798,6 +800,12 @@ mp_hostset_t *mp_hostset_new(uint32_t n); /* refs = 1, hosts zeroed */
 /* Gives each host of fresh without health the health of the host with the same address in old
  * (a ref), or a new healthy one; old may be NULL.  Main thread, before publishing fresh. */
 void mp_hostset_adopt_health(mp_hostset_t *fresh, const mp_hostset_t *old);
+/* The same, but a host that gets a new record starts with flags (MP_HEALTH_*): a cluster with
+ * active health checks passes mp_hc_initial_flags(c) so that DNS never publishes an unchecked
+ * host as usable.  Main thread. */
+void mp_hostset_adopt_health_flags(mp_hostset_t *fresh, const mp_hostset_t *old, uint32_t flags);
+/* Hosts of hs with no MP_HEALTH_UNUSABLE flag (the membership_healthy gauge).  Any thread. */
+uint32_t mp_hostset_count_usable(const mp_hostset_t *hs);
 
 /* Sorts fresh's hosts by (priority, locality), builds its groups and sums its weights.  Main
  * thread, once, before adopt_health and publish. */

@@ -32,6 +32,7 @@ typedef struct mp_server {
     mp_server_stats_t stats;
     void *admin; /* proxy/admin.c state, or NULL */
     void *dns;   /* proxy/dns.c state, or NULL */
+    void *hc;    /* proxy/health_check.c state (mp_hc_t), or NULL */
 } mp_server_t;
 
 /* The running server (set by main); for the admin server and signal handlers on the main thread. */

@@ -118,6 +118,8 @@ static void setup(void)
     cfg.n_listeners = 1;
     cfg.bootstrap = &fake_bootstrap;
     atomic_init(&server.config, &cfg);
+    static mp_worker_t *no_workers[1]; /* workers started (none to run): the server is LIVE */
+    server.workers = no_workers;
     mp_server = &server;
 
     set_stat(mp_stats_counter("cluster.backend.upstream_rq_total"), 5);
@@ -201,6 +203,14 @@ static void test_ready(void)
     CHECK_STR(r.body, "PRE_INITIALIZING\n");
     free(r.body);
     atomic_store(&server.config, &cfg);
+    /* Clusters still initializing (DNS, first health checks): workers not started yet. */
+    server.workers = NULL;
+    r = call("GET", "/ready");
+    CHECK_INT(r.status, 503);
+    CHECK_STR(r.body, "PRE_INITIALIZING\n");
+    free(r.body);
+    static mp_worker_t *no_workers[1];
+    server.workers = no_workers;
     CHECK_INT(atomic_load(&cfg.refs), 1); /* every acquire was released */
 }
 
