@@ -4,9 +4,10 @@
  * without sockets; proxy/admin_server.c only moves bytes.  Mutating endpoints require POST, as
  * Envoy does, so that a crawler or a stray GET cannot stop the proxy; read-only endpoints take
  * GET, HEAD or POST. */
-#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
+
+#include <cjson/cJSON.h>
 
 #include "magpie/admin.h"
 #include "magpie/circuit.h"
@@ -59,12 +60,15 @@ void mp_admin__reply_text(mp_admin_reply_t *r, int status, const char *text)
     mp_buf_append_str(r->body, text);
 }
 
-static int hex_value(int c)
+void mp_admin__json_out(void *root, mp_buf_t *out)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = tolower(c);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    char *s = cJSON_Print(root);
+    if (s != NULL) {
+        mp_buf_append_str(out, s);
+        mp_buf_append(out, "\n", 1);
+    }
+    cJSON_free(s);
+    cJSON_Delete(root);
 }
 
 /* Percent-decodes src[0..n) into out ('+' is a space, as in forms). */
@@ -72,8 +76,8 @@ static void decode_value(const char *src, size_t n, char *out, size_t cap)
 {
     size_t o = 0;
     for (size_t i = 0; i < n && o + 1 < cap; i++) {
-        int hi = i + 2 < n ? hex_value((unsigned char)src[i + 1]) : -1;
-        int lo = i + 2 < n ? hex_value((unsigned char)src[i + 2]) : -1;
+        int hi = i + 2 < n ? mp_hex_digit((unsigned char)src[i + 1]) : -1;
+        int lo = i + 2 < n ? mp_hex_digit((unsigned char)src[i + 2]) : -1;
         if (src[i] == '%' && hi >= 0 && lo >= 0) {
             out[o++] = (char)(hi * 16 + lo);
             i += 2;

@@ -97,11 +97,7 @@ void mp_admin__certs(const mp_config_t *cfg, mp_admin_reply_t *r)
     time_t now = time(NULL);
     for (uint32_t i = 0; cfg != NULL && i < cfg->n_tls_ctxs; i++)
         cJSON_AddItemToArray(arr, ctx_certs(cfg->tls_ctxs[i], now));
-    char *s = cJSON_Print(root);
     r->status = 200;
     r->content_type = MP_ADMIN_JSON;
-    mp_buf_append_str(r->body, s);
-    mp_buf_append(r->body, "\n", 1);
-    cJSON_free(s);
-    cJSON_Delete(root);
+    mp_admin__json_out(root, r->body);
 }

@@ -201,11 +201,7 @@ static void listeners_json(const mp_config_t *cfg, mp_buf_t *out)
         listener_chains_json(&cfg->listeners[i], o);
         cJSON_AddItemToArray(arr, o);
     }
-    char *s = cJSON_Print(root);
-    mp_buf_append_str(out, s);
-    mp_buf_append(out, "\n", 1);
-    cJSON_free(s);
-    cJSON_Delete(root);
+    mp_admin__json_out(root, out);
 }
 
 void mp_admin__listeners(const mp_config_t *cfg, const char *query, mp_admin_reply_t *r)
@@ -246,11 +242,7 @@ void mp_admin__config_dump(const mp_config_t *cfg, mp_admin_reply_t *r)
         cJSON_AddItemToObject(dump, "bootstrap", boot);
         cJSON_AddItemToArray(configs, dump);
     }
-    char *s = cJSON_Print(root);
     r->status = 200;
     r->content_type = MP_ADMIN_JSON;
-    mp_buf_append_str(r->body, s);
-    mp_buf_append(r->body, "\n", 1);
-    cJSON_free(s);
-    cJSON_Delete(root);
+    mp_admin__json_out(root, r->body);
 }

@@ -29,6 +29,10 @@ bool mp_admin__query_get(const char *query, const char *key, char *out, size_t c
 /* Sets a plain-text reply. */
 void mp_admin__reply_text(mp_admin_reply_t *r, int status, const char *text);
 
+/* Appends root, printed, and a newline to out, then deletes root (a cJSON *: kept opaque here so
+ * that this header does not pull cJSON into every admin file). */
+void mp_admin__json_out(void *root, mp_buf_t *out);
+
 /* /stats: "name: value" lines sorted by name, or ?format=json; ?filter=<regex> keeps names the
  * regex finds a match in (unanchored, as Envoy); ?usedonly keeps non-zero stats. */
 void mp_admin__stats(const char *query, mp_admin_reply_t *r);

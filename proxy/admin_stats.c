@@ -89,11 +89,7 @@ static void emit_stats(const stat_entry_t *v, uint32_t n, bool json, bool usedon
         cJSON_AddItemToArray(arr, o);
     }
     if (json) {
-        char *s = cJSON_Print(root);
-        mp_buf_append_str(out, s);
-        mp_buf_append(out, "\n", 1);
-        cJSON_free(s);
-        cJSON_Delete(root);
+        mp_admin__json_out(root, out);
     }
     pcre2_match_context_free(mc);
     pcre2_match_data_free(md);

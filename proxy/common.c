@@ -153,3 +153,14 @@ ssize_t mp_base64_decode(const char *in, size_t len, uint8_t *out, size_t cap)
     }
     return (ssize_t)o;
 }
+
+int mp_hex_digit(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}

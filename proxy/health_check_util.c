@@ -70,17 +70,6 @@ bool mp_hc_tcp_match(const mp_health_check_t *hc, const uint8_t *buf, size_t len
     return true;
 }
 
-static int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 uint8_t *mp_hc_hex_decode(const char *hex, uint32_t *len)
 {
     size_t n = hex ? strlen(hex) : 0;
@@ -88,7 +77,7 @@ uint8_t *mp_hc_hex_decode(const char *hex, uint32_t *len)
         return NULL;
     uint8_t *out = mp_xmalloc(n / 2 + 1);
     for (size_t i = 0; i < n; i += 2) {
-        int hi = hex_digit(hex[i]), lo = hex_digit(hex[i + 1]);
+        int hi = mp_hex_digit(hex[i]), lo = mp_hex_digit(hex[i + 1]);
         if (hi < 0 || lo < 0) {
             free(out);
             return NULL;

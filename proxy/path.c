@@ -8,17 +8,6 @@
 #include "magpie/common.h"
 #include "magpie/h1.h"
 
-static int hex_val(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static bool is_unreserved(int c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
@@ -39,7 +28,7 @@ static long percent_normalize(const char *in, size_t len, char *out)
         }
         if (i + 2 >= len)
             return -1;
-        int hi = hex_val(in[i + 1]), lo = hex_val(in[i + 2]);
+        int hi = mp_hex_digit(in[i + 1]), lo = mp_hex_digit(in[i + 2]);
         if (hi < 0 || lo < 0)
             return -1;
         int c = hi * 16 + lo;

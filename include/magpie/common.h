@@ -56,4 +56,7 @@ bool mp_strieq(const char *a, size_t alen, const char *b);
  * bytes; returns the decoded length, or -1 for a bad character, length or a short out. */
 ssize_t mp_base64_decode(const char *in, size_t len, uint8_t *out, size_t cap);
 
+/* The value of one hexadecimal digit (either case), or -1. */
+int mp_hex_digit(int c);
+
 #endif
