@@ -148,6 +148,7 @@ def test_rotation_under_load():
     res = pki.rotation_load("127.0.0.1", port, rotate, rotations=3, requests=2000, workers=4,
                             ca=p["ca"].ca_file, server_name="localhost", deadline_s=150)
     cl.finish()
+    print("    %r; curl runs %d" % (res, cl.runs), flush=True)
     mp.eq(res.rotation_errors + [f[2] for f in res.failures[:3]], [], "rotation errors/failures")
     mp.check(res.requests >= 2000, "requests: %r" % res)
     mp.eq(res.epoch, 3, "rotations done")
