@@ -129,7 +129,8 @@ int mp_xds_session_set_names(mp_xds_session_t *s, const char *type_url, const ch
  * handled (accepted, rejected with a NACK queued, or ignored because no one subscribed to its
  * type), or MP_ERROR with err set when the bytes are not a message at all: then, as Envoy does
  * with an undecodable gRPC message, the transport must end the stream and reconnect (after
- * mp_xds_session_reset).  now is the caller's clock (ms). */
+ * mp_xds_session_reset).  now is the caller's clock (ms), reserved for TTL bookkeeping and
+ * unused today. */
 int mp_xds_session_on_message(mp_xds_session_t *s, const uint8_t *data, size_t len, uint64_t now,
                               mp_err_t *err);
 
@@ -152,7 +153,8 @@ int mp_xds_session_set_fetch_timeout(mp_xds_session_t *s, const char *type_url, 
                                      uint64_t now);
 /* true while type_url has had no response (accepted or rejected) since it was subscribed and
  * its deadline has not passed; false once a response arrived or the deadline passed (the
- * caller then stops waiting for it, as Envoy ends warming). */
+ * caller then stops waiting for it, as Envoy ends warming).  A type never given a timeout
+ * waits until its first response.  Unknown types: false. */
 bool mp_xds_session_fetch_pending(const mp_xds_session_t *s, const char *type_url, uint64_t now);
 /* The earliest deadline of a type still waiting, or UINT64_MAX: when to ask again. */
 uint64_t mp_xds_session_next_deadline(const mp_xds_session_t *s);
