@@ -318,6 +318,8 @@ def test_client_disconnect_and_reset():
     mp.eq(s2.resps.get(timeout=10), None, "call ended cleanly")
     mp.check(cp.p.poll() is None, "still running")
     mp.eq(cp.stop(), 0, "clean exit on SIGTERM")
+    mp.check("Sanitizer" not in cp.text() and "runtime error" not in cp.text(),
+             "no sanitizer report (ASan build): %s" % cp.text()[-2000:])
 
 
 def test_step_mode_one_change_per_signal():

@@ -127,7 +127,7 @@ int mp_cp_http1_parse(const char *buf, size_t len, char *method, size_t method_s
 /* Servers (server.c). */
 typedef struct mp_cp_server mp_cp_server_t;
 mp_cp_server_t *mp_cp_server_new(struct ev_loop *loop, mp_cp_store_t *store, const char *grpc_addr,
-                                  const char *rest_addr, mp_err_t *err);
+                                 const char *rest_addr, mp_err_t *err);
 void mp_cp_server_push(mp_cp_server_t *srv);
 void mp_cp_server_free(mp_cp_server_t *srv);
 

@@ -19,38 +19,52 @@ typedef struct cp_options {
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: magpie-cp --dir DIR [options]\n"
-            "  -d, --dir DIR              resource files (*.yaml, *.yml, *.json) to serve\n"
-            "      --listen HOST:PORT     gRPC (h2c) and REST (default 127.0.0.1:18000)\n"
-            "      --rest-listen HOST:PORT  a second, REST-only (HTTP/1.1) listener\n"
-            "      --step                 stage directory changes; SIGUSR1 releases one\n"
-            "                             resource change at a time\n"
-            "      --debounce-ms N        wait for the directory to settle (default 100)\n"
-            "      --validate             load DIR, report the first invalid file, exit\n"
-            "  -l, --log-level LEVEL      trace|debug|info|warning|error|critical|off\n"
-            "  -h, --help\n"
-            "Serves Listener, RouteConfiguration, Cluster, ClusterLoadAssignment and Secret\n"
-            "resources over ADS (SotW and delta), the per-type xDS services and REST-JSON.\n");
+    fprintf(out, "usage: magpie-cp --dir DIR [options]\n"
+                 "  -d, --dir DIR              resource files (*.yaml, *.yml, *.json) to serve\n"
+                 "      --listen HOST:PORT     gRPC (h2c) and REST (default 127.0.0.1:18000)\n"
+                 "      --rest-listen HOST:PORT  a second, REST-only (HTTP/1.1) listener\n"
+                 "      --step                 stage directory changes; SIGUSR1 releases one\n"
+                 "                             resource change at a time\n"
+                 "      --debounce-ms N        wait for the directory to settle (default 100)\n"
+                 "      --validate             load DIR, report the first invalid file, exit\n"
+                 "  -l, --log-level LEVEL      trace|debug|info|warning|error|critical|off\n"
+                 "  -h, --help\n"
+                 "Serves Listener, RouteConfiguration, Cluster, ClusterLoadAssignment and Secret\n"
+                 "resources over ADS (SotW and delta), the per-type xDS services and REST-JSON.\n");
 }
 
 static int parse_args(int argc, char **argv, cp_options_t *o)
 {
-    static const struct option longs[] = {
-        {"dir", required_argument, NULL, 'd'},    {"listen", required_argument, NULL, 'L'},
-        {"rest-listen", required_argument, NULL, 'R'}, {"step", no_argument, NULL, 'S'},
-        {"debounce-ms", required_argument, NULL, 'D'}, {"validate", no_argument, NULL, 'V'},
-        {"log-level", required_argument, NULL, 'l'}, {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option longs[] = {{"dir", required_argument, NULL, 'd'},
+                                          {"listen", required_argument, NULL, 'L'},
+                                          {"rest-listen", required_argument, NULL, 'R'},
+                                          {"step", no_argument, NULL, 'S'},
+                                          {"debounce-ms", required_argument, NULL, 'D'},
+                                          {"validate", no_argument, NULL, 'V'},
+                                          {"log-level", required_argument, NULL, 'l'},
+                                          {"help", no_argument, NULL, 'h'},
+                                          {NULL, 0, NULL, 0}};
     mp_log_level_t level;
     for (int ch; (ch = getopt_long(argc, argv, "d:l:h", longs, NULL)) != -1;) {
         switch (ch) {
-        case 'd': o->dir = optarg; break;
-        case 'L': o->listen = optarg; break;
-        case 'R': o->rest_listen = optarg; break;
-        case 'S': o->step = true; break;
-        case 'V': o->validate = true; break;
-        case 'D': o->debounce_ms = (unsigned)strtoul(optarg, NULL, 10); break;
+        case 'd':
+            o->dir = optarg;
+            break;
+        case 'L':
+            o->listen = optarg;
+            break;
+        case 'R':
+            o->rest_listen = optarg;
+            break;
+        case 'S':
+            o->step = true;
+            break;
+        case 'V':
+            o->validate = true;
+            break;
+        case 'D':
+            o->debounce_ms = (unsigned)strtoul(optarg, NULL, 10);
+            break;
         case 'l':
             if (mp_log_level_parse(optarg, &level) != 0) {
                 fprintf(stderr, "magpie-cp: unknown log level \"%s\"\n", optarg);
@@ -58,8 +72,12 @@ static int parse_args(int argc, char **argv, cp_options_t *o)
             }
             mp_log_set_level(level);
             break;
-        case 'h': usage(stdout); exit(0);
-        default: usage(stderr); return 2;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (o->dir == NULL || optind != argc) {

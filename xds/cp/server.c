@@ -105,7 +105,8 @@ static ssize_t on_read_body(nghttp2_session *h2, int32_t id, uint8_t *buf, size_
 {
     cp_stream_t *s = src->ptr;
     size_t n = MP_MIN(length, s->out_len - s->out_off);
-    memcpy(buf, s->out + s->out_off, n);
+    if (n > 0)
+        memcpy(buf, s->out + s->out_off, n);
     s->out_off += n;
     if (s->out_off < s->out_len || n > 0)
         return (ssize_t)n;
@@ -126,7 +127,10 @@ static ssize_t on_read_body(nghttp2_session *h2, int32_t id, uint8_t *buf, size_
     return 0;
 }
 
-#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
+#define NV(n, v)                                                                                   \
+    {                                                                                              \
+        (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE             \
+    }
 
 static void stream_respond(cp_stream_t *s, const char *status, const char *ctype)
 {
@@ -245,8 +249,8 @@ static void stream_on_grpc_data(cp_stream_t *s)
 static void stream_on_rest_end(cp_stream_t *s)
 {
     char *body = NULL;
-    int status = mp_cp_rest_handle(s->conn->srv->store, s->path, (const char *)s->in, s->in_len,
-                                   &body);
+    int status =
+        mp_cp_rest_handle(s->conn->srv->store, s->path, (const char *)s->in, s->in_len, &body);
     char code[8];
     snprintf(code, sizeof(code), "%d", status);
     stream_out_append(s, (const uint8_t *)body, strlen(body));
@@ -260,7 +264,8 @@ static void stream_on_rest_end(cp_stream_t *s)
 static int on_begin_headers(nghttp2_session *h2, const nghttp2_frame *f, void *user)
 {
     if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST)
-        nghttp2_session_set_stream_user_data(h2, f->hd.stream_id, stream_new(user, f->hd.stream_id));
+        nghttp2_session_set_stream_user_data(h2, f->hd.stream_id,
+                                             stream_new(user, f->hd.stream_id));
     return 0;
 }
 
@@ -374,12 +379,18 @@ static void conn_close(cp_conn_t *c)
 static const char *reason(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    default: return "Error";
+    case 200:
+        return "OK";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    default:
+        return "Error";
     }
 }
 
@@ -387,8 +398,8 @@ static void h1_reply(cp_conn_t *c, int status, const char *body, bool close)
 {
     char head[256];
     int n = snprintf(head, sizeof(head),
-                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n",
-                     status, reason(status), status == 200 ? "application/json" : "text/plain",
+                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n", status,
+                     reason(status), status == 200 ? "application/json" : "text/plain",
                      status == 304 ? 0 : strlen(body), close ? "Connection: close\r\n" : "");
     conn_out_append(c, head, (size_t)n);
     if (status != 304)
@@ -582,7 +593,7 @@ static int listen_on(mp_cp_server_t *srv, int i, const char *text, mp_err_t *err
 }
 
 mp_cp_server_t *mp_cp_server_new(struct ev_loop *loop, mp_cp_store_t *store, const char *grpc_addr,
-                                  const char *rest_addr, mp_err_t *err)
+                                 const char *rest_addr, mp_err_t *err)
 {
     mp_cp_server_t *srv = mp_xcalloc(1, sizeof(*srv));
     srv->loop = loop;

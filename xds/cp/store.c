@@ -209,8 +209,8 @@ static char **list_dir(const char *dir, size_t *n, mp_err_t *err)
     char **names = mp_xmalloc(sizeof(char *));
     *n = 0;
     for (struct dirent *e; (e = readdir(d)) != NULL;) {
-        if (!wanted_file(e->d_name) || (e->d_type != DT_REG && e->d_type != DT_UNKNOWN &&
-                                        e->d_type != DT_LNK))
+        if (!wanted_file(e->d_name) ||
+            (e->d_type != DT_REG && e->d_type != DT_UNKNOWN && e->d_type != DT_LNK))
             continue;
         names = mp_xrealloc(names, (*n + 1) * sizeof(char *));
         names[(*n)++] = mp_xstrdup(e->d_name);
@@ -262,7 +262,6 @@ static void resource_free(mp_cp_resource_t *r)
     free(r->file);
     free(r->value);
 }
-
 
 void mp_cp_snapshot_free(mp_cp_snapshot_t *s)
 {

@@ -15,15 +15,16 @@
 
 /* The first difference between two sorted snapshots, in push order: *a indexes live, *b disk
  * (-1 when the resource is absent on that side).  Returns false when they are equal. */
-static bool first_diff(const mp_cp_snapshot_t *live, const mp_cp_snapshot_t *disk, long *a,
-                       long *b)
+static bool first_diff(const mp_cp_snapshot_t *live, const mp_cp_snapshot_t *disk, long *a, long *b)
 {
     size_t i = 0, j = 0;
     while (i < live->n || j < disk->n) {
         const mp_cp_resource_t *x = i < live->n ? &live->res[i] : NULL;
         const mp_cp_resource_t *y = j < disk->n ? &disk->res[j] : NULL;
-        int c = x == NULL ? 1 : y == NULL ? -1 : x->type != y->type ? x->type - y->type
-                                                                     : strcmp(x->name, y->name);
+        int c = x == NULL            ? 1
+                : y == NULL          ? -1
+                : x->type != y->type ? x->type - y->type
+                                     : strcmp(x->name, y->name);
         if (c == 0 && strcmp(x->version, y->version) == 0) {
             i++, j++;
             continue;
@@ -42,8 +43,10 @@ static size_t count_diffs(const mp_cp_snapshot_t *live, const mp_cp_snapshot_t *
     while (i < live->n || j < disk->n) {
         const mp_cp_resource_t *x = i < live->n ? &live->res[i] : NULL;
         const mp_cp_resource_t *y = j < disk->n ? &disk->res[j] : NULL;
-        int c = x == NULL ? 1 : y == NULL ? -1 : x->type != y->type ? x->type - y->type
-                                                                     : strcmp(x->name, y->name);
+        int c = x == NULL            ? 1
+                : y == NULL          ? -1
+                : x->type != y->type ? x->type - y->type
+                                     : strcmp(x->name, y->name);
         if (c != 0 || strcmp(x->version, y->version) != 0) {
             n++;
             changed[c <= 0 ? x->type : y->type] = true;
@@ -116,8 +119,7 @@ static void publish_all(mp_cp_store_t *s, mp_cp_snapshot_t *fresh)
     for (int t = 0; t < MP_CP_NTYPES; t++)
         if (changed[t]) {
             bump(s, t);
-            mp_log_info("%s resources changed: version %s", mp_cp_type(t)->name,
-                        s->version_str[t]);
+            mp_log_info("%s resources changed: version %s", mp_cp_type(t)->name, s->version_str[t]);
         }
     if (n > 0 && s->on_change)
         s->on_change(s->arg);

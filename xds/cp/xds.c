@@ -454,8 +454,7 @@ static void delta_subscribe(mp_cp_sub_t *s, int t, const delta_req_t *rq, bool f
         names_add(s, n);
         /* A name subscribed again must be sent again, unless the client just told us (on its
          * first request) which version it holds. */
-        if (!first || find_str(s->known, s->n_known, n) < 0 ||
-            known_get(s, n)[0] == '\0')
+        if (!first || find_str(s->known, s->n_known, n) < 0 || known_get(s, n)[0] == '\0')
             known_remove(s, n);
     }
     for (size_t i = 0; i < rq->n_resource_names_unsubscribe; i++) {
