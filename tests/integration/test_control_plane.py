@@ -202,7 +202,6 @@ def test_file_change_pushes_new_version_and_nonce():
     e2 = s.recv()
     mp.eq((e2["type_url"], e2["version"], list(e2["resources"])), (w.EDS, "2", ["c1"]),
           "EDS pushed")
-    # A change to an RDS resource nobody subscribed to is not pushed on this stream.
     ack(s, w.EDS, e2, ["c1"])
     os.unlink(os.path.join(d, "c2.yaml"))
     r3 = s.recv()
