@@ -62,11 +62,16 @@ LIB_OBJ  := $(patsubst %.c,$(OBJ_DIR)/%.o,$(LIB_SRC)) \
             $(OBJ_DIR)/llhttp/llhttp.o $(OBJ_DIR)/llhttp/api.o $(OBJ_DIR)/llhttp/http.o
 LIB      := $(BUILD)/libmagpie.a
 
+# magpie-cp, the control plane (xds/cp/, docs/control-plane.md): its own objects over libmagpie.a
+# for the schema code.
+CP_SRC   := $(sort $(wildcard xds/cp/*.c))
+CP_OBJ   := $(patsubst %.c,$(OBJ_DIR)/%.o,$(CP_SRC))
+
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 .PHONY: all deps run test unit check-format format bench fuzz clean
-all: $(BUILD)/magpie $(UNIT_BIN)
+all: $(BUILD)/magpie $(BUILD)/magpie-cp $(UNIT_BIN)
 
 deps:
 	@missing=""; for p in $(DEB_ALL); do \
@@ -107,6 +112,9 @@ $(LIB): $(LIB_OBJ)
 	ar rcs $@ $^
 
 $(BUILD)/magpie: $(OBJ_DIR)/$(MAIN_SRC:.c=.o) $(LIB)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/magpie-cp: $(CP_OBJ) $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(LIB)
