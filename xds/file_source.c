@@ -106,8 +106,7 @@ static pb_response_t *parse_response(const char *path, mp_err_t *err)
 }
 
 /* The file's resources, each unpacked to f->type.  Returns 0 with *out filled, or MP_ERROR. */
-static int read_source(fsrc_t *f, ProtobufCMessage ***out, size_t *n, char **version,
-                       mp_err_t *err)
+static int read_source(fsrc_t *f, ProtobufCMessage ***out, size_t *n, char **version, mp_err_t *err)
 {
     pb_response_t *r = parse_response(f->path, err);
     if (r == NULL)
