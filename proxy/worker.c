@@ -232,6 +232,9 @@ static void adopt_listeners(mp_worker_t *w, mp_config_t *next)
         if (ol->fd < 0)
             continue;
         ev_io_stop(w->loop, &ol->io);
+        /* Closing a SO_REUSEPORT socket resets the connections in its accept queue: take them
+         * first (on the old version, whose connections drain next). */
+        on_accept(w->loop, &ol->io, EV_READ);
         close(ol->fd);
         ol->fd = -1;
         retire_connections(w, ol->listener->name);

@@ -235,11 +235,11 @@ def test_churn_under_load():
         i = 0
         while time.monotonic() - t0 < 20 and i < 60:
             i += 1
-            extra = "c%d" % (i % 3 + 2)
-            # step 1: add cluster `extra` (endpoints rotate), step 2: route /x to it, step 3
-            # (next round): route away, then remove it
+            extra, prev = "c%d" % (i % 3 + 2), "c%d" % ((i - 1) % 3 + 2)
+            # add `extra` (c1's endpoints rotate) keeping `prev`, which /x still routes to;
+            # then move /x to `extra`; the next round's CDS drops `prev`, its routes gone
             cds = [cluster("c1", [ups[i % 3].port, ups[(i + 1) % 3].port]),
-                   cluster(extra, [ups[(i + 2) % 3].port])]
+                   cluster(extra, [ups[(i + 2) % 3].port]), cluster(prev, [ups[0].port])]
             write(d + "/cds.json", "c%d" % i, cds)
             time.sleep(0.25)
             write(d + "/lds.json", "l%d" % i,
