@@ -129,6 +129,7 @@ void mp_config__chain_clear(mp_filter_chain_t *fc)
 void mp_config__listener_clear(mp_listener_t *l)
 {
     free(l->name);
+    free(l->pb);
     for (uint32_t i = 0; i < l->n_chains; i++)
         mp_config__chain_clear(&l->chains[i]);
     free(l->chains);
@@ -160,6 +161,7 @@ void mp_config__cluster_free(mp_cluster_t *c)
         return;
     check_breakers(c);
     free(c->name);
+    free(c->pb);
     for (uint32_t i = 0; i < c->n_endpoints; i++)
         free(c->endpoints[i].address);
     free(c->endpoints);
@@ -179,7 +181,7 @@ static void config_free(mp_config_t *c)
         mp_config__listener_clear(&c->listeners[i]);
     free(c->listeners);
     for (uint32_t i = 0; i < c->n_clusters; i++)
-        mp_config__cluster_free(c->clusters[i]);
+        mp_cluster_unref(c->clusters[i]);
     free(c->clusters);
     free(c->tls_ctxs);
     free(c->node_id);
@@ -189,6 +191,18 @@ static void config_free(mp_config_t *c)
     if (c->bootstrap != NULL)
         protobuf_c_message_free_unpacked(c->bootstrap, NULL);
     free(c);
+}
+
+mp_cluster_t *mp_cluster_ref(mp_cluster_t *c)
+{
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    return c;
+}
+
+void mp_cluster_unref(mp_cluster_t *c)
+{
+    if (c != NULL && atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1)
+        mp_config__cluster_free(c);
 }
 
 void mp_config_unref(mp_config_t *c)

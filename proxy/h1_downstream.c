@@ -431,7 +431,10 @@ static void stream_done(mp_dconn_t *dc)
 static void dconn_drain(mp_dconn_t *dc)
 {
     dc->close_after_write = true;
-    if (dc->stream == NULL && mp_buf_len(&dc->out) == 0) {
+    /* A listener update (retire_deadline_ms set) leaves an idle keep-alive connection open: a
+     * client may be sending its next request right now, and closing would lose it.  That request
+     * is answered with Connection: close; the worker closes what is still idle at the deadline. */
+    if (dc->stream == NULL && mp_buf_len(&dc->out) == 0 && dc->c.retire_deadline_ms == 0) {
         mp_stats_inc(dc->c.hcm->stats.downstream_cx_drain_close);
         mp_dconn_close(dc, "draining");
     }

@@ -362,6 +362,45 @@ mp_hc_t *mp_hc_start(struct ev_loop *loop, mp_cluster_t **clusters, uint32_t n,
     return hc;
 }
 
+void mp_hc_add_clusters(mp_hc_t *hc, mp_cluster_t **clusters, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        if (clusters[i]->health_checks == NULL || clusters[i]->health_checks->n == 0)
+            continue;
+        hc_cluster_t *hcc = mp_xcalloc(1, sizeof(*hcc));
+        hcc->hc = hc;
+        hcc->c = clusters[i];
+        hcc->next = hc->clusters;
+        hc->clusters = hcc;
+        sync_sessions(hcc, mp_cluster_hosts_acquire(hcc->c), false);
+    }
+}
+
+static void hc_cluster_free(hc_cluster_t *hcc)
+{
+    while (hcc->sessions != NULL) {
+        mp_hc_session_t *s = hcc->sessions;
+        hcc->sessions = s->next;
+        session_free(s);
+    }
+    mp_hostset_release(hcc->hs);
+    free(hcc);
+}
+
+void mp_hc_remove_clusters(mp_hc_t *hc, mp_cluster_t **clusters, uint32_t n)
+{
+    for (uint32_t i = 0; hc != NULL && i < n; i++) {
+        for (hc_cluster_t **pp = &hc->clusters; *pp != NULL; pp = &(*pp)->next) {
+            if ((*pp)->c != clusters[i])
+                continue;
+            hc_cluster_t *hcc = *pp;
+            *pp = hcc->next;
+            hc_cluster_free(hcc);
+            break;
+        }
+    }
+}
+
 void mp_hc_free(mp_hc_t *hc)
 {
     if (hc == NULL)
@@ -372,13 +411,7 @@ void mp_hc_free(mp_hc_t *hc)
     while (hc->clusters != NULL) {
         hc_cluster_t *hcc = hc->clusters;
         hc->clusters = hcc->next;
-        while (hcc->sessions != NULL) {
-            mp_hc_session_t *s = hcc->sessions;
-            hcc->sessions = s->next;
-            session_free(s);
-        }
-        mp_hostset_release(hcc->hs);
-        free(hcc);
+        hc_cluster_free(hcc);
     }
     free(hc);
 }

@@ -85,8 +85,12 @@ struct mp_worker {
     _Atomic(mp_config_t *) next_config; /* published, not yet picked up (one ref) */
     mp_wlistener_t *listeners;
     uint32_t n_listeners;
-    mp_pool_t *pools; /* indexed by mp_cluster_t.index of `config` */
+    /* one per cluster of `config`, in its order; each allocated on its own because its
+     * connections point at it and a pool whose cluster a new snapshot shares moves over */
+    mp_pool_t **pools;
     uint32_t n_pools;
+    ev_timer retire_timer; /* closes retired listeners' connections at their deadline */
+    bool retire_timer_on;
     mp_grave_t *graves;
     ev_prepare deferrer;
     mp_deferred_t *deferred; /* doubly linked, run by `deferrer` before the loop blocks */
@@ -147,6 +151,9 @@ struct mp_hconn {
     char peer[64], local[64];
     uint32_t buffer_limit;
     bool dead;
+    /* its listener was removed or changed (proxy/worker.c): draining, closed at this time
+     * (mp_now_ms) if still open; 0: not retired */
+    uint64_t retire_deadline_ms;
     void *tls;          /* the connection's SSL when it came through TLS, else NULL (owned) */
     uint32_t tls_retry; /* bytes of an SSL_write that must be retried as they were */
     struct ev_io *rio;  /* the codec's read watcher: TLS re-arms it for data OpenSSL holds */
@@ -405,6 +412,10 @@ struct mp_uconn {
 
 void mp_pools_init(mp_worker_t *w);
 void mp_pools_free(mp_worker_t *w);
+/* A new pool for c (its balancer built), and the end of one (waiters answered 503, idle
+ * connections closed, busy HTTP/2 ones finish their streams).  Worker. */
+mp_pool_t *mp_pool_new(mp_worker_t *w, mp_cluster_t *c);
+void mp_pool_free(mp_pool_t *p);
 /* Attaches an upstream request for host to s (s->up), over a reused or new connection of the
  * cluster's protocol; calls back mp_stream_on_upstream_ready or _failure, possibly before
  * returning. */

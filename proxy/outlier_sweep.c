@@ -144,6 +144,15 @@ void mp_outlier_start_all(struct ev_loop *loop, mp_config_t *cfg, const char *ev
     }
 }
 
+void mp_outlier_stop(mp_cluster_t *c)
+{
+    mp_outlier_t *od = c->outlier;
+    if (od == NULL || !atomic_exchange(&od->started, false))
+        return;
+    ev_async_stop(od->loop, &od->wake);
+    ev_timer_stop(od->loop, &od->interval);
+}
+
 void mp_outlier_stop_all(mp_config_t *cfg)
 {
     for (uint32_t i = 0; cfg != NULL && i < cfg->n_clusters; i++) {

@@ -8,8 +8,10 @@
 #include "envoy/config/bootstrap/v3/bootstrap.pb-c.h"
 
 #include "magpie/admin.h"
+#include "magpie/apply.h"
 #include "magpie/buf.h"
 #include "magpie/dns.h"
+#include "magpie/file_source.h"
 #include "magpie/health_check.h"
 #include "magpie/log.h"
 #include "magpie/outlier.h"
@@ -159,6 +161,11 @@ int mp_server_run(mp_server_t *s, mp_err_t *err)
     ev_timer_init(&uptime, on_uptime, 1.0, 1.0);
     uptime.data = s;
     ev_timer_start(s->loop, &uptime);
+    /* Dynamic resources from files join the first snapshot before anything uses it. */
+    if (mp_file_source_start(s, err) != 0)
+        return MP_ERROR;
+    cfg = atomic_load(&s->config);
+    mp_apply_init_stats(s);
     if (cfg->has_admin && mp_admin_start(s, &cfg->admin_addr, err) < 0)
         return MP_ERROR;
     s->dns = mp_dns_new(s->loop, NULL, err);
@@ -176,6 +183,8 @@ int mp_server_run(mp_server_t *s, mp_err_t *err)
             mp_worker_join(s->workers[i]);
     free(s->workers);
     s->workers = NULL;
+    mp_file_source_stop();
+    cfg = atomic_load(&s->config); /* updates may have replaced it */
     if (cfg->has_admin)
         mp_admin_stop(s);
     mp_sds_watch_stop();

@@ -678,30 +678,41 @@ void mp_h1__open(mp_stream_t *s, mp_pool_t *pool, const mp_host_t *host, bool cx
     ev_io_start(w->loop, &u->wio);
 }
 
+mp_pool_t *mp_pool_new(mp_worker_t *w, mp_cluster_t *c)
+{
+    mp_pool_t *p = mp_xcalloc(1, sizeof(*p));
+    p->cluster = c;
+    p->lb = mp_lb_new(c);
+    p->w = w;
+    mp_pool__init_wake(p);
+    return p;
+}
+
+void mp_pool_free(mp_pool_t *p)
+{
+    mp_pool__fail_waiters(p);
+    while (p->idle != NULL)
+        mp_uconn_close(p->idle);
+    mp_h2_pool_release(p);
+    mp_worker_defer_cancel(p->w, &p->wake);
+    mp_lb_free(p->lb);
+    free(p);
+}
+
 void mp_pools_init(mp_worker_t *w)
 {
     mp_config_t *cfg = w->config;
     w->n_pools = cfg->n_clusters;
-    w->pools = mp_xcalloc(cfg->n_clusters, sizeof(*w->pools));
-    for (uint32_t i = 0; i < cfg->n_clusters; i++) {
-        w->pools[i].cluster = cfg->clusters[i];
-        w->pools[i].lb = mp_lb_new(cfg->clusters[i]);
-        w->pools[i].w = w;
-        mp_pool__init_wake(&w->pools[i]);
-    }
+    w->pools = mp_xcalloc(cfg->n_clusters ? cfg->n_clusters : 1, sizeof(*w->pools));
+    for (uint32_t i = 0; i < cfg->n_clusters; i++)
+        w->pools[i] = mp_pool_new(w, cfg->clusters[i]);
 }
 
 void mp_pools_free(mp_worker_t *w)
 {
-    for (uint32_t i = 0; i < w->n_pools; i++) {
-        mp_pool_t *p = &w->pools[i];
-        mp_pool__fail_waiters(p);
-        while (p->idle != NULL)
-            mp_uconn_close(p->idle);
-        mp_h2_pool_release(p);
-        mp_worker_defer_cancel(w, &p->wake);
-        mp_lb_free(p->lb);
-    }
+    for (uint32_t i = 0; i < w->n_pools; i++)
+        if (w->pools[i] != NULL)
+            mp_pool_free(w->pools[i]);
     free(w->pools);
     w->pools = NULL;
     w->n_pools = 0;

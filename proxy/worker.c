@@ -9,6 +9,7 @@
 
 #include "magpie/log.h"
 #include "magpie/net.h"
+#include "magpie/server.h"
 #include "magpie/stats.h"
 #include "http_internal.h"
 #include "listener.h"
@@ -89,11 +90,36 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
     }
 }
 
+/* The index is where the cluster was first built; a later snapshot that shares it may list it
+ * elsewhere, and then a search finds it (linear, only for clusters that moved). */
 mp_pool_t *mp_worker_pool(mp_worker_t *w, mp_cluster_t *c)
 {
-    if (c->index < w->n_pools && w->pools[c->index].cluster == c)
-        return &w->pools[c->index];
+    if (c->index < w->n_pools && w->pools[c->index]->cluster == c)
+        return w->pools[c->index];
+    for (uint32_t i = 0; i < w->n_pools; i++)
+        if (w->pools[i]->cluster == c)
+            return w->pools[i];
     return NULL;
+}
+
+/* A new snapshot's pools: a cluster it shares with the old one keeps its pool (balancer state,
+ * idle and busy connections, queued requests); the others' pools end. */
+static void adopt_pools(mp_worker_t *w, mp_config_t *next)
+{
+    mp_pool_t **pools = mp_xcalloc(next->n_clusters ? next->n_clusters : 1, sizeof(*pools));
+    for (uint32_t i = 0; i < next->n_clusters; i++) {
+        for (uint32_t j = 0; j < w->n_pools && pools[i] == NULL; j++) {
+            if (w->pools[j] != NULL && w->pools[j]->cluster == next->clusters[i]) {
+                pools[i] = w->pools[j];
+                w->pools[j] = NULL;
+            }
+        }
+        if (pools[i] == NULL)
+            pools[i] = mp_pool_new(w, next->clusters[i]);
+    }
+    mp_pools_free(w);
+    w->pools = pools;
+    w->n_pools = next->n_clusters;
 }
 
 static void stop_listeners(mp_worker_t *w)
@@ -105,6 +131,120 @@ static void stop_listeners(mp_worker_t *w)
         close(w->listeners[i].fd);
         w->listeners[i].fd = -1;
     }
+}
+
+static bool same_listener(const mp_listener_t *a, const mp_listener_t *b)
+{
+    return strcmp(a->name, b->name) == 0 && a->pb_len == b->pb_len &&
+           (a->pb_len == 0 || memcmp(a->pb, b->pb, a->pb_len) == 0);
+}
+
+static void start_accepting(mp_worker_t *w, mp_wlistener_t *wl)
+{
+    ev_io_init(&wl->io, on_accept, wl->fd, EV_READ);
+    ev_io_start(w->loop, &wl->io);
+}
+
+static uint64_t listener_drain_ms(void)
+{
+    return (uint64_t)(mp_server != NULL ? mp_server->opts.drain_time_s : 600) * 1000;
+}
+
+static void on_retire_tick(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    mp_worker_t *w = t->data;
+    uint64_t now = mp_now_ms();
+    bool left = false;
+    for (mp_hconn_t *c = w->conns, *next; c != NULL; c = next) {
+        next = c->next;
+        if (c->retire_deadline_ms == 0)
+            continue;
+        if (now >= c->retire_deadline_ms)
+            c->ops->close(c, "listener drain deadline");
+        else
+            left = true;
+    }
+    if (!left) {
+        ev_timer_stop(loop, t);
+        w->retire_timer_on = false;
+    }
+}
+
+/* A removed or changed listener's connections drain as at shutdown (HTTP/1.1 Connection: close
+ * after the current response, HTTP/2 GOAWAY), and whatever is open at --drain-time-s closes.
+ * Matched by name: at the swap every connection of that name belongs to an old version. */
+static void retire_connections(mp_worker_t *w, const char *name)
+{
+    uint64_t deadline = mp_now_ms() + listener_drain_ms();
+    for (mp_hconn_t *c = w->conns, *next; c != NULL; c = next) {
+        next = c->next;
+        if (c->retire_deadline_ms != 0 || strcmp(c->listener->name, name) != 0)
+            continue;
+        c->retire_deadline_ms = deadline;
+        c->ops->drain(c);
+    }
+    if (!w->retire_timer_on) {
+        ev_timer_init(&w->retire_timer, on_retire_tick, 0.25, 0.25);
+        w->retire_timer.data = w;
+        ev_timer_start(w->loop, &w->retire_timer);
+        w->retire_timer_on = true;
+    }
+}
+
+/* The socket of an unchanged listener moves to the new snapshot's copy of it; nothing else. */
+static int take_socket(mp_worker_t *w, mp_wlistener_t *nl)
+{
+    for (uint32_t j = 0; j < w->n_listeners; j++) {
+        mp_wlistener_t *ol = &w->listeners[j];
+        if (ol->fd < 0 || !same_listener(ol->listener, nl->listener))
+            continue;
+        ev_io_stop(w->loop, &ol->io);
+        nl->fd = ol->fd;
+        ol->fd = -1;
+        return 0;
+    }
+    return MP_ERROR;
+}
+
+static void open_listener(mp_worker_t *w, mp_wlistener_t *nl)
+{
+    mp_err_t err = {{0}};
+    nl->fd = mp_net_listen(&nl->listener->addr, true, LISTEN_BACKLOG, &err);
+    if (nl->fd < 0)
+        mp_log_error("worker %u: listener %s: %s", w->index, nl->listener->name, err.msg);
+}
+
+/* Envoy's listener update: unchanged listeners keep their sockets and connections; new and
+ * changed ones open (SO_REUSEPORT lets a changed one bind beside its old version) before the
+ * removed and old versions stop accepting and drain. */
+static void adopt_listeners(mp_worker_t *w, mp_config_t *next)
+{
+    mp_wlistener_t *nls = mp_xcalloc(next->n_listeners ? next->n_listeners : 1, sizeof(*nls));
+    for (uint32_t i = 0; i < next->n_listeners; i++) {
+        nls[i].listener = &next->listeners[i];
+        nls[i].worker = w;
+        nls[i].fd = -1;
+        if (take_socket(w, &nls[i]) != 0)
+            open_listener(w, &nls[i]);
+    }
+    for (uint32_t j = 0; j < w->n_listeners; j++) {
+        mp_wlistener_t *ol = &w->listeners[j];
+        if (ol->fd < 0)
+            continue;
+        ev_io_stop(w->loop, &ol->io);
+        /* Closing a SO_REUSEPORT socket resets the connections in its accept queue: take them
+         * first (on the old version, whose connections drain next). */
+        on_accept(w->loop, &ol->io, EV_READ);
+        close(ol->fd);
+        ol->fd = -1;
+        retire_connections(w, ol->listener->name);
+    }
+    free(w->listeners);
+    w->listeners = nls;
+    w->n_listeners = next->n_listeners;
+    for (uint32_t i = 0; i < w->n_listeners; i++)
+        if (w->listeners[i].fd >= 0)
+            start_accepting(w, &w->listeners[i]);
 }
 
 static void check_drained(mp_worker_t *w)
@@ -149,10 +289,11 @@ static void on_wake(struct ev_loop *loop, ev_async *a, int revents)
     if (next != NULL) {
         /* New connections use the new snapshot; pools follow it.  Open connections and streams
          * keep refs on the snapshot they started with. */
-        mp_pools_free(w);
+        if (!w->draining)
+            adopt_listeners(w, next);
+        adopt_pools(w, next);
         mp_config_unref(w->config);
         w->config = next;
-        mp_pools_init(w);
     }
     if (atomic_load(&w->drain_requested))
         begin_drain(w);
@@ -240,10 +381,8 @@ int mp_worker_start(mp_worker_t *w, mp_err_t *err)
     ev_prepare_init(&w->deferrer, on_prepare);
     w->deferrer.data = w;
     ev_prepare_start(w->loop, &w->deferrer);
-    for (uint32_t i = 0; i < w->n_listeners; i++) {
-        ev_io_init(&w->listeners[i].io, on_accept, w->listeners[i].fd, EV_READ);
-        ev_io_start(w->loop, &w->listeners[i].io);
-    }
+    for (uint32_t i = 0; i < w->n_listeners; i++)
+        start_accepting(w, &w->listeners[i]);
     mp_pools_init(w);
     /* Signals belong to the main thread. */
     sigset_t all, old;
@@ -275,6 +414,8 @@ void mp_worker_join(mp_worker_t *w)
 {
     pthread_join(w->thread, NULL);
     stop_listeners(w);
+    if (w->retire_timer_on)
+        ev_timer_stop(w->loop, &w->retire_timer);
     mp_pools_free(w);
     free_graves(w);
     mp_config_t *next = atomic_exchange(&w->next_config, NULL);

@@ -41,8 +41,10 @@ static int link_localities(mp_config_t *cfg, mp_err_t *err)
         mp_config_find_cluster(cfg, cfg->local_cluster_name) == NULL)
         return mp_err_set(err, "cluster_manager.local_cluster_name: no cluster named \"%s\"",
                           cfg->local_cluster_name);
+    /* A shared cluster was linked when it was built, and the same bytes link the same way. */
     for (uint32_t i = 0; i < cfg->n_clusters; i++)
-        mp_translate__cluster_locality(cfg->clusters[i], cfg);
+        if (atomic_load(&cfg->clusters[i]->refs) == 1)
+            mp_translate__cluster_locality(cfg->clusters[i], cfg);
     return 0;
 }
 
@@ -56,6 +58,61 @@ static int translate_admin(const pb_bootstrap_t *pb, mp_config_t *cfg, mp_err_t 
     return 0;
 }
 
+/* The snapshot a new one may share clusters with (mp_translate_bootstrap_next); main thread. */
+static const mp_config_t *reuse_from;
+
+static uint8_t *pack_message(const ProtobufCMessage *m, size_t *len)
+{
+    *len = protobuf_c_message_get_packed_size(m);
+    uint8_t *b = mp_xmalloc(*len ? *len : 1);
+    protobuf_c_message_pack(m, b);
+    return b;
+}
+
+/* The previous snapshot's cluster of the same name when its Cluster packs to the same bytes.
+ * Not with a local cluster: zone-aware clusters borrow a pointer into their own snapshot. */
+static mp_cluster_t *reusable_cluster(const mp_config_t *cfg, const uint8_t *pb, size_t len,
+                                      const char *name)
+{
+    if (reuse_from == NULL || name == NULL || cfg->local_cluster_name != NULL ||
+        reuse_from->local_cluster_name != NULL)
+        return NULL;
+    mp_cluster_t *old = mp_config_find_cluster(reuse_from, name);
+    if (old == NULL || old->pb_len != len || memcmp(old->pb, pb, len) != 0)
+        return NULL;
+    return old;
+}
+
+/* A shared cluster's TLS context rotates with the new snapshot's watcher too. */
+static void register_shared_tls(mp_config_t *cfg, mp_cluster_t *c)
+{
+    if (c->tls == NULL)
+        return;
+    cfg->tls_ctxs = mp_xrealloc(cfg->tls_ctxs, (cfg->n_tls_ctxs + 1) * sizeof(*cfg->tls_ctxs));
+    cfg->tls_ctxs[cfg->n_tls_ctxs++] = c->tls;
+}
+
+static mp_cluster_t *translate_one_cluster(const Envoy__Config__Cluster__V3__Cluster *pb,
+                                           mp_config_t *cfg, uint32_t i, mp_err_t *err)
+{
+    size_t len;
+    uint8_t *bytes = pack_message(&pb->base, &len);
+    mp_cluster_t *c = reusable_cluster(cfg, bytes, len, pb->name);
+    if (c != NULL) {
+        free(bytes);
+        register_shared_tls(cfg, c);
+        return mp_cluster_ref(c);
+    }
+    c = mp_translate__cluster(pb, i, err);
+    if (c == NULL) {
+        free(bytes);
+        return NULL;
+    }
+    c->pb = bytes;
+    c->pb_len = len;
+    return c;
+}
+
 static int translate_clusters(const Envoy__Config__Bootstrap__V3__Bootstrap__StaticResources *sr,
                               mp_config_t *cfg, mp_err_t *err)
 {
@@ -64,7 +121,7 @@ static int translate_clusters(const Envoy__Config__Bootstrap__V3__Bootstrap__Sta
         const char *name = sr->clusters[i]->name;
         if (name != NULL && mp_config_find_cluster(cfg, name) != NULL)
             return mp_err_set(err, "clusters[%zu].name: duplicate cluster \"%s\"", i, name);
-        mp_cluster_t *c = mp_translate__cluster(sr->clusters[i], (uint32_t)i, err);
+        mp_cluster_t *c = translate_one_cluster(sr->clusters[i], cfg, (uint32_t)i, err);
         if (c == NULL)
             return mp_err_prefix(err, "clusters[%zu].", i);
         cfg->clusters[cfg->n_clusters++] = c;
@@ -94,6 +151,7 @@ static int translate_listeners(const Envoy__Config__Bootstrap__V3__Bootstrap__St
     for (size_t i = 0; i < sr->n_listeners; i++) {
         if (mp_translate__listener(sr->listeners[i], cfg, &cfg->listeners[i], err) != 0)
             return mp_err_prefix(err, "listeners[%zu].", i);
+        cfg->listeners[i].pb = pack_message(&sr->listeners[i]->base, &cfg->listeners[i].pb_len);
         if (check_listener_unique(cfg, (uint32_t)i, err) != 0)
             return MP_ERROR;
     }
@@ -106,9 +164,6 @@ static int translate_fields(const pb_bootstrap_t *pb, const mp_options_t *opts, 
     translate_node(pb, opts, cfg);
     if (translate_admin(pb, cfg, err) != 0)
         return MP_ERROR;
-    if (pb->dynamic_resources != NULL)
-        mp_log_warn("dynamic_resources: xDS is not implemented yet; ignoring it and serving the "
-                    "static resources only");
     if (pb->static_resources != NULL && (translate_clusters(pb->static_resources, cfg, err) != 0 ||
                                          translate_listeners(pb->static_resources, cfg, err) != 0))
         return mp_err_prefix(err, "static_resources.");
@@ -134,5 +189,14 @@ mp_config_t *mp_translate_bootstrap(ProtobufCMessage *msg, const mp_options_t *o
         return NULL;
     }
     cfg->generation = atomic_fetch_add(&last_generation, 1) + 1;
+    return cfg;
+}
+
+mp_config_t *mp_translate_bootstrap_next(ProtobufCMessage *msg, const mp_options_t *opts,
+                                         const mp_config_t *prev, mp_err_t *err)
+{
+    reuse_from = prev;
+    mp_config_t *cfg = mp_translate_bootstrap(msg, opts, err);
+    reuse_from = NULL;
     return cfg;
 }

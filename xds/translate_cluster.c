@@ -572,6 +572,7 @@ mp_cluster_t *mp_translate__cluster(const mp_pb_cluster_t *pb, uint32_t index, m
         return NULL;
     }
     mp_cluster_t *c = mp_xcalloc(1, sizeof(*c));
+    atomic_init(&c->refs, 1);
     for (int p = 0; p < MP_PRIORITY_COUNT; p++)
         mp_cb_limits_default(&c->cb_limits[p]);
     c->name = mp_xstrdup(pb->name);

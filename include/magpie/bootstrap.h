@@ -39,4 +39,10 @@ mp_config_t *mp_bootstrap_load(const mp_options_t *opts, bool *used_default, mp_
  * snapshot; the snapshot takes ownership of msg.  NULL with err set; msg is freed either way. */
 mp_config_t *mp_translate_bootstrap(ProtobufCMessage *msg, const mp_options_t *opts, mp_err_t *err);
 
+/* The same, for a snapshot that follows prev (may be NULL): a cluster whose Cluster message
+ * packs to the same bytes as prev's cluster of that name is shared (a ref), not rebuilt, so its
+ * state carries over (docs/dynamic-config.md).  Main thread. */
+mp_config_t *mp_translate_bootstrap_next(ProtobufCMessage *msg, const mp_options_t *opts,
+                                         const mp_config_t *prev, mp_err_t *err);
+
 #endif

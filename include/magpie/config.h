@@ -482,9 +482,19 @@ typedef struct mp_cluster_stats {
     mp_stat_id_t upstream_rq_pending_overflow, upstream_cx_overflow, upstream_cx_pool_overflow;
 } mp_cluster_stats_t;
 
+/* A cluster is refcounted (atomic) and may be shared by consecutive snapshots: when a new
+ * snapshot's Cluster message packs to the same bytes as the previous one's (pb, pb_len), the
+ * translator takes a ref on the old object instead of building a new one, so its host set, host
+ * health, DNS, health checks, outlier state, breaker counts and workers' pools carry over
+ * (docs/dynamic-config.md).  Each snapshot listing it owns one ref. */
 struct mp_cluster {
+    atomic_uint refs;
+    uint8_t *pb; /* the packed envoy.config.cluster.v3.Cluster it was translated from */
+    size_t pb_len;
     char *name;
-    uint32_t index; /* position in mp_config_t.clusters: index of per-worker state */
+    /* position in the snapshot that created it; a worker's pools are found by it first
+     * (mp_worker_pool), then by a search when a later snapshot moved the cluster */
+    uint32_t index;
     mp_cluster_type_t type;
     mp_lb_policy_t lb_policy;
     uint32_t least_request_choices; /* default 2 */
@@ -744,6 +754,10 @@ enum {
 typedef struct mp_listener {
     char *name;
     mp_addr_t addr;
+    /* the packed envoy.config.listener.v3.Listener: a worker keeps the sockets of a listener
+     * whose name and bytes are unchanged in a new snapshot (proxy/worker.c) */
+    uint8_t *pb;
+    size_t pb_len;
     uint32_t per_connection_buffer_limit_bytes; /* default 1 MiB */
     mp_filter_chain_t *chains;                  /* filter_chains, in config order */
     uint32_t n_chains;
@@ -786,6 +800,10 @@ void mp_config_unref(mp_config_t *c);
 /* Frees l's strings.  Whether a and b are the same locality (all three fields equal). */
 void mp_locality_clear(mp_locality_t *l);
 bool mp_locality_equal(const mp_locality_t *a, const mp_locality_t *b);
+
+/* Cluster refs; any thread.  The last unref frees the cluster (mp_config__cluster_free). */
+mp_cluster_t *mp_cluster_ref(mp_cluster_t *c);
+void mp_cluster_unref(mp_cluster_t *c);
 
 /* Cluster lookup by name; NULL when absent. */
 mp_cluster_t *mp_config_find_cluster(const mp_config_t *c, const char *name);

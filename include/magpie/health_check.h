@@ -109,6 +109,12 @@ typedef void (*mp_hc_initial_done_cb)(void *ctx);
 mp_hc_t *mp_hc_start(struct ev_loop *loop, mp_cluster_t **clusters, uint32_t n,
                      mp_hc_initial_done_cb on_initial_done, void *ctx);
 
+/* Starts checking clusters added by a configuration update (their hosts start failed and
+ * pending; the initial callback does not wait for them), and stops checking removed ones, whose
+ * sessions and connections end now.  Main thread; hc may not be NULL for add. */
+void mp_hc_add_clusters(mp_hc_t *hc, mp_cluster_t **clusters, uint32_t n);
+void mp_hc_remove_clusters(mp_hc_t *hc, mp_cluster_t **clusters, uint32_t n);
+
 /* Stops every checker, closes their connections and frees hc.  No callback runs.  Main thread;
  * NULL is fine. */
 void mp_hc_free(mp_hc_t *hc);

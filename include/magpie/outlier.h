@@ -93,6 +93,8 @@ void mp_outlier_free(mp_outlier_t *od);
  * NULL or "" for none; events are appended as JSON lines.  Main thread. */
 void mp_outlier_start_all(struct ev_loop *loop, mp_config_t *cfg, const char *event_log_path);
 void mp_outlier_stop_all(mp_config_t *cfg);
+/* Stops one cluster's detector (a cluster a configuration update removed).  Main thread. */
+void mp_outlier_stop(mp_cluster_t *c);
 
 /* Records how an attempt to h (a host of c's current or recent set) ended.  No-op when c has no
  * outlier_detection.  Worker (any thread); lock-free; may wake the main thread. */
