@@ -335,14 +335,10 @@ static void on_kick(struct ev_loop *loop, ev_timer *w, int revents)
     }
 }
 
-mp_hc_t *mp_hc_start(struct ev_loop *loop, mp_cluster_t **clusters, uint32_t n,
-                     mp_hc_initial_done_cb on_initial_done, void *ctx)
+/* Starts checking the clusters of clusters[0..n) that have health checks; initial: they belong
+ * to the first round that startup waits for. */
+static void add_clusters(mp_hc_t *hc, mp_cluster_t **clusters, uint32_t n, bool initial)
 {
-    mp_hc_t *hc = mp_xcalloc(1, sizeof(*hc));
-    hc->loop = loop;
-    hc->cb = on_initial_done;
-    hc->ctx = ctx;
-    hc->rng = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^ 0x9E3779B97F4A7C15ull;
     for (uint32_t i = 0; i < n; i++) {
         if (clusters[i]->health_checks == NULL || clusters[i]->health_checks->n == 0)
             continue;
@@ -351,8 +347,19 @@ mp_hc_t *mp_hc_start(struct ev_loop *loop, mp_cluster_t **clusters, uint32_t n,
         hcc->c = clusters[i];
         hcc->next = hc->clusters;
         hc->clusters = hcc;
-        sync_sessions(hcc, mp_cluster_hosts_acquire(hcc->c), true);
+        sync_sessions(hcc, mp_cluster_hosts_acquire(hcc->c), initial);
     }
+}
+
+mp_hc_t *mp_hc_start(struct ev_loop *loop, mp_cluster_t **clusters, uint32_t n,
+                     mp_hc_initial_done_cb on_initial_done, void *ctx)
+{
+    mp_hc_t *hc = mp_xcalloc(1, sizeof(*hc));
+    hc->loop = loop;
+    hc->cb = on_initial_done;
+    hc->ctx = ctx;
+    hc->rng = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^ 0x9E3779B97F4A7C15ull;
+    add_clusters(hc, clusters, n, true);
     ev_timer_init(&hc->sync, on_sync, SYNC_INTERVAL, SYNC_INTERVAL);
     hc->sync.data = hc;
     ev_timer_start(loop, &hc->sync);
@@ -364,16 +371,7 @@ mp_hc_t *mp_hc_start(struct ev_loop *loop, mp_cluster_t **clusters, uint32_t n,
 
 void mp_hc_add_clusters(mp_hc_t *hc, mp_cluster_t **clusters, uint32_t n)
 {
-    for (uint32_t i = 0; i < n; i++) {
-        if (clusters[i]->health_checks == NULL || clusters[i]->health_checks->n == 0)
-            continue;
-        hc_cluster_t *hcc = mp_xcalloc(1, sizeof(*hcc));
-        hcc->hc = hc;
-        hcc->c = clusters[i];
-        hcc->next = hc->clusters;
-        hc->clusters = hcc;
-        sync_sessions(hcc, mp_cluster_hosts_acquire(hcc->c), false);
-    }
+    add_clusters(hc, clusters, n, false);
 }
 
 static void hc_cluster_free(hc_cluster_t *hcc)
