@@ -101,14 +101,24 @@ def tmpdir(prefix="mp-it-"):
     return d
 
 
+_handed_out = set()  # ports free_port returned in this process: never returned twice
+
+
 def free_port():
-    """A port the kernel just handed out for bind(0); closed again for the peer to take."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port the kernel just handed out for bind(0); closed again for the peer to take.  The
+    kernel may hand the same port to two bind(0) calls in a row once the first socket is closed,
+    so a port this process already returned (say, for the admin server) is never returned again
+    (bounded: 100 tries)."""
+    for _ in range(100):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise TestFailure("free_port: no unused port in 100 tries")
 
 
 def refused_port():
