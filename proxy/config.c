@@ -162,6 +162,8 @@ void mp_config__cluster_free(mp_cluster_t *c)
     check_breakers(c);
     free(c->name);
     free(c->pb);
+    free(c->eds_name);
+    free(c->eds_path);
     for (uint32_t i = 0; i < c->n_endpoints; i++)
         free(c->endpoints[i].address);
     free(c->endpoints);

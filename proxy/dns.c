@@ -616,7 +616,8 @@ void mp_dns_watch_clusters(mp_dns_t *d, mp_cluster_t **clusters, uint32_t n,
     d->groups = g;
     for (uint32_t i = 0; i < n; i++) {
         mp_cluster_t *c = clusters[i];
-        if (c == NULL || c->type == MP_CLUSTER_STATIC || *find_cluster(d, c) != NULL)
+        if (c == NULL || c->type == MP_CLUSTER_STATIC || c->type == MP_CLUSTER_EDS ||
+            *find_cluster(d, c) != NULL)
             continue;
         watch_one(d, c, g);
     }

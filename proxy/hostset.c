@@ -248,7 +248,7 @@ void mp_host_from_spec(mp_host_t *h, const mp_endpoint_spec_t *ep)
 
 int mp_cluster_init_static_hosts(mp_cluster_t *c, mp_err_t *err)
 {
-    uint32_t n = c->type == MP_CLUSTER_STATIC ? c->n_endpoints : 0;
+    uint32_t n = c->type == MP_CLUSTER_STATIC || c->type == MP_CLUSTER_EDS ? c->n_endpoints : 0;
     mp_hostset_t *hs = mp_hostset_new(n);
     for (uint32_t i = 0; i < n; i++) {
         const mp_endpoint_spec_t *ep = &c->endpoints[i];

@@ -18,7 +18,9 @@
 #include "magpie/dir_watch.h"
 #include "magpie/file_source.h"
 #include "magpie/json_pb.h"
+#include "magpie/health_check.h"
 #include "magpie/log.h"
+#include "magpie/resource_store.h"
 #include "magpie/stats.h"
 
 #define FILE_MAX (16u << 20)
@@ -46,7 +48,17 @@ static struct {
     uint8_t *bootstrap; /* packed, as loaded */
     size_t bootstrap_len;
     fsrc_t lds, cds;
+    struct eds_file *eds; /* every EDS file a cluster of the current snapshot names */
+    size_t n_eds;
 } fs;
+
+/* One EDS file (a DiscoveryResponse of ClusterLoadAssignment) and the names it last gave. */
+typedef struct eds_file {
+    char *path;
+    uint8_t digest[32];
+    char **names;
+    size_t n_names;
+} eds_file_t;
 
 static void free_resources(ProtobufCMessage **res, size_t n)
 {
@@ -226,6 +238,174 @@ static void reject_candidate(fsrc_t *f, candidate_t *c, const char *why)
     free(c->version);
 }
 
+/* ---- EDS ---- */
+
+static eds_file_t *eds_file(const char *path)
+{
+    for (size_t i = 0; i < fs.n_eds; i++)
+        if (strcmp(fs.eds[i].path, path) == 0)
+            return &fs.eds[i];
+    fs.eds = mp_xrealloc(fs.eds, (fs.n_eds + 1) * sizeof(*fs.eds));
+    eds_file_t *e = &fs.eds[fs.n_eds++];
+    memset(e, 0, sizeof(*e));
+    e->path = mp_xstrdup(path);
+    return e;
+}
+
+static void count_clusters_of(const mp_config_t *cfg, const char *path, bool ok)
+{
+    for (uint32_t i = 0; i < cfg->n_clusters; i++) {
+        const mp_cluster_t *c = cfg->clusters[i];
+        if (c->type == MP_CLUSTER_EDS && c->eds_path != NULL && strcmp(c->eds_path, path) == 0)
+            mp_stats_inc(ok ? c->stats.update_success : c->stats.update_rejected);
+    }
+}
+
+static const char *cla_name(const ProtobufCMessage *m)
+{
+    return ((const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *)m)->cluster_name;
+}
+
+/* Every cluster of cfg fed by this file must accept its assignment, else the file is refused. */
+static int check_eds_hosts(const mp_config_t *cfg, const char *path, ProtobufCMessage **res,
+                           size_t n, mp_err_t *err)
+{
+    for (uint32_t i = 0; i < cfg->n_clusters; i++) {
+        const mp_cluster_t *c = cfg->clusters[i];
+        if (c->type != MP_CLUSTER_EDS || c->eds_path == NULL || strcmp(c->eds_path, path) != 0)
+            continue;
+        for (size_t j = 0; j < n; j++) {
+            if (cla_name(res[j]) == NULL || strcmp(cla_name(res[j]), c->eds_name) != 0)
+                continue;
+            bool fits;
+            mp_hostset_t *hs = mp_translate_eds_hosts(c, res[j], &fits, err);
+            if (hs == NULL)
+                return mp_err_prefix(err, "cluster %s: ", c->name);
+            mp_hostset_release(hs);
+        }
+    }
+    return 0;
+}
+
+/* Replaces the names e gave in the store with res (taken). */
+static void store_eds(eds_file_t *e, ProtobufCMessage **res, size_t n)
+{
+    for (size_t i = 0; i < e->n_names; i++) {
+        mp_rstore_set(&envoy__config__endpoint__v3__cluster_load_assignment__descriptor,
+                      e->names[i], NULL);
+        free(e->names[i]);
+    }
+    free(e->names);
+    e->names = mp_xcalloc(n ? n : 1, sizeof(*e->names));
+    e->n_names = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (cla_name(res[i]) == NULL || cla_name(res[i])[0] == '\0') {
+            protobuf_c_message_free_unpacked(res[i], NULL);
+            continue;
+        }
+        e->names[e->n_names++] = mp_xstrdup(cla_name(res[i]));
+        mp_rstore_set(&envoy__config__endpoint__v3__cluster_load_assignment__descriptor,
+                      cla_name(res[i]), res[i]);
+    }
+    free(res);
+}
+
+static void set_membership(mp_cluster_t *c)
+{
+    mp_hostset_t *hs = mp_cluster_hosts_acquire(c);
+    mp_stats_gauge_set(c->stats.membership_total, hs->n);
+    mp_stats_gauge_set(c->stats.membership_healthy, mp_hostset_count_usable(hs));
+    mp_hostset_release(hs);
+}
+
+/* Publishes c's new hosts in place: hosts that stay keep their health, outlier state and (in
+ * each worker's pool) their connections.  false when the localities changed. */
+static bool publish_eds(mp_cluster_t *c)
+{
+    const ProtobufCMessage *la = mp_rstore_get(
+        &envoy__config__endpoint__v3__cluster_load_assignment__descriptor, c->eds_name);
+    mp_err_t err = {{0}};
+    bool fits = false;
+    mp_hostset_t *hs = la != NULL ? mp_translate_eds_hosts(c, la, &fits, &err) : mp_hostset_new(0);
+    if (hs == NULL || (la != NULL && !fits)) {
+        mp_hostset_release(hs);
+        return false;
+    }
+    mp_hostset_t *cur = atomic_load_explicit(&c->hosts, memory_order_acquire);
+    mp_hostset_adopt_health_flags(hs, cur, mp_hc_initial_flags(c));
+    mp_cluster_hosts_publish(c, hs);
+    set_membership(c);
+    mp_log_info("eds: cluster %s now has %u hosts", c->name, hs->n);
+    return true;
+}
+
+/* After a file changed: each EDS cluster it feeds gets its new hosts; a change of localities
+ * needs new cluster objects, so the snapshot is rebuilt (from the same accepted resources). */
+static void apply_eds(const char *path)
+{
+    mp_config_t *cfg = atomic_load(&fs.s->config);
+    bool rebuild = false;
+    for (uint32_t i = 0; i < cfg->n_clusters; i++) {
+        mp_cluster_t *c = cfg->clusters[i];
+        if (c->type == MP_CLUSTER_EDS && c->eds_path != NULL && strcmp(c->eds_path, path) == 0 &&
+            !publish_eds(c))
+            rebuild = true;
+    }
+    mp_err_t err = {{0}};
+    if (!rebuild)
+        return;
+    if (build_and_apply(fs.lds.res, fs.lds.n_res, fs.cds.res, fs.cds.n_res, &err) != 0)
+        mp_log_warn("eds: %s: snapshot rebuild failed: %s", path, err.msg);
+    cfg = atomic_load(&fs.s->config);
+    for (uint32_t i = 0; i < cfg->n_clusters; i++)
+        if (cfg->clusters[i]->type == MP_CLUSTER_EDS)
+            set_membership(cfg->clusters[i]);
+}
+
+static void check_eds_file(eds_file_t *e)
+{
+    uint8_t d[32];
+    mp_file_digest(e->path, d);
+    if (memcmp(d, e->digest, sizeof(d)) == 0)
+        return;
+    memcpy(e->digest, d, sizeof(d));
+    fsrc_t f = {.path = e->path,
+                .type = &envoy__config__endpoint__v3__cluster_load_assignment__descriptor};
+    ProtobufCMessage **res = NULL;
+    size_t n = 0;
+    char *version = NULL;
+    mp_err_t err = {{0}};
+    mp_config_t *cfg = atomic_load(&fs.s->config);
+    if (read_source(&f, &res, &n, &version, &err) != 0 ||
+        check_eds_hosts(cfg, e->path, res, n, &err) != 0) {
+        mp_log_warn("eds: %s: update rejected: %s", e->path, err.msg);
+        free_resources(res, n);
+        free(version);
+        count_clusters_of(cfg, e->path, false);
+        return;
+    }
+    mp_log_info("eds: %s: version \"%s\" accepted (%zu assignments)", e->path, version, n);
+    free(version);
+    store_eds(e, res, n);
+    apply_eds(e->path);
+    count_clusters_of(atomic_load(&fs.s->config), e->path, true);
+}
+
+/* The EDS files of the current snapshot's clusters, read when changed, and watched. */
+static void check_eds(void)
+{
+    if (fs.s == NULL)
+        return;
+    mp_config_t *cfg = atomic_load(&fs.s->config);
+    for (uint32_t i = 0; i < cfg->n_clusters; i++)
+        if (cfg->clusters[i]->type == MP_CLUSTER_EDS && cfg->clusters[i]->eds_path != NULL)
+            eds_file(cfg->clusters[i]->eds_path);
+    for (size_t i = 0; i < fs.n_eds; i++) {
+        check_eds_file(&fs.eds[i]);
+        mp_dir_watch_add(fs.dw, fs.eds[i].path);
+    }
+}
+
 void mp_file_source_check(void)
 {
     candidate_t l, c;
@@ -247,6 +427,7 @@ void mp_file_source_check(void)
     else if (c.changed)
         reject_candidate(&fs.cds, &c, err.msg);
 rewatch:
+    check_eds();
     if (fs.lds.path != NULL)
         mp_dir_watch_add(fs.dw, fs.lds.path);
     if (fs.cds.path != NULL)
@@ -290,14 +471,22 @@ static int configure(const pb_bootstrap_t *b, mp_err_t *err)
     return 0;
 }
 
+static bool has_eds_files(const mp_config_t *cfg)
+{
+    for (uint32_t i = 0; i < cfg->n_clusters; i++)
+        if (cfg->clusters[i]->type == MP_CLUSTER_EDS && cfg->clusters[i]->eds_path != NULL)
+            return true;
+    return false;
+}
+
 int mp_file_source_start(mp_server_t *s, mp_err_t *err)
 {
     mp_config_t *cfg = atomic_load(&s->config);
     const pb_bootstrap_t *b = cfg->bootstrap;
-    if (b == NULL || b->dynamic_resources == NULL)
+    if (b == NULL || (b->dynamic_resources == NULL && !has_eds_files(cfg)))
         return 0;
     fs.s = s;
-    if (configure(b, err) != 0)
+    if (b->dynamic_resources != NULL && configure(b, err) != 0)
         return MP_ERROR;
     fs.bootstrap_len = protobuf_c_message_get_packed_size(&b->base);
     fs.bootstrap = mp_xmalloc(fs.bootstrap_len ? fs.bootstrap_len : 1);
@@ -318,6 +507,14 @@ void mp_file_source_stop(void)
         free(srcs[i]->version);
         free(srcs[i]->path);
     }
+    for (size_t i = 0; i < fs.n_eds; i++) {
+        for (size_t j = 0; j < fs.eds[i].n_names; j++)
+            free(fs.eds[i].names[j]);
+        free(fs.eds[i].names);
+        free(fs.eds[i].path);
+    }
+    free(fs.eds);
+    mp_rstore_clear();
     free(fs.bootstrap);
     memset(&fs, 0, sizeof(fs));
 }

@@ -8,6 +8,7 @@
 #include "../proxy/config_internal.h"
 #include "magpie/bootstrap.h"
 #include "magpie/log.h"
+#include "magpie/resource_store.h"
 
 typedef Envoy__Config__Bootstrap__V3__Bootstrap pb_bootstrap_t;
 
@@ -92,11 +93,43 @@ static void register_shared_tls(mp_config_t *cfg, mp_cluster_t *c)
     cfg->tls_ctxs[cfg->n_tls_ctxs++] = c->tls;
 }
 
+/* An EDS cluster's object is kept while its Cluster bytes and the localities of its stored
+ * assignment stay the same: its hosts index its localities (mp_translate_eds_hosts). */
+static uint8_t *append_eds_key(const Envoy__Config__Cluster__V3__Cluster *pb, uint8_t *b,
+                               size_t *len)
+{
+    if (pb->type != ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS ||
+        pb->eds_cluster_config == NULL)
+        return b;
+    const char *sn = pb->eds_cluster_config->service_name;
+    const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *la = (const void *)mp_rstore_get(
+        &envoy__config__endpoint__v3__cluster_load_assignment__descriptor,
+        sn != NULL && sn[0] != '\0' ? sn : pb->name);
+    if (la == NULL)
+        return b;
+    char *key = mp_xasprintf("|%u", la->policy && la->policy->overprovisioning_factor
+                                        ? la->policy->overprovisioning_factor->value
+                                        : 140u);
+    for (size_t i = 0; i < la->n_endpoints; i++) {
+        const Envoy__Config__Core__V3__Locality *l = la->endpoints[i]->locality;
+        char *k = mp_xasprintf("%s|%s/%s/%s", key, l && l->region ? l->region : "",
+                               l && l->zone ? l->zone : "", l && l->sub_zone ? l->sub_zone : "");
+        free(key);
+        key = k;
+    }
+    size_t kl = strlen(key);
+    b = mp_xrealloc(b, *len + kl);
+    memcpy(b + *len, key, kl);
+    *len += kl;
+    free(key);
+    return b;
+}
+
 static mp_cluster_t *translate_one_cluster(const Envoy__Config__Cluster__V3__Cluster *pb,
                                            mp_config_t *cfg, uint32_t i, mp_err_t *err)
 {
     size_t len;
-    uint8_t *bytes = pack_message(&pb->base, &len);
+    uint8_t *bytes = append_eds_key(pb, pack_message(&pb->base, &len), &len);
     mp_cluster_t *c = reusable_cluster(cfg, bytes, len, pb->name);
     if (c != NULL) {
         free(bytes);

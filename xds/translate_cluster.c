@@ -5,6 +5,8 @@
 
 #include "translate_internal.h"
 
+#include "magpie/resource_store.h"
+
 #include "envoy/extensions/upstreams/http/v3/http_protocol_options.pb-c.h"
 
 #include "../proxy/config_internal.h"
@@ -50,6 +52,7 @@ static const struct {
     S(membership_healthy, true),
     S(update_success, false),
     S(update_failure, false),
+    S(update_rejected, false),
     S(upstream_cx_none_healthy, false),
     S(upstream_cx_http2_total, false),
     S(upstream_cx_protocol_error, false),
@@ -77,6 +80,27 @@ static void register_stats(mp_cluster_t *c, const char *stat_name)
     }
 }
 
+/* Where the assignment comes from: a file (path_config_source) is read by xds/file_source.c;
+ * any other source is the xDS client's, which fills the same resource store. */
+static int translate_eds_config(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_err_t *err)
+{
+    const Envoy__Config__Cluster__V3__Cluster__EdsClusterConfig *ec = pb->eds_cluster_config;
+    if (ec == NULL || ec->eds_config == NULL)
+        return mp_err_set(err, "eds_cluster_config.eds_config: required for type EDS");
+    const char *sn = ec->service_name;
+    c->eds_name = mp_xstrdup(sn != NULL && sn[0] != '\0' ? sn : pb->name);
+    const Envoy__Config__Core__V3__ConfigSource *cs = ec->eds_config;
+    if (cs->config_source_specifier_case ==
+        ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_PATH)
+        c->eds_path = mp_xstrdup(cs->path);
+    else if (
+        cs->config_source_specifier_case ==
+            ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_PATH_CONFIG_SOURCE &&
+        cs->path_config_source != NULL)
+        c->eds_path = mp_xstrdup(cs->path_config_source->path);
+    return 0;
+}
+
 static int translate_type(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_err_t *err)
 {
     if (pb->cluster_discovery_type_case ==
@@ -93,7 +117,8 @@ static int translate_type(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_err_t *
         c->type = MP_CLUSTER_LOGICAL_DNS;
         return 0;
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__EDS:
-        return mp_err_set(err, "type: EDS is not supported yet");
+        c->type = MP_CLUSTER_EDS;
+        return translate_eds_config(pb, c, err);
     case ENVOY__CONFIG__CLUSTER__V3__CLUSTER__DISCOVERY_TYPE__ORIGINAL_DST:
         return mp_err_set(err, "type: ORIGINAL_DST is not supported yet");
     default:
@@ -327,7 +352,8 @@ static int translate_endpoint(const pb_lb_endpoint_t *le, const mp_cluster_t *c,
         sa->port_value == 0 || sa->port_value > 65535)
         return mp_err_set(err, "endpoint.address.socket_address.port_value: a port is required");
     mp_addr_t tmp;
-    if (c->type == MP_CLUSTER_STATIC && mp_translate__address(a, &tmp, err) != 0)
+    if ((c->type == MP_CLUSTER_STATIC || c->type == MP_CLUSTER_EDS) &&
+        mp_translate__address(a, &tmp, err) != 0)
         return mp_err_prefix(err, "endpoint.address.");
     if (sa->address == NULL || sa->address[0] == '\0')
         return mp_err_set(err, "endpoint.address.socket_address.address: required");
@@ -436,9 +462,9 @@ static int translate_policy(const Envoy__Config__Endpoint__V3__ClusterLoadAssign
     return 0;
 }
 
-static int translate_endpoints(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_err_t *err)
+static int translate_assignment(const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *la,
+                                mp_cluster_t *c, mp_err_t *err)
 {
-    const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *la = pb->load_assignment;
     size_t total = 0, n_loc = la != NULL ? la->n_endpoints : 0;
     for (size_t i = 0; i < n_loc; i++)
         total += la->endpoints[i]->n_lb_endpoints;
@@ -460,6 +486,64 @@ static int translate_endpoints(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_er
         return mp_err_set(err, "load_assignment: LOGICAL_DNS clusters must have exactly one "
                                "endpoint");
     return 0;
+}
+
+/* An EDS cluster starts from the assignment stored under its name, or with no hosts. */
+static int translate_endpoints(const mp_pb_cluster_t *pb, mp_cluster_t *c, mp_err_t *err)
+{
+    if (c->type != MP_CLUSTER_EDS)
+        return translate_assignment(pb->load_assignment, c, err);
+    const ProtobufCMessage *la = mp_rstore_get(
+        &envoy__config__endpoint__v3__cluster_load_assignment__descriptor, c->eds_name);
+    if (translate_assignment((const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *)la, c,
+                             err) != 0)
+        return mp_err_prefix(err, "(ClusterLoadAssignment \"%s\") ", c->eds_name);
+    return 0;
+}
+
+/* The endpoints' hosts, without health: the caller adopts the current set's. */
+static mp_hostset_t *hosts_of(const mp_cluster_t *c, mp_err_t *err)
+{
+    mp_hostset_t *hs = mp_hostset_new(c->n_endpoints);
+    for (uint32_t i = 0; i < c->n_endpoints; i++) {
+        const mp_endpoint_spec_t *ep = &c->endpoints[i];
+        if (mp_addr_parse(&hs->hosts[i].addr, ep->address, ep->port) != 0) {
+            mp_hostset_release(hs);
+            mp_err_set(err, "endpoints[%u].address: \"%s\" is not an IP address", i, ep->address);
+            return NULL;
+        }
+        mp_host_from_spec(&hs->hosts[i], ep);
+    }
+    mp_hostset_finish(hs);
+    return hs;
+}
+
+static bool same_localities(const mp_cluster_t *a, const mp_cluster_t *b)
+{
+    if (a->n_localities != b->n_localities ||
+        a->overprovisioning_factor != b->overprovisioning_factor)
+        return false;
+    for (uint32_t i = 0; i < a->n_localities; i++)
+        if (!mp_locality_equal(&a->localities[i], &b->localities[i]))
+            return false;
+    return true;
+}
+
+mp_hostset_t *mp_translate_eds_hosts(const mp_cluster_t *c, const ProtobufCMessage *cla, bool *fits,
+                                     mp_err_t *err)
+{
+    mp_cluster_t *tmp = mp_xcalloc(1, sizeof(*tmp));
+    atomic_init(&tmp->refs, 1);
+    tmp->type = MP_CLUSTER_EDS;
+    tmp->name = mp_xstrdup(c->name);
+    mp_hostset_t *hs = NULL;
+    if (translate_assignment((const Envoy__Config__Endpoint__V3__ClusterLoadAssignment *)cla, tmp,
+                             err) == 0)
+        hs = hosts_of(tmp, err);
+    if (hs != NULL)
+        *fits = same_localities(c, tmp);
+    mp_config__cluster_free(tmp);
+    return hs;
 }
 
 typedef Envoy__Config__Cluster__V3__Cluster__CommonLbConfig pb_common_lb_t;

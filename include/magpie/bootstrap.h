@@ -45,4 +45,11 @@ mp_config_t *mp_translate_bootstrap(ProtobufCMessage *msg, const mp_options_t *o
 mp_config_t *mp_translate_bootstrap_next(ProtobufCMessage *msg, const mp_options_t *opts,
                                          const mp_config_t *prev, mp_err_t *err);
 
+/* EDS: the host set that ClusterLoadAssignment cla gives cluster c (finished, hosts without
+ * health: the caller adopts the current set's, then publishes), or NULL with err set.  *fits is
+ * false when cla's localities or overprovisioning differ from c's: hosts index c->localities,
+ * which workers read, so such a change needs a new cluster object (a snapshot rebuild). */
+mp_hostset_t *mp_translate_eds_hosts(const mp_cluster_t *c, const ProtobufCMessage *cla, bool *fits,
+                                     mp_err_t *err);
+
 #endif

@@ -289,6 +289,7 @@ typedef enum mp_cluster_type {
     MP_CLUSTER_STATIC,
     MP_CLUSTER_STRICT_DNS,
     MP_CLUSTER_LOGICAL_DNS,
+    MP_CLUSTER_EDS, /* hosts from a ClusterLoadAssignment (include/magpie/resource_store.h) */
 } mp_cluster_type_t;
 
 typedef enum mp_lb_policy {
@@ -474,10 +475,11 @@ typedef struct mp_cluster_stats {
         upstream_cx_active, upstream_cx_connect_fail, upstream_cx_connect_timeout,
         upstream_cx_destroy, upstream_cx_rx_bytes_total, upstream_cx_tx_bytes_total,
         upstream_rq_pending_total, upstream_cx_idle_timeout, membership_total, membership_healthy,
-        update_success, update_failure, upstream_cx_none_healthy, upstream_cx_http2_total,
-        upstream_cx_protocol_error, upstream_rq_per_try_timeout, upstream_rq_per_try_idle_timeout,
-        upstream_rq_retry, upstream_rq_retry_success, upstream_rq_retry_limit_exceeded,
-        upstream_rq_retry_overflow, upstream_rq_retry_backoff_exponential;
+        update_success, update_failure, update_rejected, upstream_cx_none_healthy,
+        upstream_cx_http2_total, upstream_cx_protocol_error, upstream_rq_per_try_timeout,
+        upstream_rq_per_try_idle_timeout, upstream_rq_retry, upstream_rq_retry_success,
+        upstream_rq_retry_limit_exceeded, upstream_rq_retry_overflow,
+        upstream_rq_retry_backoff_exponential;
     /* circuit breaking (include/magpie/circuit.h) */
     mp_stat_id_t upstream_rq_pending_overflow, upstream_cx_overflow, upstream_cx_pool_overflow;
 } mp_cluster_stats_t;
@@ -512,6 +514,8 @@ struct mp_cluster {
     mp_dns_family_t dns_family;
     uint64_t dns_refresh_rate_ms; /* default 5000 */
     bool respect_dns_ttl;
+    char *eds_name; /* EDS: the ClusterLoadAssignment's name (service_name, else the name) */
+    char *eds_path; /* EDS: eds_config's file, or NULL when another source feeds it */
     mp_endpoint_spec_t *endpoints;
     uint32_t n_endpoints;
     mp_locality_t *localities; /* distinct localities of the endpoints, in order of appearance */

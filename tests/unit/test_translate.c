@@ -475,8 +475,9 @@ static void test_errors(void)
     expect_error("- { name: dns, weight: 70 }", "- { name: dns, weight: 71 }",
                  VH0 "routes[1].route.weighted_clusters.total_weight: 100 is not the sum of the "
                      "weights (101)");
-    expect_error("type: STRICT_DNS", "type: EDS",
-                 "static_resources.clusters[1].type: EDS is not supported yet");
+    expect_error(
+        "type: STRICT_DNS", "type: EDS",
+        "static_resources.clusters[1].eds_cluster_config.eds_config: required for type EDS");
     expect_error("type: STRICT_DNS", "type: ORIGINAL_DST",
                  "static_resources.clusters[1].type: ORIGINAL_DST is not supported yet");
     expect_error("lb_policy: RANDOM", "lb_policy: CLUSTER_PROVIDED",
