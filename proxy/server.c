@@ -11,6 +11,7 @@
 #include "magpie/apply.h"
 #include "magpie/buf.h"
 #include "magpie/dns.h"
+#include "magpie/ads_client.h"
 #include "magpie/file_source.h"
 #include "magpie/health_check.h"
 #include "magpie/log.h"
@@ -177,12 +178,15 @@ int mp_server_run(mp_server_t *s, mp_err_t *err)
         mp_log_warn("%s; certificates will not rotate", werr.msg);
     mp_outlier_start_all(s->loop, cfg, outlier_event_log(cfg));
     mp_dns_watch_clusters(s->dns, cfg->clusters, cfg->n_clusters, on_clusters_ready, s);
+    if (mp_ads_start(s, err) != 0)
+        return MP_ERROR;
     ev_run(s->loop, 0);
     for (unsigned i = 0; s->workers != NULL && i < s->n_workers; i++)
         if (s->workers[i] != NULL)
             mp_worker_join(s->workers[i]);
     free(s->workers);
     s->workers = NULL;
+    mp_ads_stop();
     mp_file_source_stop();
     cfg = atomic_load(&s->config); /* updates may have replaced it */
     if (cfg->has_admin)

@@ -67,9 +67,15 @@ static void free_resources(ProtobufCMessage **res, size_t n)
     free(res);
 }
 
+static bool source_is_ads(const pb_source_t *cs)
+{
+    return cs != NULL && cs->config_source_specifier_case ==
+                             ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_ADS;
+}
+
 static const char *source_path(const pb_source_t *cs, mp_err_t *err)
 {
-    if (cs == NULL)
+    if (cs == NULL || source_is_ads(cs))
         return NULL;
     if (cs->config_source_specifier_case ==
         ENVOY__CONFIG__CORE__V3__CONFIG_SOURCE__CONFIG_SOURCE_SPECIFIER_PATH)
@@ -444,7 +450,7 @@ static void init_source(fsrc_t *f, const char *kind, const ProtobufCMessageDescr
 {
     f->kind = kind;
     f->type = type;
-    f->path = mp_xstrdup(path);
+    f->path = path != NULL ? mp_xstrdup(path) : NULL;
     f->attempt = mp_stats_counterf("%s.%s.update_attempt", stat_scope, kind);
     f->success = mp_stats_counterf("%s.%s.update_success", stat_scope, kind);
     f->rejected = mp_stats_counterf("%s.%s.update_rejected", stat_scope, kind);
@@ -455,17 +461,20 @@ static int configure(const pb_bootstrap_t *b, mp_err_t *err)
 {
     const Envoy__Config__Bootstrap__V3__Bootstrap__DynamicResources *dr = b->dynamic_resources;
     const char *lds = source_path(dr->lds_config, err);
-    if (lds == NULL && dr->lds_config != NULL)
+    if (lds == NULL && dr->lds_config != NULL && !source_is_ads(dr->lds_config))
         return mp_err_prefix(err, "dynamic_resources.lds_config: ");
     const char *cds = source_path(dr->cds_config, err);
-    if (cds == NULL && dr->cds_config != NULL)
+    if (cds == NULL && dr->cds_config != NULL && !source_is_ads(dr->cds_config))
         return mp_err_prefix(err, "dynamic_resources.cds_config: ");
-    if (dr->ads_config != NULL)
-        return mp_err_set(err, "dynamic_resources.ads_config: not served by files");
-    if (lds != NULL)
+    if ((source_is_ads(dr->lds_config) || source_is_ads(dr->cds_config)) && dr->ads_config == NULL)
+        return mp_err_set(err, "dynamic_resources: a config source says ads but there is no "
+                               "ads_config");
+    /* An ADS-fed type has no file (path NULL) but the same accepted set and stats; the ADS
+     * client hands its resources in through mp_file_source_offer. */
+    if (lds != NULL || source_is_ads(dr->lds_config))
         init_source(&fs.lds, "lds", &envoy__config__listener__v3__listener__descriptor, lds,
                     "listener_manager");
-    if (cds != NULL)
+    if (cds != NULL || source_is_ads(dr->cds_config))
         init_source(&fs.cds, "cds", &envoy__config__cluster__v3__cluster__descriptor, cds,
                     "cluster_manager");
     return 0;
@@ -517,6 +526,32 @@ void mp_file_source_stop(void)
     mp_rstore_clear();
     free(fs.bootstrap);
     memset(&fs, 0, sizeof(fs));
+}
+
+int mp_file_source_offer(bool lds, ProtobufCMessage **res, size_t n, const char *version,
+                         mp_err_t *err)
+{
+    fsrc_t *f = lds ? &fs.lds : &fs.cds;
+    if (fs.s == NULL || f->kind == NULL) {
+        free_resources(res, n);
+        return mp_err_set(err, "%s is not configured as an ADS source", lds ? "LDS" : "CDS");
+    }
+    mp_stats_inc(f->attempt);
+    int rc = build_and_apply(lds ? res : fs.lds.res, lds ? n : fs.lds.n_res, lds ? fs.cds.res : res,
+                             lds ? fs.cds.n_res : n, err);
+    if (rc != 0) {
+        mp_stats_inc(f->rejected);
+        free_resources(res, n);
+        return MP_ERROR;
+    }
+    free_resources(f->res, f->n_res);
+    free(f->version);
+    f->res = res;
+    f->n_res = n;
+    f->version = mp_xstrdup(version != NULL ? version : "");
+    f->last_ms = mp_now_ms();
+    mp_stats_inc(f->success);
+    return 0;
 }
 
 const char *mp_file_source_version(bool lds, uint64_t *last_updated_ms)

@@ -8,6 +8,8 @@
 #ifndef MAGPIE_FILE_SOURCE_H
 #define MAGPIE_FILE_SOURCE_H
 
+#include <protobuf-c/protobuf-c.h>
+
 #include "magpie/common.h"
 #include "magpie/server.h"
 
@@ -23,6 +25,15 @@ void mp_file_source_stop(void);
 
 /* Reads the files now and applies a change (what the watcher does after a burst of events). */
 void mp_file_source_check(void);
+
+/* For the ADS client (include/magpie/ads_client.h): makes res (n Listener messages when lds,
+ * else Cluster messages; ownership passes in, whatever the result) the accepted set of that
+ * type and applies a snapshot of the bootstrap plus it plus the other type's accepted set.
+ * Counts update_attempt / _success / _rejected like a file.  Returns 0, or MP_ERROR with err
+ * set (the translator's message) and the previous configuration kept.  Main thread, after
+ * mp_file_source_start. */
+int mp_file_source_offer(bool lds, ProtobufCMessage **res, size_t n, const char *version,
+                         mp_err_t *err);
 
 /* For /config_dump: the version_info and the mp_now_ms() of the last accepted update of the
  * listener (lds) or cluster (cds) file, or NULL/0 when none. */

@@ -100,6 +100,9 @@ def test_files_serve_and_listeners_come_and_go():
         # add b, a unchanged: b accepts at once, a's connection is untouched
         update(m, d + "/lds.json", "2", [listener("a", pa, [("/", "c1")]),
                                           listener("b", pb, [("/", "c1")])], LDS)
+        # update_success is counted when the main thread accepts the files; the workers bind b
+        # a moment later, between their events.
+        mp.wait_until(lambda: mp.port_open(pb), timeout=3, what="listener b bound")
         mp.eq(mp.get(pb, "/y").status, 200, "new listener b accepts")
         r = keep.request("GET", "/k2")
         mp.eq(r.status, 200, "unchanged listener's keep-alive connection still serves")
