@@ -13,6 +13,17 @@
 #include "cp.h"
 #include "magpie/log.h"
 
+/* Where x stands against y in push order (type, then name); a missing side (NULL) sorts last,
+ * so a walk over two sorted snapshots sees the other side's leftovers as additions/removals. */
+static int order(const mp_cp_resource_t *x, const mp_cp_resource_t *y)
+{
+    if (x == NULL)
+        return 1;
+    if (y == NULL)
+        return -1;
+    return x->type != y->type ? x->type - y->type : strcmp(x->name, y->name);
+}
+
 /* The first difference between two sorted snapshots, in push order: *a indexes live, *b disk
  * (-1 when the resource is absent on that side).  Returns false when they are equal. */
 static bool first_diff(const mp_cp_snapshot_t *live, const mp_cp_snapshot_t *disk, long *a, long *b)
@@ -21,10 +32,7 @@ static bool first_diff(const mp_cp_snapshot_t *live, const mp_cp_snapshot_t *dis
     while (i < live->n || j < disk->n) {
         const mp_cp_resource_t *x = i < live->n ? &live->res[i] : NULL;
         const mp_cp_resource_t *y = j < disk->n ? &disk->res[j] : NULL;
-        int c = x == NULL            ? 1
-                : y == NULL          ? -1
-                : x->type != y->type ? x->type - y->type
-                                     : strcmp(x->name, y->name);
+        int c = order(x, y);
         if (c == 0 && strcmp(x->version, y->version) == 0) {
             i++, j++;
             continue;
@@ -43,10 +51,7 @@ static size_t count_diffs(const mp_cp_snapshot_t *live, const mp_cp_snapshot_t *
     while (i < live->n || j < disk->n) {
         const mp_cp_resource_t *x = i < live->n ? &live->res[i] : NULL;
         const mp_cp_resource_t *y = j < disk->n ? &disk->res[j] : NULL;
-        int c = x == NULL            ? 1
-                : y == NULL          ? -1
-                : x->type != y->type ? x->type - y->type
-                                     : strcmp(x->name, y->name);
+        int c = order(x, y);
         if (c != 0 || strcmp(x->version, y->version) != 0) {
             n++;
             changed[c <= 0 ? x->type : y->type] = true;
